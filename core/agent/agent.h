@@ -1,0 +1,119 @@
+/* core/agent: the protocol between nonstop-stub and libnonstop-agent.so (the in-
+ * process agent), shared by both sides. The agent library itself exports only
+ * ns_agent_* symbols (hidden visibility + version script).
+ *
+ * Launch: the stub creates a SOCK_SEQPACKET socketpair (control) and a memfd (the
+ * rings), and starts the program with LD_PRELOAD=libnonstop-agent.so and
+ * NONSTOP_AGENT_FD=<control fd>, NONSTOP_AGENT_SHM=<memfd>. The agent's constructor
+ * takes both fds, removes the three variables from the environment (so the program
+ * and its children see what they would without nonstop), maps the rings, starts its
+ * control thread and sends HELLO. Without the variables the agent stays inert.
+ *
+ * Rings: one single-producer ring per thread that hits (claimed on the first hit),
+ * single consumer (the stub). A record is a uint32 length (of the whole record,
+ * 8-aligned, including this word; bit 31 set = padding to skip to the ring start)
+ * followed by a trace frame (core/frame). The producer fills the bytes and then
+ * publishes head with a release store; the consumer reads head with acquire, copies,
+ * then stores tail with release. A full ring counts a drop and never blocks. */
+#ifndef NS_AGENT_H
+#define NS_AGENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "rsp/rsp.h"
+
+#define NS_AGENT_ENV_FD "NONSTOP_AGENT_FD"
+#define NS_AGENT_ENV_SHM "NONSTOP_AGENT_SHM"
+
+#define NS_AGENT_SHM_MAGIC 0x4d48534eu /* "NSHM" */
+#define NS_AGENT_PROTO_VERSION 1
+
+enum {
+	NS_AGENT_NRINGS = 64,
+	NS_AGENT_RING_BYTES = 512 * 1024,
+	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
+	NS_AGENT_RECORD_PAD = 1u << 31,
+};
+
+struct ns_agent_ring {
+	_Atomic uint64_t head;	  /* bytes produced (monotonic); written by the owner thread */
+	_Atomic uint64_t tail;	  /* bytes consumed (monotonic); written by the stub */
+	_Atomic uint64_t dropped; /* hits lost because the ring was full */
+	_Atomic uint32_t owner;	  /* tid of the thread that claimed it, 0 = free */
+	uint32_t pad;
+	uint64_t seq;		  /* per-thread hit sequence (owner only) */
+	uint64_t reserved[3];
+	/* NS_AGENT_RING_BYTES of data follow */
+};
+
+struct ns_agent_shm {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t size;	      /* sizeof(struct ns_agent_shm); readers accept larger */
+	uint32_t nrings;
+	uint64_t ring_bytes;  /* data bytes per ring */
+	uint64_t ring_stride; /* bytes from one ring header to the next */
+	uint64_t rings_offset;
+	uint64_t total_size;
+	_Atomic uint64_t dropped_no_ring; /* hits lost because every ring was taken */
+	_Atomic uint64_t hits;		  /* all tracepoint hits seen by the agent */
+	uint64_t reserved[8];
+};
+
+/** Bytes of shared memory for @nrings rings of @ring_bytes. */
+size_t ns_agent_shm_size(unsigned nrings, size_t ring_bytes);
+/** Initialise a zeroed mapping of ns_agent_shm_size() bytes (the stub does this). */
+void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_bytes);
+/** Ring @i header and its data. */
+struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i);
+uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
+
+/** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
+ * it. Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt
+ * (the ring is then reset to empty and the loss counted in dropped). */
+long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *dst, size_t cap);
+
+/* ---- control messages (SOCK_SEQPACKET, one message per datagram) ---- */
+
+enum ns_agent_msg_type {
+	NS_AGENT_MSG_HELLO = 1,	     /* agent -> stub: struct ns_agent_hello */
+	NS_AGENT_MSG_INSTALL = 2,    /* stub -> agent: encoded tracepoint */
+	NS_AGENT_MSG_REMOVE = 3,     /* stub -> agent: u32 tp id */
+	NS_AGENT_MSG_REMOVE_ALL = 4, /* stub -> agent: none */
+	NS_AGENT_MSG_REPLY = 5,	     /* agent -> stub: struct ns_agent_reply + text */
+};
+
+struct ns_agent_msg_hdr {
+	uint32_t type;
+	uint32_t size; /* whole message */
+	uint32_t req_id;
+	uint32_t pad;
+};
+
+struct ns_agent_hello {
+	struct ns_agent_msg_hdr h;
+	uint32_t version;
+	uint32_t pid;
+};
+
+enum ns_agent_tier { NS_AGENT_TIER_NONE = 0, NS_AGENT_TIER_TRAP = 1, NS_AGENT_TIER_JUMP = 2 };
+
+struct ns_agent_reply {
+	struct ns_agent_msg_hdr h;
+	int32_t status; /* 0 ok, else a positive errno-style code */
+	uint32_t tier;	/* enum ns_agent_tier the tracepoint runs in */
+	/* NUL-terminated message follows ("trap tier: ..." or why it failed) */
+};
+
+/** Encode INSTALL for @tp into a malloc'd message. */
+struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,
+				       void **msg, size_t *len);
+/** Decode INSTALL into @tp (arrays malloc'd; ns_rsp_tp_deinit frees them). Validates
+ * every length against @len. */
+struct ns_err *ns_agent_decode_install(const void *msg, size_t len, struct ns_rsp_tracepoint *tp);
+
+#endif

@@ -1,0 +1,136 @@
+#include "base/strbuf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ns_strbuf_init(struct ns_strbuf *sb)
+{
+	memset(sb, 0, sizeof(*sb));
+}
+
+void ns_strbuf_deinit(struct ns_strbuf *sb)
+{
+	free(sb->buf);
+	memset(sb, 0, sizeof(*sb));
+}
+
+void ns_strbuf_reset(struct ns_strbuf *sb)
+{
+	sb->len = 0;
+	if (sb->buf)
+		sb->buf[0] = 0;
+}
+
+static bool grow(struct ns_strbuf *sb, size_t extra)
+{
+	size_t need;
+	if (sb->oom || __builtin_add_overflow(sb->len, extra + 1, &need)) {
+		sb->oom = true;
+		return false;
+	}
+	if (need <= sb->cap)
+		return true;
+	size_t cap = sb->cap ? sb->cap : 64;
+	while (cap < need) {
+		if (__builtin_mul_overflow(cap, 2, &cap)) {
+			sb->oom = true;
+			return false;
+		}
+	}
+	char *p = realloc(sb->buf, cap);
+	if (!p) {
+		sb->oom = true;
+		return false;
+	}
+	sb->buf = p;
+	sb->cap = cap;
+	return true;
+}
+
+void ns_strbuf_append(struct ns_strbuf *sb, const void *data, size_t len)
+{
+	if (!grow(sb, len))
+		return;
+	if (len)
+		memcpy(sb->buf + sb->len, data, len);
+	sb->len += len;
+	sb->buf[sb->len] = 0;
+}
+
+void ns_strbuf_puts(struct ns_strbuf *sb, const char *s)
+{
+	ns_strbuf_append(sb, s, strlen(s));
+}
+
+void ns_strbuf_putc(struct ns_strbuf *sb, char c)
+{
+	ns_strbuf_append(sb, &c, 1);
+}
+
+void ns_strbuf_printf(struct ns_strbuf *sb, const char *fmt, ...)
+{
+	va_list ap, ap2;
+	va_start(ap, fmt);
+	va_copy(ap2, ap);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && grow(sb, (size_t)n)) {
+		vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap2);
+		sb->len += (size_t)n;
+	}
+	va_end(ap2);
+}
+
+void ns_strbuf_hex(struct ns_strbuf *sb, const void *data, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *p = data;
+	if (!grow(sb, len * 2))
+		return;
+	for (size_t i = 0; i < len; i++) {
+		sb->buf[sb->len++] = digits[p[i] >> 4];
+		sb->buf[sb->len++] = digits[p[i] & 15];
+	}
+	sb->buf[sb->len] = 0;
+}
+
+const char *ns_strbuf_str(const struct ns_strbuf *sb)
+{
+	return sb->buf ? sb->buf : "";
+}
+
+char *ns_strbuf_steal(struct ns_strbuf *sb)
+{
+	char *p = sb->buf;
+	if (!p)
+		p = calloc(1, 1);
+	memset(sb, 0, sizeof(*sb));
+	return p;
+}
+
+int ns_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int ns_hex_decode(const char *hex, size_t n, void *out)
+{
+	unsigned char *o = out;
+	if (n % 2)
+		return -1;
+	for (size_t i = 0; i < n; i += 2) {
+		int hi = ns_hex_digit(hex[i]), lo = ns_hex_digit(hex[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		o[i / 2] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
