@@ -1,0 +1,2 @@
+/* placeholder: not yet implemented */
+typedef int ns_placeholder_t;
