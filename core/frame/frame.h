@@ -63,6 +63,8 @@ struct ns_frame_builder {
 	uint8_t *buf;
 	size_t cap, len;
 	bool overflow;
+	size_t last;	  /* offset of the last block if it is a shrinkable memory block, else 0 */
+	uint32_t nblocks; /* blocks added so far */
 };
 
 /** Start a frame in @buf (8-byte aligned, @cap bytes) with the fields of @hdr (magic,

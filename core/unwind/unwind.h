@@ -21,6 +21,7 @@ struct ns_procmap_entry {
 	uint64_t start, end, offset;
 	bool readable, writable, executable;
 	char *path; /* NULL for anonymous mappings; "[stack]" etc. kept as-is */
+	bool deleted; /* path ends in " (deleted)" (kept in path): the file is gone */
 };
 
 struct ns_procmap {
@@ -38,8 +39,11 @@ const struct ns_procmap_entry *ns_procmap_find(const struct ns_procmap *m, uint6
 int ns_procmap_load_bias(const struct ns_procmap *m, const char *path, uint64_t *bias);
 
 /** Memory as the views see it: @frame's captured bytes, then bytes of file-backed
- * mappings that are not writable (read from the file; cached file descriptors). */
+ * mappings that are not writable (read from the file; cached file descriptors).
+ * Bytes of PT_LOAD segments with PF_W (RELRO: relocated by ld.so, then made read-only)
+ * and of "(deleted)" files never come from files. Not thread-safe (caches). */
 struct ns_viewmem;
+/** @map is copied: the caller may free it right after. */
 struct ns_err *ns_viewmem_create(const struct ns_procmap *map, struct ns_viewmem **out);
 void ns_viewmem_destroy(struct ns_viewmem *vm);
 /** Bytes readable contiguously from @addr (0..len). @frame may be NULL. */
