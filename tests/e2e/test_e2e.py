@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""End-to-end tests: drive nonstop-dap over DAP (stdio) against the programs in
+tests/targets, and check what arrives against independent answers: the program's own
+output, objdump/readelf, and values computed here from the program's logic.
+
+usage: test_e2e.py BUILD_DIR [CASE-SUBSTRING]"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from dapclient import DAP  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(HERE, '..', '..', 'build')
+ONLY = sys.argv[2] if len(sys.argv) > 2 else ''
+SRC = os.path.join(HERE, '..', 'targets')
+BIN = os.path.join(BUILD, 'bin')
+TARGETS = os.path.join(BUILD, 'tests', 'targets')
+SCHEMA = os.path.join(HERE, '..', '..', '..', 'shared', 'dap', 'debugAdapterProtocol.json')
+CASES = []
+ALL_SESSIONS = []
+
+
+def case(fn):
+    CASES.append(fn)
+    return fn
+
+
+class Fail(Exception):
+    pass
+
+
+def expect(cond, what, got=None):
+    if not cond:
+        raise Fail('%s%s' % (what, '' if got is None else ': got %r' % (got,)))
+
+
+def src(name):
+    return os.path.realpath(os.path.join(SRC, name))
+
+
+def tag_line(name, tag):
+    for i, line in enumerate(open(src(name)).read().split('\n')):
+        if tag in line:
+            return i + 1
+    raise Fail('no %s in %s' % (tag, name))
+
+
+def prog(name, opt):
+    return os.path.join(TARGETS, '%s-%s' % (name, opt))
+
+
+def start(program, args=(), env=None, bps=None, source=None):
+    d = DAP([os.path.join(BIN, 'nonstop-dap')])
+    ALL_SESSIONS.append(d)
+    init = d.body('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop', 'linesStartAt1': True,
+                                 'columnsStartAt1': True, 'pathFormat': 'path'})
+    d.req('launch', {'type': 'nonstop', 'request': 'launch', 'program': program,
+                     'args': list(args), 'cwd': TARGETS, 'env': env or {}}, wait=False)
+    if not d.wait_event('initialized', timeout=30):
+        raise Fail('no initialized event; adapter stderr: %s' % d.stderr[-500:])
+    got = []
+    if bps is not None:
+        got = d.body('setBreakpoints', {'source': {'path': source}, 'breakpoints': bps}).get('breakpoints', [])
+    return d, init, got
+
+
+def finish(d, timeout=120):
+    d.req('configurationDone')
+    ex = d.wait_event('exited', timeout=timeout)
+    d.wait_event('terminated', timeout=30)
+    expect(ex, 'program exited')
+    return ex[0]['body'].get('exitCode')
+
+
+def stdout_of(d):
+    return ''.join(o.get('output', '') for o in d.outputs('stdout'))
+
+
+def logpoints(d, prefix):
+    return [o for o in d.outputs('console') if o.get('output', '').startswith(prefix)]
+
+
+def run_plain(program, args=(), env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([program] + list(args), capture_output=True, env=e, cwd=TARGETS,
+                          timeout=120).stdout.decode()
+
+
+def c_escape(s):
+    out = ''
+    for ch in s:
+        out += {'\n': '\\n', '\t': '\\t', '"': '\\"', '\\': '\\\\'}.get(ch, ch)
+    return '"%s"' % out
+
+
+# ---------------------------------------------------------------- ledger (single thread)
+
+MEMOS = ['rent', 'coffee "to go"', 'refund\n']
+
+
+def ledger_expected(rounds):
+    rows = []
+    for i in range(rounds):
+        amount = (i * 37) % 100 + 1
+        frozen = (i % 4) == 3
+        rows.append((i, amount, -1 if frozen else 0))
+    return rows
+
+
+def check_ledger_logpoints(opt):
+    line = tag_line('ledger.c', 'TAG_APPLY_MOVED')
+    d, _, got = start(prog('ledger', opt), ['300'], source=src('ledger.c'),
+                      bps=[{'line': line, 'logMessage': 'moved {t->id} {t->amount}'}])
+    expect(got and got[0].get('verified'), 'logpoint verified', got)
+    finish(d)
+    printed = [l.split() for l in stdout_of(d).splitlines() if l.startswith('txn ')]
+    want = ['moved %s %s\n' % (r[1], r[2]) for r in printed if r[3] == '0']
+    have = [o['output'] for o in logpoints(d, 'moved ')]
+    expect(len(printed) == 300, 'program printed 300 transfers', len(printed))
+    expect(have == want, 'logpoint lines equal the transfers the program printed',
+           (have[:3], want[:3], len(have), len(want)))
+    expect(all(o.get('line') == line and o.get('source', {}).get('path') for o in logpoints(d, 'moved ')),
+           'output events carry source and line')
+    d.close()
+
+
+@case
+def ledger_logpoints_O0():
+    check_ledger_logpoints('O0')
+
+
+@case
+def ledger_logpoints_O2():
+    check_ledger_logpoints('O2')
+
+
+@case
+def ledger_strings_bitfields_and_output_unchanged():
+    line = tag_line('ledger.c', 'TAG_APPLY_CHECK')
+    d, _, got = start(prog('ledger', 'O0'), ['40'], source=src('ledger.c'),
+                      bps=[{'line': line, 'logMessage': 'chk {t->memo}|{t->from->name}|{t->from->flags.tier}|{t->from->flags.frozen}'}])
+    expect(got and got[0].get('verified'), 'logpoint verified', got)
+    finish(d)
+    have = [o['output'] for o in logpoints(d, 'chk ')]
+    want = ['chk %s|%s|%d|%d\n' % (c_escape(MEMOS[i % 3]), c_escape('acct-' + 'ABCD'[i % 4]), i % 4,
+                                    1 if i % 4 == 3 else 0) for i in range(40)]
+    expect(have == want, 'strings escaped, char arrays, bit fields', (have[:4], want[:4]))
+    expect(stdout_of(d) == run_plain(prog('ledger', 'O0'), ['40']),
+           'program output byte-identical with and without tracepoints')
+    d.close()
+
+
+@case
+def ledger_condition_and_hit_condition_in_target():
+    line = tag_line('ledger.c', 'TAG_APPLY_MOVED')
+    d, _, got = start(prog('ledger', 'O0'), ['300'], source=src('ledger.c'),
+                      bps=[{'line': line, 'logMessage': 'big {t->amount}', 'condition': 't->amount > 90'}])
+    line2 = tag_line('ledger.c', 'TAG_APPLY_CHECK')
+    got2 = d.body('setBreakpoints', {'source': {'path': src('ledger.c')}, 'breakpoints': [
+        {'line': line, 'logMessage': 'big {t->amount}', 'condition': 't->amount > 90'},
+        {'line': line2, 'logMessage': 'seventh {t->id}', 'hitCondition': '% 7'}]}).get('breakpoints', [])
+    expect(len(got2) == 2 and all(b.get('verified') for b in got2), 'both verified', got2)
+    finish(d)
+    rows = ledger_expected(300)
+    big = [o['output'] for o in logpoints(d, 'big ')]
+    expect(big == ['big %d\n' % a for (_, a, r) in rows if r == 0 and a > 90], 'condition filters', big[:5])
+    sev = [o['output'] for o in logpoints(d, 'seventh ')]
+    expect(sev == ['seventh %d\n' % i for i in range(6, 300, 7)], 'hit condition % 7', sev[:5])
+    d.close()
+
+
+@case
+def ledger_snapshot_recursion_stack_and_locals():
+    line = tag_line('ledger.c', 'TAG_DEPTH_BASE')
+    d, _, got = start(prog('ledger', 'O0'), ['10'], source=src('ledger.c'), bps=[{'line': line}])
+    expect(got and got[0].get('verified'), 'snapshot verified', got)
+    d.req('configurationDone')
+    st = d.wait_event('stopped', timeout=60)
+    expect(st, 'snapshot stopped event')
+    tid = st[0]['body']['threadId']
+    frames = d.body('stackTrace', {'threadId': tid}).get('stackFrames', [])
+    names = [f['name'] for f in frames]
+    expect(names[:7] == ['depth'] * 6 + ['main'], 'depth x6 then main', names)
+    for k in range(6):
+        vs = {}
+        for sc in d.body('scopes', {'frameId': frames[k]['id']}).get('scopes', []):
+            for v in d.body('variables', {'variablesReference': sc['variablesReference']}).get('variables', []):
+                vs.setdefault(v['name'], v['value'])
+        acc = sum(range(k + 1, 6))
+        expect(vs.get('n') == str(k) and vs.get('acc') == str(acc), 'frame %d locals n=%d acc=%d' % (k, k, acc), vs)
+    expect(frames[1]['line'] == tag_line('ledger.c', 'return depth(n - 1'), 'caller line is the call', frames[1])
+    ev = d.body('evaluate', {'expression': 'total_moved', 'frameId': frames[0]['id'], 'context': 'watch'})
+    expect('result' in ev, 'a global evaluates in a snapshot frame', ev)
+    d.req('continue', {'threadId': tid})
+    finish(d)
+    d.close()
+
+
+# ------------------------------------------------------------- inventory (multi-thread)
+
+def inv_tool_hits(rounds, workers=3):
+    return workers * sum(1 for r in range(1, rounds + 1) if r % 4 == 2 and r % 17 + 1 > 15)
+
+
+@case
+def inventory_null_dereference_is_an_error_value():
+    line = tag_line('inventory.c', 'TAG_COUNT')
+    d, _, got = start(prog('inventory', 'O2'), [], {'ROUNDS': '200'}, source=src('inventory.c'),
+                      bps=[{'line': line, 'logMessage': 'c={it->next->next->next->id} id={it->id}',
+                            'condition': 's->count < 4'}])
+    if not (got and got[0].get('verified')):
+        d.close()
+        line = tag_line('inventory.c', 'TAG_BINS')
+        d, _, got = start(prog('inventory', 'O0'), [], {'ROUNDS': '200'}, source=src('inventory.c'),
+                          bps=[{'line': line, 'logMessage': 'c={it->next->next->next->id} id={it->id}',
+                                'condition': 's->count < 4'}])
+    expect(got and got[0].get('verified'), 'verified', got)
+    finish(d)
+    lines = [o['output'] for o in logpoints(d, 'c=')]
+    errs = [l for l in lines if l.startswith('c=<error: cannot read 0x')]
+    expect(len(lines) == 12 and len(errs) == 9, '12 lines, 9 with an error value', lines)
+    expect(all(re.search(r' id=\d+\n$', l) for l in lines), 'the rest of the line still prints', lines)
+    expect('restocked 200 200 200' in stdout_of(d), 'target unharmed', stdout_of(d)[-200:])
+    d.close()
+
+
+@case
+def inventory_bad_breakpoints_have_messages():
+    d, _, got = start(prog('inventory', 'O0'), [], {'ROUNDS': '10'}, source=src('inventory.c'), bps=[
+        {'line': tag_line('inventory.c', 'TAG_BINS'), 'logMessage': 'x {it->nosuchfield}'},
+        {'line': tag_line('inventory.c', 'TAG_BINS'), 'logMessage': 'x', 'condition': 'qty >'},
+        {'line': 10000},
+        {'line': tag_line('inventory.c', 'TAG_RESTOCK') - 1, 'logMessage': 'moved'}])
+    expect(len(got) == 4, 'four answers', got)
+    expect(not got[0]['verified'] and 'nosuchfield' in got[0].get('message', ''), 'unknown member named', got[0])
+    expect(not got[1]['verified'] and 'column' in got[1].get('message', ''), 'syntax error with column', got[1])
+    expect(not got[2]['verified'] and got[2].get('message'), 'past the end', got[2])
+    expect(got[3]['verified'] and got[3]['line'] == tag_line('inventory.c', 'TAG_RESTOCK'),
+           'a line without code moves to the next line with code', got[3])
+    finish(d)
+    d.close()
+
+
+def stmt_addrs(program, source_name, line):
+    out = subprocess.run(['objdump', '--dwarf=decodedline', program], capture_output=True, text=True).stdout
+    return [int(f[2], 16) for f in (l.split() for l in out.split('\n'))
+            if len(f) >= 3 and f[0] == source_name and f[1] == str(line) and f[-1] == 'x']
+
+
+def file_bytes(program, vaddr, n):
+    for l in subprocess.run(['readelf', '-lW', program], capture_output=True, text=True).stdout.split('\n'):
+        f = l.split()
+        if f and f[0] == 'LOAD':
+            off, va, fsz = int(f[1], 16), int(f[2], 16), int(f[4], 16)
+            if va <= vaddr < va + fsz:
+                with open(program, 'rb') as fh:
+                    fh.seek(off + vaddr - va)
+                    return fh.read(n)
+    return None
+
+
+@case
+def attach_disconnect_restores_code_and_program_runs_on():
+    program = prog('inventory', 'O2')
+    line = tag_line('inventory.c', 'TAG_BINS')
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    out = tempfile.NamedTemporaryFile(delete=False)
+    env = dict(os.environ, ROUNDS='3000', PAUSE_US='500')
+    stub = subprocess.Popen([os.path.join(BIN, 'nonstop-stub'), '--listen', '127.0.0.1:%d' % port, '--', program],
+                            env=env, stdout=out, stderr=subprocess.DEVNULL, cwd=TARGETS)
+    try:
+        target = None
+        for _ in range(200):
+            kids = [int(p) for p in os.listdir('/proc') if p.isdigit() and os.path.exists('/proc/%s/stat' % p)
+                    and open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()[1] == str(stub.pid)]
+            if kids:
+                target = kids[0]
+                break
+            time.sleep(0.05)
+        expect(target, 'stub started the program')
+        d = DAP([os.path.join(BIN, 'nonstop-dap')])
+        ALL_SESSIONS.append(d)
+        d.req('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop'})
+        d.req('attach', {'type': 'nonstop', 'request': 'attach', 'target': '127.0.0.1:%d' % port}, wait=False)
+        expect(d.wait_event('initialized', timeout=30), 'initialized after attach')
+        got = d.body('setBreakpoints', {'source': {'path': src('inventory.c')},
+                                        'breakpoints': [{'line': line, 'logMessage': 'q={qty}'}]})['breakpoints']
+        expect(got[0]['verified'], 'verified', got)
+        d.req('configurationDone')
+        hits = d.wait_event('output', count=20, timeout=30, pred=lambda e: e['body'].get('output', '').startswith('q='))
+        expect(len(hits) >= 20, 'hits while running', len(hits))
+        expect(all(1 <= int(h['body']['output'][2:]) <= 17 for h in hits), 'qty in 1..17')
+        d.req('disconnect', {'terminateDebuggee': False})
+        d.close()
+        time.sleep(0.3)
+        expect(os.path.exists('/proc/%d' % target), 'program still running after disconnect')
+        base = None
+        for l in open('/proc/%d/maps' % target):
+            if l.rstrip().endswith(os.path.basename(program)):
+                base = int(l.split('-')[0], 16)
+                break
+        with open('/proc/%d/mem' % target, 'rb') as mem:
+            for a in stmt_addrs(program, 'inventory.c', line):
+                mem.seek(base + a)
+                expect(mem.read(16) == file_bytes(program, a, 16), 'code restored at 0x%x' % a)
+        for _ in range(600):
+            if not os.path.exists('/proc/%d' % target):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        text = open(out.name).read()
+        expect('restocked 3000 3000 3000' in text, 'program finished with its normal output', text[-200:])
+    finally:
+        if stub.poll() is None:
+            stub.send_signal(signal.SIGTERM)
+            try:
+                stub.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                stub.kill()
+
+
+@case
+def terminate_ends_the_program():
+    d, _, _ = start(prog('inventory', 'O0'), [], {'ROUNDS': '100000', 'PAUSE_US': '1000'},
+                    source=src('inventory.c'), bps=[])
+    d.req('configurationDone')
+    time.sleep(0.3)
+    r = d.req('terminate', {})
+    expect(r and r.get('success'), 'terminate answered', r)
+    expect(d.wait_event('terminated', timeout=30), 'terminated event')
+    d.req('disconnect', {})
+    d.close()
+
+
+@case
+def malformed_input_never_crashes_the_adapter():
+    d = DAP([os.path.join(BIN, 'nonstop-dap')])
+    d.req('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop'})
+    for bad in ({'breakpoints': 'x'}, {'source': 7}, {'source': {'path': 7}, 'breakpoints': [1, 'a', None]}):
+        r = d.req('setBreakpoints', bad, timeout=10)
+        expect(r is not None, 'answered %r' % (bad,))
+    r = d.req('evaluate', {'expression': '((('}, timeout=10)
+    expect(r is not None and not r['success'], 'bad expression: error response', r)
+    r = d.req('variables', {'variablesReference': 12345}, timeout=10)
+    expect(r is not None and not r['success'], 'unknown variablesReference: error response', r)
+    d.send_raw(b'Content-Length: 5\r\n\r\n{"a":')
+    d.send_raw(b'Content-Length: 4\r\n\r\nnull')
+    d.send_raw(b'Content-Length: 30\r\n\r\n{"type":"request","seq":"x"}  ')
+    r = d.req('threads', {}, timeout=10)
+    expect(r is not None and r['success'], 'still serving after malformed frames', r)
+    d.send_raw(b'garbage without a header\r\n\r\n')
+    d.close()
+    expect(d.proc.returncode is not None and d.proc.returncode >= 0, 'clean exit, no crash', d.proc.returncode)
+
+
+def validate_all():
+    try:
+        import jsonschema
+    except ImportError:
+        raise Fail('python3-jsonschema is not installed')
+    schema = json.load(open(SCHEMA))
+    defs = schema['definitions']
+    bad, n = [], 0
+    for d in ALL_SESSIONS:
+        for m in d.messages:
+            n += 1
+            if m.get('type') == 'response':
+                name = m['command'][:1].upper() + m['command'][1:] + 'Response' if m.get('success') else 'ErrorResponse'
+            else:
+                name = m.get('event', '')[:1].upper() + m.get('event', '')[1:] + 'Event'
+            if name not in defs:
+                name = 'Response' if m.get('type') == 'response' else 'Event'
+            sub = dict(schema)
+            sub['$ref'] = '#/definitions/' + name
+            errs = list(jsonschema.Draft4Validator(sub).iter_errors(m))
+            if errs:
+                bad.append((name, errs[0].message))
+    expect(n > 0 and not bad, 'every adapter message (%d) valid against the DAP schema' % n, bad[:5])
+
+
+def main():
+    passed = failed = 0
+    for fn in CASES:
+        if ONLY and ONLY not in fn.__name__:
+            continue
+        t0 = time.time()
+        try:
+            fn()
+            print('ok   test_e2e__%s (%.1fs)' % (fn.__name__, time.time() - t0), flush=True)
+            passed += 1
+        except Exception as e:  # a crash of a case is a failure, never a pass
+            print('FAIL test_e2e__%s: %s' % (fn.__name__, str(e)[:1500]), flush=True)
+            failed += 1
+    if not ONLY or 'schema' in ONLY:
+        try:
+            validate_all()
+            print('ok   test_e2e__schema', flush=True)
+            passed += 1
+        except Fail as e:
+            print('FAIL test_e2e__schema: %s' % e, flush=True)
+            failed += 1
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
