@@ -373,7 +373,7 @@ void snap_scopes(struct session *s, const cJSON *req, const cJSON *args)
 	cJSON_AddNumberToObject(o, "variablesReference",
 				(double)new_ref(s, (struct varref){REF_REGS, sn, (uint32_t)cap,
 								   (uint32_t)k, {0}}));
-	cJSON_AddBoolToObject(o, "expensive", false);
+	cJSON_AddBoolToObject(o, "expensive", true);
 	cJSON_AddItemToArray(arr, o);
 	session_send(s, ns_dap_response(req, true, NULL, body));
 }
