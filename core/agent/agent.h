@@ -12,7 +12,10 @@
  * Rings: one single-producer ring per thread that hits (claimed on the first hit),
  * single consumer (the stub). A record is a uint32 length (of the whole record,
  * 8-aligned, including this word; bit 31 set = padding to skip to the ring start)
- * followed by a trace frame (core/frame). The producer fills the bytes and then
+ * followed by a trace frame (core/frame). Precisely: uint32 length, uint32 frame
+ * bytes, then the frame at offset 8 (so it stays 8-aligned), then padding to 8. A
+ * padding record is only the length word (| NS_AGENT_RECORD_PAD) and covers the rest
+ * of the ring; records never wrap. The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
  * then stores tail with release. A full ring counts a drop and never blocks. */
 #ifndef NS_AGENT_H
@@ -28,6 +31,10 @@
 
 #define NS_AGENT_ENV_FD "NONSTOP_AGENT_FD"
 #define NS_AGENT_ENV_SHM "NONSTOP_AGENT_SHM"
+#ifndef NS_AGENT_ENV_HOLD
+/* "1": the constructor waits for NS_AGENT_MSG_RESUME before the program runs on. */
+#define NS_AGENT_ENV_HOLD "NONSTOP_AGENT_HOLD"
+#endif
 
 #define NS_AGENT_SHM_MAGIC 0x4d48534eu /* "NSHM" */
 #define NS_AGENT_PROTO_VERSION 1
@@ -74,7 +81,8 @@ uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
 /** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
  * it. Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt
- * (the ring is then reset to empty and the loss counted in dropped). */
+ * (the ring is then reset to empty and the loss counted in dropped). A frame larger
+ * than @cap (use NS_AGENT_MAX_FRAME) is skipped, counted in dropped, and -1 returned. */
 long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *dst, size_t cap);
 
 /* ---- control messages (SOCK_SEQPACKET, one message per datagram) ---- */
@@ -85,6 +93,7 @@ enum ns_agent_msg_type {
 	NS_AGENT_MSG_REMOVE = 3,     /* stub -> agent: u32 tp id */
 	NS_AGENT_MSG_REMOVE_ALL = 4, /* stub -> agent: none */
 	NS_AGENT_MSG_REPLY = 5,	     /* agent -> stub: struct ns_agent_reply + text */
+	NS_AGENT_MSG_RESUME = 6,     /* stub -> agent: let a held program (HOLD=1) run; no reply */
 };
 
 struct ns_agent_msg_hdr {
@@ -108,6 +117,13 @@ struct ns_agent_reply {
 	uint32_t tier;	/* enum ns_agent_tier the tracepoint runs in */
 	/* NUL-terminated message follows ("trap tier: ..." or why it failed) */
 };
+
+/** Exported by libnonstop-agent.so itself (the only symbol it exports): start the
+ * agent on control socket @ctl_fd and ring memfd @shm_fd (both taken over), as the
+ * constructor does for a launched program; an attaching stub that injected the
+ * library calls it. @hold: wait for NS_AGENT_MSG_RESUME before returning. 0 on
+ * success, -1 if the agent cannot run (the fds are closed). */
+int ns_agent_start(int ctl_fd, int shm_fd, int hold);
 
 /** Encode INSTALL for @tp into a malloc'd message. */
 struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,

@@ -1,2 +1,353 @@
-/* placeholder: not yet implemented */
-typedef int ns_placeholder_t;
+/* Condition, hit counting and collection into this thread's ring, called from the
+ * SIGTRAP handler. Signal context: no malloc, no locks, no stdio; target memory only
+ * through ns_mem_read*; TLS is initial-exec so the first touch never allocates. */
+#define _GNU_SOURCE
+#include "agent/agent_internal.h"
+
+#include <asm/prctl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ax/ax.h"
+#include "base/mem.h"
+#include "frame/frame.h"
+
+#define TLS __attribute__((tls_model("initial-exec")))
+
+static __thread struct ns_agent_ring *my_ring TLS;
+static __thread uint32_t my_tid TLS;
+
+enum { REC_HDR = 8, COND_ACTION = 0xffffffffu };
+
+static uint32_t tid(void)
+{
+	if (!my_tid)
+		my_tid = (uint32_t)syscall(SYS_gettid);
+	return my_tid;
+}
+
+// Segment selectors packed in REG_CSGSFS: cs, gs, fs, and ss on kernels that save it
+// (UC_SIGCONTEXT_SS), 16 bits each.
+static uint64_t selector(ucontext_t *uc, unsigned shift)
+{
+	return ((uint64_t)uc->uc_mcontext.gregs[REG_CSGSFS] >> shift) & 0xffff;
+}
+
+int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *val)
+{
+	static const int map[16] = {REG_RAX, REG_RBX, REG_RCX, REG_RDX, REG_RSI, REG_RDI,
+	                            REG_RBP, REG_RSP, REG_R8,  REG_R9,  REG_R10, REG_R11,
+	                            REG_R12, REG_R13, REG_R14, REG_R15};
+	const greg_t *g = uc->uc_mcontext.gregs;
+	uint16_t seg;
+	unsigned long base;
+	if (regno < 16) {
+		*val = (uint64_t)g[map[regno]];
+		return 0;
+	}
+	switch (regno) {
+	case NS_REG_RIP:
+		*val = addr; // where the tracepoint is, not past the int3
+		return 0;
+	case NS_REG_EFLAGS:
+		*val = (uint64_t)g[REG_EFL];
+		return 0;
+	case NS_REG_CS:
+		*val = selector(uc, 0);
+		return 0;
+	case NS_REG_GS:
+		*val = selector(uc, 16);
+		return 0;
+	case NS_REG_FS:
+		*val = selector(uc, 32);
+		return 0;
+	case NS_REG_SS:
+		if (!(uc->uc_flags & 0x4 /* UC_SIGCONTEXT_SS */))
+			return -1;
+		*val = selector(uc, 48);
+		return 0;
+	case NS_REG_DS:
+		__asm__("mov %%ds, %0" : "=r"(seg));
+		*val = seg;
+		return 0;
+	case NS_REG_ES:
+		__asm__("mov %%es, %0" : "=r"(seg));
+		*val = seg;
+		return 0;
+	case NS_REG_FS_BASE:
+	case NS_REG_GS_BASE:
+		if (syscall(SYS_arch_prctl, regno == NS_REG_FS_BASE ? ARCH_GET_FS : ARCH_GET_GS,
+		            &base) != 0)
+			return -1;
+		*val = base;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+struct hit {
+	ucontext_t *uc;
+	uint64_t addr;
+	struct ns_frame_builder b;
+};
+
+static int ax_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
+{
+	(void)ctx;
+	return ns_mem_read(dst, addr, len);
+}
+
+static int ax_read_reg(void *ctx, unsigned regno, uint64_t *val)
+{
+	struct hit *h = ctx;
+	return ns_agent__read_reg(h->uc, h->addr, regno, val);
+}
+
+// Append a memory block with what is readable of [addr, addr+len).
+static int add_mem(struct ns_frame_builder *b, uint64_t addr, size_t len, bool nul_stop)
+{
+	if (len == 0)
+		return 0;
+	// Never reserve more than the frame has left: a large request is clipped to
+	// what fits, so the block is kept (shorter) instead of dropped whole.
+	size_t room = b->cap - b->len;
+	if (room <= sizeof(struct ns_frame_block) + 8)
+		return -1;
+	if (len > room - sizeof(struct ns_frame_block) - 8)
+		len = room - sizeof(struct ns_frame_block) - 8;
+	uint8_t *p = ns_frame_reserve_mem(b, addr, len);
+	if (!p)
+		return -1;
+	size_t got = ns_mem_read_partial(p, addr, len);
+	if (nul_stop) {
+		void *z = memchr(p, 0, got);
+		if (z)
+			got = (size_t)((uint8_t *)z - p) + 1;
+	}
+	ns_frame_shrink_last(b, got);
+	return 0;
+}
+
+static int ax_trace_mem(void *ctx, uint64_t addr, size_t len, bool nul_stop)
+{
+	struct hit *h = ctx;
+	return add_mem(&h->b, addr, len, nul_stop);
+}
+
+static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
+{
+	if (my_ring)
+		return my_ring;
+	uint32_t me = tid();
+	for (unsigned i = 0; i < shm->nrings; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		uint32_t free_owner = 0;
+		if (atomic_compare_exchange_strong(&r->owner, &free_owner, me)) {
+			r->seq = 0;
+			return my_ring = r;
+		}
+	}
+	// Every ring is taken: take over one whose thread has exited (tgkill with
+	// signal 0 reports ESRCH). Its unread records stay for the stub.
+	pid_t pid = (pid_t)syscall(SYS_getpid);
+	for (unsigned i = 0; i < shm->nrings; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		uint32_t owner = atomic_load(&r->owner);
+		if (owner && syscall(SYS_tgkill, pid, owner, 0) != 0 &&
+		    atomic_compare_exchange_strong(&r->owner, &owner, me)) {
+			r->seq = 0;
+			return my_ring = r;
+		}
+	}
+	return NULL;
+}
+
+// Room for NS_AGENT_MAX_FRAME contiguous bytes at the ring's head, after a padding
+// record if the end of the ring is too short. NULL (and a drop counted) if full.
+static uint8_t *ring_reserve(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t *head_out)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint64_t size = shm->ring_bytes;
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint64_t off = head % size;
+	uint64_t pad = size - off < NS_AGENT_MAX_FRAME ? size - off : 0;
+	if (head - tail > size || size - (head - tail) < pad + NS_AGENT_MAX_FRAME) {
+		atomic_fetch_add(&r->dropped, 1);
+		return NULL;
+	}
+	if (pad) {
+		uint32_t p = (uint32_t)pad | NS_AGENT_RECORD_PAD;
+		memcpy(data + off, &p, 4);
+		// Publish the padding on its own: the record after it is not final yet.
+		atomic_store_explicit(&r->head, head + pad, memory_order_release);
+		head += pad;
+		off = 0;
+	}
+	*head_out = head;
+	return data + off;
+}
+
+static void ring_commit(struct ns_agent_ring *r, uint8_t *rec, uint64_t head, size_t frame_len)
+{
+	uint32_t len = (uint32_t)((REC_HDR + frame_len + 7) & ~(size_t)7);
+	uint32_t fl = (uint32_t)frame_len;
+	memcpy(rec, &len, 4);
+	memcpy(rec + 4, &fl, 4);
+	atomic_store_explicit(&r->head, head + len, memory_order_release);
+}
+
+static bool begin_frame(struct hit *h, const struct ns_agent__tp *tp, uint64_t hit_count,
+                        struct ns_agent_ring **ring_out, uint8_t **rec_out, uint64_t *head_out)
+{
+	struct ns_agent_shm *shm = ns_agent__g.shm;
+	struct ns_agent_ring *r = claim_ring(shm);
+	if (!r) {
+		atomic_fetch_add(&shm->dropped_no_ring, 1);
+		return false;
+	}
+	uint8_t *rec = ring_reserve(shm, r, head_out);
+	if (!rec)
+		return false;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct ns_frame_hdr hdr;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.tp_id = tp->def.num;
+	hdr.addr = h->addr;
+	hdr.tid = tid();
+	hdr.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	hdr.seq = r->seq++;
+	hdr.hit_count = hit_count;
+	if (ns_frame_begin(&h->b, rec + REC_HDR, NS_AGENT_MAX_FRAME - REC_HDR, &hdr) != 0)
+		return false;
+	*ring_out = r;
+	*rec_out = rec;
+	return true;
+}
+
+static void end_frame(struct hit *h, struct ns_agent_ring *r, uint8_t *rec, uint64_t head,
+                      uint32_t status, uint64_t fault)
+{
+	size_t n = ns_frame_end(&h->b);
+	// The header records the first failed action; the builder wrote it earlier.
+	struct ns_frame_hdr *fh = (struct ns_frame_hdr *)(void *)(rec + REC_HDR);
+	fh->status = status;
+	fh->fault_addr = fault;
+	ring_commit(r, rec, head, n);
+}
+
+static void collect_one(struct hit *h, struct ns_agent__tp *tp, uint64_t hit_count)
+{
+	struct ns_agent_ring *r;
+	uint8_t *rec;
+	uint64_t head;
+	if (!begin_frame(h, tp, hit_count, &r, &rec, &head))
+		return;
+	uint32_t status = 0;
+	uint64_t fault = 0;
+	const struct ns_rsp_tracepoint *d = &tp->def;
+	if (tp->has_regs) {
+		uint64_t regs[NS_FRAME_NREGS];
+		for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
+			if (ns_agent__read_reg(h->uc, h->addr, i, &regs[i]) != 0)
+				regs[i] = 0;
+		ns_frame_add_regs(&h->b, regs);
+	}
+	for (size_t i = 0; i < d->nactions; i++) {
+		const struct ns_rsp_action *a = &d->actions[i];
+		if (a->kind == NS_RSP_ACT_MEM) {
+			uint64_t base = 0;
+			if (a->basereg >= 0 &&
+			    ns_agent__read_reg(h->uc, h->addr, (unsigned)a->basereg, &base) != 0) {
+				if (!status) {
+					status = NS_AX_BAD_REG;
+					fault = (uint64_t)a->basereg;
+				}
+				ns_frame_add_err(&h->b, (uint32_t)i, NS_AX_BAD_REG,
+				                 (uint64_t)a->basereg);
+				continue;
+			}
+			add_mem(&h->b, base + (uint64_t)a->offset,
+			        a->len > NS_AGENT_MAX_FRAME ? NS_AGENT_MAX_FRAME : a->len, false);
+		} else if (a->kind == NS_RSP_ACT_EXPR) {
+			struct ns_ax_env env = {
+			        ax_read_mem, ax_read_reg, ax_trace_mem, NULL, 0, 0, h};
+			struct ns_ax_result res;
+			ns_ax_run(a->code, a->code_len, &env, &res);
+			if (res.status != NS_AX_OK) {
+				if (!status) {
+					status = res.status;
+					fault = res.fault_addr;
+				}
+				ns_frame_add_err(&h->b, (uint32_t)i, res.status, res.fault_addr);
+			}
+		}
+	}
+	end_frame(h, r, rec, head, status, fault);
+}
+
+// A condition that cannot be evaluated counts as false; the first time, a frame with
+// an ERR block for action 0xffffffff tells the stub why.
+static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
+                              const struct ns_ax_result *res)
+{
+	bool sent = false;
+	if (!atomic_compare_exchange_strong(&tp->cond_err_sent, &sent, true))
+		return;
+	struct ns_agent_ring *r;
+	uint8_t *rec;
+	uint64_t head;
+	if (!begin_frame(h, tp, atomic_load(&tp->hits), &r, &rec, &head))
+		return;
+	ns_frame_add_err(&h->b, COND_ACTION, res->status, res->fault_addr);
+	end_frame(h, r, rec, head, res->status, res->fault_addr);
+}
+
+static bool hit_fires(const struct ns_rsp_tracepoint *d, uint64_t n)
+{
+	switch (d->hit_mode) {
+	case NS_RSP_HIT_EQ:
+		return n == d->hit_n;
+	case NS_RSP_HIT_GE:
+		return n >= d->hit_n;
+	case NS_RSP_HIT_MOD:
+		return d->hit_n == 0 || n % d->hit_n == 0;
+	default:
+		return true;
+	}
+}
+
+void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
+{
+	struct hit h;
+	h.uc = uc;
+	h.addr = site->addr;
+	atomic_fetch_add_explicit(&ns_agent__g.shm->hits, 1, memory_order_relaxed);
+	for (unsigned i = 0; i < site->ntps; i++) {
+		struct ns_agent__tp *tp = site->tps[i];
+		const struct ns_rsp_tracepoint *d = &tp->def;
+		if (!d->enabled)
+			continue;
+		if (d->cond) {
+			struct ns_ax_env env = {ax_read_mem, ax_read_reg, NULL, NULL, 0, 0, &h};
+			struct ns_ax_result res;
+			ns_ax_run(d->cond, d->cond_len, &env, &res);
+			if (res.status != NS_AX_OK) {
+				report_cond_error(&h, tp, &res);
+				continue;
+			}
+			if (res.value == 0)
+				continue;
+		}
+		uint64_t n = atomic_fetch_add(&tp->hits, 1) + 1;
+		if (!hit_fires(d, n))
+			continue;
+		if (d->max_frames && atomic_fetch_add(&tp->frames, 1) >= d->max_frames)
+			continue;
+		collect_one(&h, tp, n);
+	}
+}

@@ -1,2 +1,197 @@
-/* placeholder: not yet implemented */
-typedef int ns_placeholder_t;
+/* libnonstop-agent.so entry: the constructor that runs when the stub preloads us.
+ * Without NONSTOP_AGENT_FD it does nothing at all. */
+#define _GNU_SOURCE
+#include "agent/agent_internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define AGENT_SONAME "libnonstop-agent.so"
+
+// Above the descriptors programs usually assume are theirs (0..2, and low numbers
+// that daemons dup2 onto).
+enum { FD_FLOOR = 500 };
+
+static int parse_fd(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v < 0 || v > 1 << 20)
+		return -1;
+	return (int)v;
+}
+
+// Move @fd out of the program's way and make sure exec'd children do not inherit it.
+static int hide_fd(int fd)
+{
+	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, FD_FLOOR);
+	if (nfd < 0) {
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		return fd;
+	}
+	close(fd);
+	return nfd;
+}
+
+static bool is_agent_path(const char *p, size_t n, const char *self)
+{
+	size_t ln = strlen(AGENT_SONAME);
+	if (self && strlen(self) == n && memcmp(p, self, n) == 0)
+		return true;
+	return n >= ln && memcmp(p + n - ln, AGENT_SONAME, ln) == 0 &&
+	       (n == ln || p[n - ln - 1] == '/');
+}
+
+// LD_PRELOAD without us (entries are separated by spaces or colons, ld.so(8)).
+static void scrub_preload(void)
+{
+	const char *pre = getenv("LD_PRELOAD");
+	if (!pre)
+		return;
+	Dl_info info;
+	const char *self = NULL;
+	if (dladdr((void *)scrub_preload, &info) && info.dli_fname)
+		self = info.dli_fname;
+	size_t len = strlen(pre);
+	char *out = malloc(len + 1);
+	if (!out)
+		return;
+	size_t o = 0;
+	const char *p = pre;
+	while (*p) {
+		size_t n = strcspn(p, " :");
+		if (n && !is_agent_path(p, n, self)) {
+			if (o)
+				out[o++] = ':';
+			memcpy(out + o, p, n);
+			o += n;
+		}
+		p += n;
+		if (*p)
+			p++;
+	}
+	out[o] = 0;
+	if (o)
+		setenv("LD_PRELOAD", out, 1);
+	else
+		unsetenv("LD_PRELOAD");
+	free(out);
+}
+
+static struct ns_agent_shm *map_shm(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct ns_agent_shm))
+		return NULL;
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	struct ns_agent_shm *shm = p;
+	uint64_t rings_end;
+	bool ok = shm->magic == NS_AGENT_SHM_MAGIC && shm->version == NS_AGENT_PROTO_VERSION &&
+	          shm->size >= sizeof(*shm) && shm->total_size <= (uint64_t)st.st_size &&
+	          shm->ring_bytes >= 8 && (shm->ring_bytes & 7) == 0 &&
+	          shm->rings_offset >= shm->size && (shm->rings_offset & 7) == 0 &&
+	          shm->ring_stride >= sizeof(struct ns_agent_ring) + shm->ring_bytes &&
+	          (shm->ring_stride & 7) == 0 && shm->nrings <= 4096 &&
+	          !__builtin_mul_overflow(shm->ring_stride, (uint64_t)shm->nrings, &rings_end) &&
+	          !__builtin_add_overflow(rings_end, shm->rings_offset, &rings_end) &&
+	          rings_end <= (uint64_t)st.st_size;
+	if (!ok) {
+		munmap(p, (size_t)st.st_size);
+		return NULL;
+	}
+	return shm;
+}
+
+static void send_hello(void)
+{
+	struct ns_agent_hello h;
+	memset(&h, 0, sizeof(h));
+	h.h.type = NS_AGENT_MSG_HELLO;
+	h.h.size = sizeof(h);
+	h.version = NS_AGENT_PROTO_VERSION;
+	h.pid = (uint32_t)getpid();
+	send(ns_agent__g.ctl_fd, &h, sizeof(h), MSG_NOSIGNAL);
+}
+
+/** Start the agent on a control socket and a ring memfd (both taken over). The
+ * constructor calls it for a launched program; an attaching stub may call it after
+ * injecting the library. 0 on success, -1 if the agent cannot run (fds closed). */
+__attribute__((visibility("default"))) int ns_agent_start(int ctl_fd, int shm_fd, int hold)
+{
+	if (ns_agent__g.shm)
+		return -1; // already running
+	struct ns_agent_shm *shm = map_shm(shm_fd);
+	close(shm_fd);
+	int mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	if (!shm || mem_fd < 0) {
+		if (mem_fd >= 0)
+			close(mem_fd);
+		close(ctl_fd);
+		return -1;
+	}
+	ns_agent__g.shm = shm;
+	ns_agent__g.ctl_fd = hide_fd(ctl_fd);
+	ns_agent__g.mem_fd = hide_fd(mem_fd);
+	atomic_store(&ns_agent__g.collect, true);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = ns_agent__on_sigtrap;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
+	// Asynchronous signals wait until the handler is done, so the program's own
+	// handlers never run in the middle of a collection; synchronous ones stay
+	// deliverable (blocking them would kill the process on a fault).
+	sigfillset(&sa.sa_mask);
+	sigdelset(&sa.sa_mask, SIGTRAP);
+	sigdelset(&sa.sa_mask, SIGSEGV);
+	sigdelset(&sa.sa_mask, SIGBUS);
+	sigdelset(&sa.sa_mask, SIGILL);
+	sigdelset(&sa.sa_mask, SIGFPE);
+	if (sigaction(SIGTRAP, &sa, &ns_agent__g.old_trap) != 0)
+		return -1;
+	pthread_atfork(NULL, NULL, ns_agent__atfork_child);
+	send_hello();
+	if (ns_agent__ctl_start() != 0)
+		return -1;
+	if (hold)
+		ns_agent__hold_wait();
+	return 0;
+}
+
+__attribute__((constructor)) static void agent_init(void)
+{
+	const char *fd_s = getenv(NS_AGENT_ENV_FD);
+	if (!fd_s)
+		return;
+	int ctl_fd = parse_fd(fd_s);
+	int shm_fd = parse_fd(getenv(NS_AGENT_ENV_SHM));
+	const char *hold_s = getenv(NS_AGENT_ENV_HOLD);
+	bool hold = hold_s && strcmp(hold_s, "1") == 0;
+	// The program and its children see the environment they would without us.
+	unsetenv(NS_AGENT_ENV_FD);
+	unsetenv(NS_AGENT_ENV_SHM);
+	unsetenv(NS_AGENT_ENV_HOLD);
+	scrub_preload();
+	if (ctl_fd < 0 || shm_fd < 0) {
+		if (ctl_fd >= 0)
+			close(ctl_fd);
+		if (shm_fd >= 0)
+			close(shm_fd);
+		return;
+	}
+	ns_agent_start(ctl_fd, shm_fd, hold);
+}

@@ -1,2 +1,346 @@
-/* placeholder: not yet implemented */
-typedef int ns_placeholder_t;
+/* The stub <-> agent protocol: shared-memory ring layout and consumer, and the binary
+ * INSTALL message. Used by both sides; the decoder treats its input as untrusted. */
+#include "agent/agent.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { SHM_ALIGN = 64, REC_HDR = 8 };
+
+static size_t round_up(size_t v, size_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+size_t ns_agent_shm_size(unsigned nrings, size_t ring_bytes)
+{
+	size_t stride = round_up(sizeof(struct ns_agent_ring) + round_up(ring_bytes, 8), SHM_ALIGN);
+	return round_up(sizeof(struct ns_agent_shm), SHM_ALIGN) + (size_t)nrings * stride;
+}
+
+void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_bytes)
+{
+	ring_bytes = round_up(ring_bytes, 8);
+	shm->magic = NS_AGENT_SHM_MAGIC;
+	shm->version = NS_AGENT_PROTO_VERSION;
+	shm->size = sizeof(*shm);
+	shm->nrings = nrings;
+	shm->ring_bytes = ring_bytes;
+	shm->ring_stride = round_up(sizeof(struct ns_agent_ring) + ring_bytes, SHM_ALIGN);
+	shm->rings_offset = round_up(sizeof(struct ns_agent_shm), SHM_ALIGN);
+	shm->total_size = ns_agent_shm_size(nrings, ring_bytes);
+	atomic_store(&shm->dropped_no_ring, 0);
+	atomic_store(&shm->hits, 0);
+	for (unsigned i = 0; i < nrings; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		atomic_store(&r->head, 0);
+		atomic_store(&r->tail, 0);
+		atomic_store(&r->dropped, 0);
+		atomic_store(&r->owner, 0);
+		r->seq = 0;
+	}
+}
+
+struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i)
+{
+	if (i >= shm->nrings)
+		return NULL;
+	return (struct ns_agent_ring *)((uint8_t *)shm + shm->rings_offset +
+	                                (size_t)i * shm->ring_stride);
+}
+
+uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r)
+{
+	(void)shm;
+	return (uint8_t *)(r + 1);
+}
+
+static long corrupt(struct ns_agent_ring *r, uint64_t head)
+{
+	atomic_store_explicit(&r->tail, head, memory_order_release);
+	atomic_fetch_add(&r->dropped, 1);
+	return -1;
+}
+
+long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *dst, size_t cap)
+{
+	const uint64_t size = shm->ring_bytes;
+	const uint8_t *data = ns_agent_ring_data(shm, r);
+	for (;;) {
+		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		if (tail == head)
+			return 0;
+		// The producer lives in another process: check everything it wrote.
+		if (head - tail > size || (tail & 7) || size < REC_HDR || (size & 7))
+			return corrupt(r, head);
+		uint64_t off = tail % size;
+		uint32_t len, frame_len;
+		memcpy(&len, data + off, 4);
+		if (len & NS_AGENT_RECORD_PAD) {
+			uint64_t skip = len & ~(uint32_t)NS_AGENT_RECORD_PAD;
+			if (skip != size - off || skip > head - tail)
+				return corrupt(r, head);
+			atomic_store_explicit(&r->tail, tail + skip, memory_order_release);
+			continue;
+		}
+		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
+			return corrupt(r, head);
+		memcpy(&frame_len, data + off + 4, 4);
+		if (frame_len > len - REC_HDR)
+			return corrupt(r, head);
+		if (frame_len > cap) {
+			atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+			atomic_fetch_add(&r->dropped, 1);
+			return -1;
+		}
+		memcpy(dst, data + off + REC_HDR, frame_len);
+		atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+		return (long)frame_len;
+	}
+}
+
+/* ---- INSTALL encoding ----
+ *
+ *   hdr (16) | u32 num | u32 flags (1 = enabled) | u64 addr | u64 step | u64 pass |
+ *   u32 hit_mode | u32 cond_len | u64 hit_n | u64 max_frames | u32 nactions | u32 0 |
+ *   cond bytes | nactions x action
+ *   action = u8 kind | u8 0 x3 | i32 basereg | u64 regmask | i64 offset | u64 len |
+ *            u32 code_len | code bytes
+ * little-endian, unaligned. */
+
+enum { FIXED_SIZE = 16 + 4 + 4 + 8 * 3 + 4 + 4 + 8 * 2 + 4 + 4, ACTION_FIXED = 4 + 4 + 8 * 3 + 4 };
+
+// Limits well above anything GDB sends; they bound what a corrupt message allocates.
+enum { MAX_ACTIONS = 4096, MAX_CODE = 1 << 20 };
+
+struct wcur {
+	uint8_t *p;
+};
+
+static void put(struct wcur *w, const void *v, size_t n)
+{
+	if (n)
+		memcpy(w->p, v, n);
+	w->p += n;
+}
+
+static void put32(struct wcur *w, uint32_t v)
+{
+	put(w, &v, 4);
+}
+
+static void put64(struct wcur *w, uint64_t v)
+{
+	put(w, &v, 8);
+}
+
+struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,
+                                       void **msg, size_t *len)
+{
+	size_t size = FIXED_SIZE + tp->cond_len;
+	if (tp->cond_len > MAX_CODE || tp->nactions > MAX_ACTIONS || (tp->cond_len && !tp->cond))
+		return ns_err_create(NS_ERR_INVALID, "tracepoint %u: too large to install",
+		                     tp->num);
+	for (size_t i = 0; i < tp->nactions; i++) {
+		if (tp->actions[i].code_len > MAX_CODE ||
+		    (tp->actions[i].code_len && !tp->actions[i].code))
+			return ns_err_create(NS_ERR_INVALID,
+			                     "tracepoint %u: action %zu too large to install",
+			                     tp->num, i);
+		size += ACTION_FIXED + tp->actions[i].code_len;
+	}
+	if (size > UINT32_MAX)
+		return ns_err_create(NS_ERR_INVALID, "tracepoint %u: too large to install",
+		                     tp->num);
+	uint8_t *buf = calloc(1, size);
+	if (!buf)
+		return &ns_err_nomem;
+	struct wcur w = {buf};
+	struct ns_agent_msg_hdr h = {NS_AGENT_MSG_INSTALL, (uint32_t)size, req_id, 0};
+	put(&w, &h, sizeof(h));
+	put32(&w, tp->num);
+	put32(&w, tp->enabled ? 1 : 0);
+	put64(&w, tp->addr);
+	put64(&w, tp->step);
+	put64(&w, tp->pass);
+	put32(&w, (uint32_t)tp->hit_mode);
+	put32(&w, (uint32_t)tp->cond_len);
+	put64(&w, tp->hit_n);
+	put64(&w, tp->max_frames);
+	put32(&w, (uint32_t)tp->nactions);
+	put32(&w, 0);
+	put(&w, tp->cond, tp->cond_len);
+	for (size_t i = 0; i < tp->nactions; i++) {
+		const struct ns_rsp_action *a = &tp->actions[i];
+		uint8_t kind[4] = {(uint8_t)a->kind, 0, 0, 0};
+		put(&w, kind, 4);
+		put32(&w, (uint32_t)(int32_t)a->basereg);
+		put64(&w, a->regmask);
+		put64(&w, (uint64_t)a->offset);
+		put64(&w, a->len);
+		put32(&w, (uint32_t)a->code_len);
+		put(&w, a->code, a->code_len);
+	}
+	*msg = buf;
+	*len = size;
+	return NULL;
+}
+
+struct rcur {
+	const uint8_t *p;
+	size_t left;
+	size_t at;
+	bool bad;
+};
+
+static void get(struct rcur *r, void *dst, size_t n)
+{
+	if (r->bad || n > r->left) {
+		r->bad = true;
+		memset(dst, 0, n);
+		return;
+	}
+	memcpy(dst, r->p, n);
+	r->p += n;
+	r->left -= n;
+	r->at += n;
+}
+
+static uint32_t get32(struct rcur *r)
+{
+	uint32_t v;
+	get(r, &v, 4);
+	return v;
+}
+
+static uint64_t get64(struct rcur *r)
+{
+	uint64_t v;
+	get(r, &v, 8);
+	return v;
+}
+
+// A malloc'd copy of the next @n bytes (NULL for 0), or sets *@err.
+static uint8_t *get_bytes(struct rcur *r, size_t n, struct ns_err **err)
+{
+	if (n == 0)
+		return NULL;
+	if (r->bad || n > r->left) {
+		r->bad = true;
+		return NULL;
+	}
+	uint8_t *b = malloc(n);
+	if (!b) {
+		*err = &ns_err_nomem;
+		return NULL;
+	}
+	get(r, b, n);
+	return b;
+}
+
+static void free_tp(struct ns_rsp_tracepoint *tp)
+{
+	free(tp->cond);
+	for (size_t i = 0; i < tp->nactions; i++)
+		free(tp->actions[i].code);
+	free(tp->actions);
+	memset(tp, 0, sizeof(*tp));
+}
+
+static struct ns_err *truncated(struct ns_rsp_tracepoint *tp, const struct rcur *r,
+                                const char *what)
+{
+	free_tp(tp);
+	return ns_err_create(NS_ERR_FORMAT, "INSTALL message truncated at byte %zu (%s)", r->at,
+	                     what);
+}
+
+struct ns_err *ns_agent_decode_install(const void *msg, size_t len, struct ns_rsp_tracepoint *tp)
+{
+	struct rcur r = {msg, len, 0, false};
+	struct ns_err *err = NULL;
+	struct ns_rsp_tracepoint t;
+	memset(&t, 0, sizeof(t));
+	struct ns_agent_msg_hdr h;
+	get(&r, &h, sizeof(h));
+	if (r.bad)
+		return truncated(&t, &r, "header");
+	if (h.type != NS_AGENT_MSG_INSTALL)
+		return ns_err_create(NS_ERR_FORMAT, "message type %u is not INSTALL", h.type);
+	if (h.size != len)
+		return ns_err_create(NS_ERR_FORMAT, "INSTALL message says %u bytes, got %zu",
+		                     h.size, len);
+	t.num = get32(&r);
+	uint32_t flags = get32(&r);
+	t.enabled = flags & 1;
+	t.addr = get64(&r);
+	t.step = get64(&r);
+	t.pass = get64(&r);
+	uint32_t mode = get32(&r);
+	uint32_t cond_len = get32(&r);
+	t.hit_n = get64(&r);
+	t.max_frames = get64(&r);
+	uint32_t nactions = get32(&r);
+	get32(&r);
+	if (r.bad)
+		return truncated(&t, &r, "tracepoint");
+	if (mode > NS_RSP_HIT_MOD)
+		return ns_err_create(NS_ERR_FORMAT, "tracepoint %u: bad hit mode %u", t.num, mode);
+	t.hit_mode = (enum ns_rsp_hit_mode)mode;
+	if (cond_len > r.left)
+		return truncated(&t, &r, "condition");
+	if (nactions > MAX_ACTIONS || (size_t)nactions * ACTION_FIXED > r.left - cond_len)
+		return ns_err_create(NS_ERR_FORMAT, "tracepoint %u: %u actions do not fit", t.num,
+		                     nactions);
+	t.cond = get_bytes(&r, cond_len, &err);
+	if (err)
+		return err;
+	t.cond_len = cond_len;
+	if (nactions) {
+		t.actions = calloc(nactions, sizeof(*t.actions));
+		if (!t.actions) {
+			free_tp(&t);
+			return &ns_err_nomem;
+		}
+	}
+	for (uint32_t i = 0; i < nactions; i++) {
+		struct ns_rsp_action *a = &t.actions[i];
+		uint8_t kind[4];
+		get(&r, kind, 4);
+		a->basereg = (int32_t)get32(&r);
+		a->regmask = get64(&r);
+		a->offset = (int64_t)get64(&r);
+		a->len = get64(&r);
+		uint32_t code_len = get32(&r);
+		t.nactions = i + 1;
+		if (r.bad || code_len > r.left)
+			return truncated(&t, &r, "action");
+		if (kind[0] != NS_RSP_ACT_REGS && kind[0] != NS_RSP_ACT_MEM &&
+		    kind[0] != NS_RSP_ACT_EXPR) {
+			free_tp(&t);
+			return ns_err_create(NS_ERR_FORMAT, "action %u: unknown kind 0x%02x", i,
+			                     kind[0]);
+		}
+		a->kind = (enum ns_rsp_action_kind)kind[0];
+		if ((a->kind == NS_RSP_ACT_EXPR) != (code_len != 0)) {
+			free_tp(&t);
+			return ns_err_create(NS_ERR_FORMAT, "action %u: %s", i,
+			                     code_len ? "bytecode on a non-X action"
+			                              : "X action without bytecode");
+		}
+		a->code = get_bytes(&r, code_len, &err);
+		if (err) {
+			free_tp(&t);
+			return err;
+		}
+		a->code_len = code_len;
+	}
+	if (r.left) {
+		free_tp(&t);
+		return ns_err_create(NS_ERR_FORMAT, "INSTALL message has %zu trailing bytes",
+		                     r.left);
+	}
+	*tp = t;
+	return NULL;
+}

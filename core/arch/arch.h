@@ -26,6 +26,7 @@ struct ns_arch_insn {
 	uint8_t cc;	     /* NS_INSN_JCC: the condition, low nibble of the 0x7X/0x0F8X opcode */
 	uint64_t target;     /* JMP/JCC/CALL: absolute target */
 	char text[64];	     /* "mov eax, dword ptr [rip + 0x2f1e]", for messages */
+	const char *reason;  /* NS_INSN_UNSUPPORTED: static text saying why, else NULL */
 };
 
 /** Decode the instruction at runtime address @addr from @code (@len bytes available).

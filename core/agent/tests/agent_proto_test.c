@@ -1,1 +1,366 @@
+/* Tests for core/agent/agent_proto.c: INSTALL encode/decode (round trip, every
+ * truncation, corrupt fields) and the ring consumer against records produced the way
+ * the agent's trap handler produces them (agent_collect_sig.c). */
+#include "agent/agent.h"
 #include "base/test.h"
+
+#include <stdlib.h>
+
+static void make_tp(struct ns_rsp_tracepoint *tp)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->num = 7;
+	tp->addr = 0x55555555a123ull;
+	tp->enabled = true;
+	tp->step = 0;
+	tp->pass = 3;
+	tp->cond = malloc(4);
+	memcpy(tp->cond, "\x22\x01\x27\x00", 4);
+	tp->cond_len = 3;
+	tp->hit_mode = NS_RSP_HIT_MOD;
+	tp->hit_n = 5;
+	tp->max_frames = 100;
+	tp->nactions = 3;
+	tp->actions = calloc(3, sizeof(*tp->actions));
+	tp->actions[0].kind = NS_RSP_ACT_REGS;
+	tp->actions[0].regmask = 0x3ffffff;
+	tp->actions[1].kind = NS_RSP_ACT_MEM;
+	tp->actions[1].basereg = -1;
+	tp->actions[1].offset = -0x100;
+	tp->actions[1].len = 64;
+	tp->actions[2].kind = NS_RSP_ACT_EXPR;
+	tp->actions[2].code = malloc(5);
+	memcpy(tp->actions[2].code, "\x26\x00\x06\x27\x00", 5);
+	tp->actions[2].code_len = 4;
+}
+
+static void free_tp(struct ns_rsp_tracepoint *tp)
+{
+	free(tp->cond);
+	for (size_t i = 0; i < tp->nactions; i++)
+		free(tp->actions[i].code);
+	free(tp->actions);
+}
+
+NS_TEST(test_agent_proto__install_round_trip)
+{
+	struct ns_rsp_tracepoint tp, back;
+	make_tp(&tp);
+	void *msg = NULL;
+	size_t len = 0;
+	NS_CHECK_OK(ns_agent_encode_install(&tp, 42, &msg, &len));
+	struct ns_agent_msg_hdr h;
+	memcpy(&h, msg, sizeof(h));
+	NS_CHECK_INT(h.type, NS_AGENT_MSG_INSTALL);
+	NS_CHECK_INT(h.size, len);
+	NS_CHECK_INT(h.req_id, 42);
+	NS_CHECK_OK(ns_agent_decode_install(msg, len, &back));
+	NS_CHECK_INT(back.num, 7);
+	NS_CHECK(back.addr == 0x55555555a123ull);
+	NS_CHECK(back.enabled);
+	NS_CHECK_INT(back.pass, 3);
+	NS_CHECK_INT(back.cond_len, 3);
+	NS_CHECK(back.cond && memcmp(back.cond, "\x22\x01\x27", 3) == 0);
+	NS_CHECK_INT(back.hit_mode, NS_RSP_HIT_MOD);
+	NS_CHECK_INT(back.hit_n, 5);
+	NS_CHECK_INT(back.max_frames, 100);
+	NS_CHECK_INT(back.nactions, 3);
+	if (back.nactions == 3) {
+		NS_CHECK_INT(back.actions[0].kind, 'R');
+		NS_CHECK(back.actions[0].regmask == 0x3ffffff);
+		NS_CHECK_INT(back.actions[1].kind, 'M');
+		NS_CHECK_INT(back.actions[1].basereg, -1);
+		NS_CHECK_INT(back.actions[1].offset, -0x100);
+		NS_CHECK_INT(back.actions[1].len, 64);
+		NS_CHECK(back.actions[1].code == NULL);
+		NS_CHECK_INT(back.actions[2].kind, 'X');
+		NS_CHECK_INT(back.actions[2].code_len, 4);
+		NS_CHECK(memcmp(back.actions[2].code, "\x26\x00\x06\x27", 4) == 0);
+	}
+	free_tp(&back);
+	free_tp(&tp);
+	free(msg);
+}
+
+NS_TEST(test_agent_proto__install_no_cond_no_actions)
+{
+	struct ns_rsp_tracepoint tp, back;
+	memset(&tp, 0, sizeof(tp));
+	tp.num = 1;
+	tp.addr = 0x401000;
+	void *msg;
+	size_t len;
+	NS_CHECK_OK(ns_agent_encode_install(&tp, 1, &msg, &len));
+	NS_CHECK_OK(ns_agent_decode_install(msg, len, &back));
+	NS_CHECK(back.cond == NULL && back.actions == NULL && !back.enabled);
+	NS_CHECK_INT(back.nactions, 0);
+	free(msg);
+}
+
+NS_TEST(test_agent_proto__install_every_truncation_rejected)
+{
+	struct ns_rsp_tracepoint tp, back;
+	make_tp(&tp);
+	void *msg;
+	size_t len;
+	NS_CHECK_OK(ns_agent_encode_install(&tp, 1, &msg, &len));
+	for (size_t cut = 0; cut < len; cut++) {
+		// A copy of exactly @cut bytes (so ASan would see any over-read), with the
+		// header's size both left alone and patched to match.
+		for (int patch = 0; patch < 2; patch++) {
+			uint8_t *m = malloc(cut ? cut : 1);
+			memcpy(m, msg, cut);
+			if (patch && cut >= 8) {
+				uint32_t s = (uint32_t)cut;
+				memcpy(m + 4, &s, 4);
+			}
+			memset(&back, 0x5a, sizeof(back));
+			struct ns_err *err = ns_agent_decode_install(m, cut, &back);
+			if (!err)
+				ns_test_fail(__FILE__, __LINE__, "cut at %zu accepted", cut);
+			else if (err->code != NS_ERR_FORMAT)
+				ns_test_fail(__FILE__, __LINE__, "cut at %zu: %s", cut, err->msg);
+			ns_err_destroy(err);
+			free(m);
+		}
+	}
+	free(msg);
+	free_tp(&tp);
+}
+
+static struct ns_err *decode_patched(const void *msg, size_t len, size_t at, const void *v,
+                                     size_t n)
+{
+	uint8_t *m = malloc(len);
+	memcpy(m, msg, len);
+	memcpy(m + at, v, n);
+	struct ns_rsp_tracepoint back;
+	struct ns_err *err = ns_agent_decode_install(m, len, &back);
+	if (!err)
+		free_tp(&back);
+	free(m);
+	return err;
+}
+
+static void expect_format(struct ns_err *err, const char *needle, int line)
+{
+	if (!err) {
+		ns_test_fail(__FILE__, line, "corrupt message accepted");
+		return;
+	}
+	if (err->code != NS_ERR_FORMAT || !strstr(err->msg, needle))
+		ns_test_fail(__FILE__, line, "got '%s', expected a format error with '%s'",
+		             err->msg, needle);
+	ns_err_destroy(err);
+}
+
+NS_TEST(test_agent_proto__install_corrupt_rejected)
+{
+	struct ns_rsp_tracepoint tp;
+	make_tp(&tp);
+	void *msg;
+	size_t len;
+	NS_CHECK_OK(ns_agent_encode_install(&tp, 1, &msg, &len));
+	// Offsets from the layout comment in agent_proto.c.
+	uint32_t v = 3;
+	expect_format(decode_patched(msg, len, 0, &v, 4), "not INSTALL", __LINE__);
+	v = (uint32_t)len + 1;
+	expect_format(decode_patched(msg, len, 4, &v, 4), "says", __LINE__);
+	v = 9; // hit mode
+	expect_format(decode_patched(msg, len, 48, &v, 4), "hit mode", __LINE__);
+	v = 0xffffffffu; // cond_len
+	expect_format(decode_patched(msg, len, 52, &v, 4), "truncated", __LINE__);
+	v = 0x7fffffffu; // nactions
+	expect_format(decode_patched(msg, len, 72, &v, 4), "actions do not fit", __LINE__);
+	size_t act0 = 80 + 3;
+	uint8_t k = 'Q';
+	expect_format(decode_patched(msg, len, act0, &k, 1), "unknown kind", __LINE__);
+	v = 0xfffffff0u; // first action's code_len
+	expect_format(decode_patched(msg, len, act0 + 32, &v, 4), "truncated", __LINE__);
+	v = 1; // an R action with bytecode
+	expect_format(decode_patched(msg, len, act0 + 32, &v, 4), "bytecode on a non-X", __LINE__);
+	size_t act2 = act0 + 36 + 36;
+	v = 0; // the X action without bytecode: 4 trailing bytes remain
+	expect_format(decode_patched(msg, len, act2 + 32, &v, 4), "X action without", __LINE__);
+	// Trailing garbage.
+	uint8_t *longer = malloc(len + 8);
+	memcpy(longer, msg, len);
+	memset(longer + len, 0, 8);
+	uint32_t s = (uint32_t)len + 8;
+	memcpy(longer + 4, &s, 4);
+	struct ns_rsp_tracepoint back;
+	expect_format(ns_agent_decode_install(longer, len + 8, &back), "trailing", __LINE__);
+	free(longer);
+	free(msg);
+	free_tp(&tp);
+}
+
+/* ---- rings ---- */
+
+static struct ns_agent_shm *new_shm(unsigned nrings, size_t ring_bytes)
+{
+	size_t size = ns_agent_shm_size(nrings, ring_bytes);
+	struct ns_agent_shm *shm = aligned_alloc(64, (size + 63) / 64 * 64);
+	memset(shm, 0, size);
+	ns_agent_shm_init(shm, nrings, ring_bytes);
+	return shm;
+}
+
+// The producer, as agent_collect_sig.c does it: room for @reserve contiguous bytes
+// (a padding record first if the tail of the ring is too short), the record header,
+// the frame, then a release store of head. Returns false (and counts a drop) if full.
+static bool push(struct ns_agent_shm *shm, struct ns_agent_ring *r, const void *frame,
+                 uint32_t frame_len, size_t reserve)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint64_t size = shm->ring_bytes;
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint64_t off = head % size;
+	uint64_t pad = size - off < reserve ? size - off : 0;
+	if (size - (head - tail) < pad + reserve) {
+		atomic_fetch_add(&r->dropped, 1);
+		return false;
+	}
+	if (pad) {
+		uint32_t p = (uint32_t)pad | NS_AGENT_RECORD_PAD;
+		memcpy(data + off, &p, 4);
+		head += pad;
+		off = 0;
+	}
+	uint32_t len = (uint32_t)((8 + frame_len + 7) & ~7u);
+	memcpy(data + off, &len, 4);
+	memcpy(data + off + 4, &frame_len, 4);
+	memcpy(data + off + 8, frame, frame_len);
+	atomic_store_explicit(&r->head, head + len, memory_order_release);
+	return true;
+}
+
+NS_TEST(test_agent_proto__shm_layout)
+{
+	struct ns_agent_shm *shm = new_shm(4, 1000);
+	NS_CHECK_INT(shm->magic, NS_AGENT_SHM_MAGIC);
+	NS_CHECK_INT(shm->version, NS_AGENT_PROTO_VERSION);
+	NS_CHECK_INT(shm->size, sizeof(struct ns_agent_shm));
+	NS_CHECK_INT(shm->ring_bytes, 1000);
+	NS_CHECK_INT(shm->total_size, ns_agent_shm_size(4, 1000));
+	uint8_t *end = (uint8_t *)shm + shm->total_size;
+	for (unsigned i = 0; i < 4; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		NS_CHECK(((uintptr_t)r & 63) == 0);
+		uint8_t *d = ns_agent_ring_data(shm, r);
+		NS_CHECK(((uintptr_t)d & 7) == 0);
+		NS_CHECK(d + shm->ring_bytes <= end);
+		if (i)
+			NS_CHECK((uint8_t *)r >=
+			         ns_agent_ring_data(shm, ns_agent_shm_ring(shm, i - 1)) +
+			                 shm->ring_bytes);
+	}
+	NS_CHECK(ns_agent_shm_ring(shm, 4) == NULL);
+	// Default sizes used by the stub fit in 32-bit offsets with room to spare.
+	NS_CHECK(ns_agent_shm_size(NS_AGENT_NRINGS, NS_AGENT_RING_BYTES) <
+	         (size_t)NS_AGENT_NRINGS * (NS_AGENT_RING_BYTES + 4096));
+	free(shm);
+}
+
+NS_TEST(test_agent_proto__ring_push_pop)
+{
+	struct ns_agent_shm *shm = new_shm(2, 4096);
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 1);
+	uint8_t out[512];
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+	uint8_t f[100];
+	for (int i = 0; i < 100; i++)
+		f[i] = (uint8_t)i;
+	NS_CHECK(push(shm, r, f, 100, 256));
+	NS_CHECK(push(shm, r, f, 13, 256));
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 100);
+	NS_CHECK(memcmp(out, f, 100) == 0);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 13);
+	NS_CHECK(memcmp(out, f, 13) == 0);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+	NS_CHECK(atomic_load(&r->tail) == atomic_load(&r->head));
+	NS_CHECK(atomic_load(&r->head) == 112 + 24);
+	free(shm);
+}
+
+NS_TEST(test_agent_proto__ring_wrap_with_padding)
+{
+	// 1024-byte ring, producer reserving 256 per record: after a few records the
+	// tail of the ring is too short and a padding record sends the next to offset 0.
+	struct ns_agent_shm *shm = new_shm(1, 1024);
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint8_t out[512], f[200];
+	unsigned pushed = 0, popped = 0, pads_seen = 0;
+	for (int round = 0; round < 40; round++) {
+		// Push until full, then drain: each round starts at a different offset.
+		unsigned n_round = 0;
+		for (;;) {
+			uint32_t fl = 40 + (uint32_t)((pushed * 37) % 150);
+			memset(f, (int)(pushed & 0xff), sizeof(f));
+			uint64_t before = atomic_load(&r->head);
+			if (!push(shm, r, f, fl, 256))
+				break;
+			if (before % 1024 + 256 > 1024)
+				pads_seen++;
+			pushed++;
+			n_round++;
+		}
+		NS_CHECK(n_round >= 2);
+		long n;
+		while ((n = ns_agent_ring_pop(shm, r, out, sizeof(out))) > 0) {
+			uint32_t want = 40 + (uint32_t)((popped * 37) % 150);
+			if (n != want || out[0] != (uint8_t)(popped & 0xff) ||
+			    out[n - 1] != (uint8_t)(popped & 0xff))
+				ns_test_fail(__FILE__, __LINE__, "record %u: %ld bytes", popped, n);
+			popped++;
+		}
+		NS_CHECK_INT(n, 0);
+	}
+	NS_CHECK_INT(popped, pushed);
+	NS_CHECK(pads_seen > 5);
+	NS_CHECK_INT(atomic_load(&r->dropped), 40); // one failed push per round
+	free(shm);
+}
+
+NS_TEST(test_agent_proto__ring_corrupt_resets)
+{
+	struct ns_agent_shm *shm = new_shm(1, 1024);
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint8_t out[512], f[64] = {1};
+	NS_CHECK(push(shm, r, f, 64, 128));
+	NS_CHECK(push(shm, r, f, 64, 128));
+	uint32_t bad = 12; // not 8-aligned
+	memcpy(data, &bad, 4);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK(atomic_load(&r->tail) == atomic_load(&r->head));
+	NS_CHECK_INT(atomic_load(&r->dropped), 1);
+
+	// frame length larger than the record
+	NS_CHECK(push(shm, r, f, 64, 128));
+	uint64_t off = atomic_load(&r->tail) % 1024;
+	uint32_t fl = 500;
+	memcpy(data + off + 4, &fl, 4);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK_INT(atomic_load(&r->dropped), 2);
+
+	// padding that does not reach the end of the ring
+	NS_CHECK(push(shm, r, f, 64, 128));
+	off = atomic_load(&r->tail) % 1024;
+	uint32_t p = 16 | NS_AGENT_RECORD_PAD;
+	memcpy(data + off, &p, 4);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+
+	// head beyond tail + ring size
+	atomic_store(&r->head, atomic_load(&r->tail) + 4096);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK(atomic_load(&r->tail) == atomic_load(&r->head));
+
+	// A frame larger than the caller's buffer is skipped, not copied.
+	NS_CHECK(push(shm, r, f, 64, 128));
+	NS_CHECK(push(shm, r, f, 8, 128));
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, 32), -1);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, 32), 8);
+	free(shm);
+}
