@@ -32,6 +32,8 @@ struct ns_rsp_parser {
 	uint8_t csum, got_csum;
 	int csum_digits;
 	bool escape, is_notify;
+	bool too_long;	/* the current packet outgrew max_len: dropped at its end */
+	bool bad_digit; /* a checksum character was not a hex digit */
 	struct ns_strbuf payload; /* decoded payload of the last packet (escapes and RLE undone) */
 	size_t max_len;
 };

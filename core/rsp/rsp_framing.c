@@ -1,2 +1,174 @@
-/* placeholder: not yet implemented */
-typedef int ns_placeholder_t;
+/* RSP framing (GDB manual, "Remote Protocol" > "Overview"): a packet is
+ * "$<data>#<2 hex checksum>", the checksum being the sum of the transmitted data bytes
+ * modulo 256 (escapes and run-length characters included). '}' escapes the next byte
+ * (sent as byte ^ 0x20); "X*n" repeats X another (n - 29) times. Notifications use '%'
+ * instead of '$' ("Notification Packets"). */
+#include "rsp/rsp.h"
+
+#include <string.h>
+
+enum state {
+	ST_IDLE,
+	ST_DATA,
+	ST_RLE,  /* the byte after '*': the repeat count */
+	ST_CSUM, /* reading the two checksum digits */
+};
+
+void ns_rsp_parser_init(struct ns_rsp_parser *p, size_t max_len)
+{
+	memset(p, 0, sizeof(*p));
+	p->state = ST_IDLE;
+	ns_strbuf_init(&p->payload);
+	p->max_len = max_len;
+}
+
+void ns_rsp_parser_deinit(struct ns_rsp_parser *p)
+{
+	ns_strbuf_deinit(&p->payload);
+	memset(p, 0, sizeof(*p));
+}
+
+static void start_packet(struct ns_rsp_parser *p, bool notify)
+{
+	p->state = ST_DATA;
+	p->csum = 0;
+	p->got_csum = 0;
+	p->csum_digits = 0;
+	p->escape = false;
+	p->too_long = false;
+	p->bad_digit = false;
+	p->is_notify = notify;
+	ns_strbuf_reset(&p->payload);
+}
+
+static void put(struct ns_rsp_parser *p, uint8_t b)
+{
+	if (p->too_long)
+		return;
+	if (p->payload.len >= p->max_len) {
+		p->too_long = true;
+		ns_strbuf_reset(&p->payload);
+		return;
+	}
+	ns_strbuf_putc(&p->payload, (char)b);
+}
+
+enum ns_rsp_event_kind ns_rsp_parse(struct ns_rsp_parser *p, const uint8_t *data, size_t len,
+                                    size_t *used)
+{
+	size_t i = 0;
+	enum ns_rsp_event_kind ev = NS_RSP_EV_NONE;
+
+	while (i < len && ev == NS_RSP_EV_NONE) {
+		uint8_t c = data[i++];
+		switch (p->state) {
+		case ST_IDLE:
+			switch (c) {
+			case '$':
+				start_packet(p, false);
+				break;
+			case '%':
+				start_packet(p, true);
+				break;
+			case '+':
+				ev = NS_RSP_EV_ACK;
+				break;
+			case '-':
+				ev = NS_RSP_EV_NAK;
+				break;
+			case 0x03:
+				ev = NS_RSP_EV_INTERRUPT;
+				break;
+			default:
+				break; // garbage between packets
+			}
+			break;
+		case ST_DATA:
+			if (c == '#' && !p->escape) {
+				p->state = ST_CSUM;
+				p->csum_digits = 0;
+				p->got_csum = 0;
+				break;
+			}
+			if (c == '$' && !p->escape) {
+				// gdb's read_frame: a new '$' restarts the packet.
+				start_packet(p, false);
+				break;
+			}
+			p->csum = (uint8_t)(p->csum + c);
+			if (p->escape) {
+				put(p, c ^ 0x20);
+				p->escape = false;
+			} else if (c == '}') {
+				p->escape = true;
+			} else if (c == '*' && p->payload.len > 0) {
+				p->state = ST_RLE;
+			} else {
+				put(p, c);
+			}
+			break;
+		case ST_RLE: {
+			p->csum = (uint8_t)(p->csum + c);
+			p->state = ST_DATA;
+			if (p->too_long)
+				break;
+			uint8_t last = (uint8_t)p->payload.buf[p->payload.len - 1];
+			int n = (int)c - 29;
+			for (int k = 0; k < n; k++)
+				put(p, last);
+			break;
+		}
+		case ST_CSUM: {
+			int d = ns_hex_digit((char)c);
+			if (d < 0)
+				p->bad_digit = true;
+			p->got_csum = (uint8_t)(p->got_csum << 4 | (d < 0 ? 0 : d));
+			if (++p->csum_digits < 2)
+				break;
+			bool bad = p->bad_digit || p->got_csum != p->csum;
+			p->state = ST_IDLE;
+			if (p->too_long)
+				ev = NS_RSP_EV_TOO_LONG;
+			else if (bad)
+				ev = NS_RSP_EV_BAD_CSUM;
+			else if (p->payload.oom)
+				ev = NS_RSP_EV_TOO_LONG;
+			else
+				ev = p->is_notify ? NS_RSP_EV_NOTIFY : NS_RSP_EV_PACKET;
+			if (ev == NS_RSP_EV_PACKET || ev == NS_RSP_EV_NOTIFY) {
+				// Make the payload a C string even when empty.
+				ns_strbuf_append(&p->payload, "", 0);
+			}
+			break;
+		}
+		}
+	}
+	*used = i;
+	return ev;
+}
+
+static bool needs_escape(uint8_t c)
+{
+	return c == '$' || c == '#' || c == '}' || c == '*';
+}
+
+void ns_rsp_frame(struct ns_strbuf *out, const void *payload, size_t len, bool notify)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *s = payload;
+	uint8_t csum = 0;
+	ns_strbuf_putc(out, notify ? '%' : '$');
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = s[i];
+		if (needs_escape(c)) {
+			ns_strbuf_putc(out, '}');
+			csum = (uint8_t)(csum + '}');
+			c ^= 0x20;
+		}
+		ns_strbuf_putc(out, (char)c);
+		csum = (uint8_t)(csum + c);
+	}
+	ns_strbuf_putc(out, '#');
+	ns_strbuf_putc(out, hex[csum >> 4]);
+	ns_strbuf_putc(out, hex[csum & 15]);
+}

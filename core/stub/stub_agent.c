@@ -1,2 +1,300 @@
-/* placeholder: not yet implemented */
-typedef int ns_placeholder_t;
+/* The stub's side of the agent protocol (core/agent/agent.h): the control socket
+ * (request/reply by req_id) and draining the shared-memory rings into a bounded
+ * frame queue. */
+#define _GNU_SOURCE
+#include "stub/stub.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "frame/frame.h"
+
+struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return ns_err_errno(errno, "socketpair");
+	s->shm_size = ns_agent_shm_size(NS_AGENT_NRINGS, NS_AGENT_RING_BYTES);
+	s->memfd = memfd_create("nonstop-rings", MFD_CLOEXEC);
+	if (s->memfd < 0)
+		return ns_err_errno(errno, "memfd_create");
+	if (ftruncate(s->memfd, (off_t)s->shm_size) < 0)
+		return ns_err_errno(errno, "ftruncate rings");
+	void *m = mmap(NULL, s->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->memfd, 0);
+	if (m == MAP_FAILED)
+		return ns_err_errno(errno, "mmap rings");
+	s->shm = m;
+	ns_agent_shm_init(s->shm, NS_AGENT_NRINGS, NS_AGENT_RING_BYTES);
+	s->scratch = malloc(NS_AGENT_MAX_FRAME);
+	if (!s->scratch)
+		return &ns_err_nomem;
+	s->ctl_fd = sv[0];
+	*child_fd = sv[1];
+	return NULL;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void agent_gone(struct ns_stub *s)
+{
+	if (s->ctl_fd >= 0)
+		close(s->ctl_fd);
+	s->ctl_fd = -1;
+	s->held = false;
+}
+
+/* One message into @buf; 0 if none is ready, -1 if the agent is gone. */
+static ssize_t read_msg(struct ns_stub *s, void *buf, size_t cap)
+{
+	ssize_t n;
+	do
+		n = recv(s->ctl_fd, buf, cap, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	if (n <= 0) {
+		agent_gone(s);
+		return -1;
+	}
+	return n;
+}
+
+static void handle_msg(struct ns_stub *s, const uint8_t *buf, size_t n)
+{
+	struct ns_agent_msg_hdr h;
+	if (n < sizeof(h))
+		return;
+	memcpy(&h, buf, sizeof(h));
+	if (h.type == NS_AGENT_MSG_HELLO && n >= sizeof(struct ns_agent_hello)) {
+		struct ns_agent_hello hello;
+		memcpy(&hello, buf, sizeof(hello));
+		s->agent_hello = true;
+		ns_log(NS_LOG_INFO, "agent: hello from pid %u, protocol %u", hello.pid,
+		       hello.version);
+	} else if (h.type == NS_AGENT_MSG_REPLY) {
+		ns_log(NS_LOG_DEBUG, "agent: late reply %u ignored", h.req_id);
+	}
+}
+
+void ns_stub__agent_input(struct ns_stub *s)
+{
+	uint8_t buf[4096];
+	while (s->ctl_fd >= 0) {
+		ssize_t n = read_msg(s, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		handle_msg(s, buf, (size_t)n);
+	}
+}
+
+/* Send @msg and wait for the REPLY with its req_id; the reply text goes to the error
+ * when status != 0. */
+static struct ns_err *request(struct ns_stub *s, void *msg, size_t len, const char *what)
+{
+	if (s->exited)
+		return ns_err_create(NS_ERR_CLOSED, "%s: the program has exited", what);
+	if (s->ctl_fd < 0)
+		return ns_err_create(NS_ERR_CLOSED, "%s: the agent is not running in the program",
+		                     what);
+	struct ns_agent_msg_hdr *h = msg;
+	h->req_id = ++s->next_req;
+	h->size = (uint32_t)len;
+	if (send(s->ctl_fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		int e = errno;
+		agent_gone(s);
+		return ns_err_errno(e, "%s: sending to the agent", what);
+	}
+	int64_t deadline = now_ms() + NS_STUB_REPLY_TIMEOUT_MS;
+	uint8_t buf[4096 + 1];
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			return ns_err_create(NS_ERR_TIMEOUT, "%s: the agent did not reply in %d s",
+			                     what, NS_STUB_REPLY_TIMEOUT_MS / 1000);
+		struct pollfd pfd = {.fd = s->ctl_fd, .events = POLLIN};
+		if (poll(&pfd, 1, (int)left) <= 0)
+			continue;
+		ssize_t n = read_msg(s, buf, sizeof(buf) - 1);
+		if (n < 0)
+			return ns_err_create(NS_ERR_CLOSED, "%s: the agent went away", what);
+		if (n == 0)
+			continue;
+		struct ns_agent_reply rep;
+		if ((size_t)n < sizeof(rep)) {
+			handle_msg(s, buf, (size_t)n);
+			continue;
+		}
+		memcpy(&rep, buf, sizeof(rep));
+		if (rep.h.type != NS_AGENT_MSG_REPLY || rep.h.req_id != h->req_id) {
+			handle_msg(s, buf, (size_t)n);
+			continue;
+		}
+		buf[n] = 0;
+		const char *text = (const char *)buf + sizeof(rep);
+		if (rep.status != 0)
+			return ns_err_create(NS_ERR_INVALID, "%s",
+			                     *text ? text : "the agent refused");
+		if (*text)
+			ns_log(NS_LOG_INFO, "agent: %s", text);
+		return NULL;
+	}
+}
+
+struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp)
+{
+	void *msg;
+	size_t len;
+	struct ns_err *err = ns_agent_encode_install(tp, 0, &msg, &len);
+	if (err)
+		return err;
+	err = request(s, msg, len, "install");
+	free(msg);
+	return err;
+}
+
+struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num)
+{
+	struct {
+		struct ns_agent_msg_hdr h;
+		uint32_t id;
+	} __attribute__((packed)) m = {.h.type = NS_AGENT_MSG_REMOVE, .id = num};
+	return request(s, &m, sizeof(m), "remove");
+}
+
+struct ns_err *ns_stub__agent_remove_all(struct ns_stub *s)
+{
+	struct ns_agent_msg_hdr h = {.type = NS_AGENT_MSG_REMOVE_ALL};
+	return request(s, &h, sizeof(h), "remove all");
+}
+
+void ns_stub__agent_resume(struct ns_stub *s)
+{
+	if (!s->held || s->ctl_fd < 0)
+		return;
+	struct ns_agent_msg_hdr h = {
+	        .type = NS_AGENT_MSG_RESUME, .size = sizeof(h), .req_id = ++s->next_req};
+	if (send(s->ctl_fd, &h, sizeof(h), MSG_NOSIGNAL) != sizeof(h))
+		agent_gone(s);
+	s->held = false;
+}
+
+/* ---- frames ---- */
+
+static void count_hit(struct ns_stub *s, const uint8_t *f, size_t len)
+{
+	struct ns_frame_hdr hdr;
+	if (len < sizeof(hdr))
+		return;
+	memcpy(&hdr, f, sizeof(hdr));
+	if (hdr.magic != NS_FRAME_MAGIC)
+		return;
+	for (size_t i = 0; i < s->ntps; i++)
+		if (s->tps[i].tp.num == hdr.tp_id && s->tps[i].tp.addr == hdr.addr)
+			s->tps[i].hits++;
+}
+
+size_t ns_stub__drain(struct ns_stub *s)
+{
+	if (!s->shm)
+		return 0;
+	size_t got = 0;
+	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
+		for (;;) {
+			long n = ns_agent_ring_pop(s->shm, r, s->scratch, NS_AGENT_MAX_FRAME);
+			if (n == 0)
+				break;
+			if (n < 0)
+				continue; // counted in the ring's dropped
+			s->fcreated++;
+			count_hit(s, s->scratch, (size_t)n);
+			if (s->fbytes + (size_t)n > NS_STUB_QUEUE_BYTES) {
+				s->drops_total++;
+				continue;
+			}
+			struct ns_stub_frame *fr = malloc(sizeof(*fr) + (size_t)n);
+			if (!fr) {
+				s->drops_total++;
+				continue;
+			}
+			fr->next = NULL;
+			fr->size = (uint32_t)n;
+			memcpy(fr->data, s->scratch, (size_t)n);
+			if (s->ftail)
+				s->ftail->next = fr;
+			else
+				s->fhead = fr;
+			s->ftail = fr;
+			s->fcount++;
+			s->fbytes += (size_t)n;
+			got++;
+		}
+	}
+	return got;
+}
+
+uint64_t ns_stub__new_drops(struct ns_stub *s)
+{
+	if (s->shm) {
+		for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+			struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
+			uint64_t d = atomic_load(&r->dropped);
+			// A counter that went backwards was reset: count it from zero.
+			uint64_t base = d >= s->ring_drops_seen[i] ? s->ring_drops_seen[i] : 0;
+			s->drops_total += d - base;
+			s->ring_drops_seen[i] = d;
+		}
+		uint64_t nr = atomic_load(&s->shm->dropped_no_ring);
+		if (nr > s->no_ring_seen)
+			s->drops_total += nr - s->no_ring_seen;
+		s->no_ring_seen = nr;
+	}
+	return s->drops_total - s->drops_reported;
+}
+
+void ns_stub__release_dead_rings(struct ns_stub *s)
+{
+	if (!s->shm || s->exited)
+		return;
+	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
+		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_acquire);
+		if (owner == 0 || ns_stub__tid_alive(s, owner))
+			continue;
+		// The owner is dead, so nobody produces into this ring any more; only a
+		// drained ring is released (frames still in it are popped first).
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+		if (head != tail)
+			continue;
+		atomic_store_explicit(&r->head, 0, memory_order_relaxed);
+		atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
+		r->seq = 0;
+		atomic_store_explicit(&r->owner, 0, memory_order_release);
+	}
+}
+
+void ns_stub__free_frames(struct ns_stub *s)
+{
+	struct ns_stub_frame *f = s->fhead;
+	while (f) {
+		struct ns_stub_frame *n = f->next;
+		free(f);
+		f = n;
+	}
+	s->fhead = s->ftail = NULL;
+	s->fcount = s->fbytes = 0;
+}

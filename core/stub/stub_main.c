@@ -1,1 +1,312 @@
-int main(void) { return 1; }
+/* nonstop-stub: launches a program with libnonstop-agent.so preloaded and serves one
+ * RSP client at a time (TCP or stdin/stdout). The program never stops: the client
+ * gets tracepoint hits as trace frames, and when it goes away the tracepoints are
+ * removed and the program runs on.
+ *
+ *   nonstop-stub [--listen HOST:PORT | --stdio] [--hold] [--stdout-fd N]
+ *                [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS... */
+#define _GNU_SOURCE
+#include "stub/stub.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: nonstop-stub [--listen HOST:PORT | --stdio] [--hold] "
+	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...\n");
+}
+
+static bool parse_fd(const char *s, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*s == 0 || *end || v < 0 || v > 1 << 20)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+static bool parse_args(struct ns_stub *s, int argc, char **argv)
+{
+	int i;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		bool has_val = i + 1 < argc;
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		} else if (!strcmp(a, "--stdio")) {
+			s->use_stdio = true;
+		} else if (!strcmp(a, "--hold")) {
+			s->hold = true;
+		} else if (!strcmp(a, "--listen") && has_val) {
+			s->listen_addr = argv[++i];
+		} else if (!strcmp(a, "--agent") && has_val) {
+			s->agent_path = argv[++i];
+		} else if (!strcmp(a, "--stdout-fd") && has_val) {
+			if (!parse_fd(argv[++i], &s->stdout_fd))
+				return false;
+		} else if (!strcmp(a, "--stderr-fd") && has_val) {
+			if (!parse_fd(argv[++i], &s->stderr_fd))
+				return false;
+		} else if (a[0] == '-') {
+			fprintf(stderr, "nonstop-stub: unknown option %s\n", a);
+			return false;
+		} else {
+			break; // the program, without "--"
+		}
+	}
+	if (i >= argc || (s->use_stdio == (s->listen_addr != NULL)))
+		return false;
+	s->argv = argv + i;
+	return true;
+}
+
+static struct ns_err *listen_on(const char *hostport, int *out)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+		return ns_err_create(NS_ERR_INVALID, "--listen wants HOST:PORT, got %s", hostport);
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = 0;
+	const char *h = host;
+	if (host[0] == '[') { // [::1]:port
+		h = host + 1;
+		char *rb = strchr(host, ']');
+		if (rb)
+			*rb = 0;
+	}
+	struct addrinfo hints = {
+	        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai;
+	int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
+	if (rc)
+		return ns_err_create(NS_ERR_INVALID, "--listen %s: %s", hostport, gai_strerror(rc));
+	struct ns_err *err = NULL;
+	int fd = -1;
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4) == 0)
+			break;
+		err = ns_err_errno(errno, "--listen %s", hostport);
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		return err ? err
+		           : ns_err_create(NS_ERR_INVALID, "--listen %s: no address", hostport);
+	ns_err_destroy(err);
+	*out = fd;
+	return NULL;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void leave(struct ns_stub *s, int code)
+{
+	if (s->conn)
+		ns_stub__client_gone(s);
+	else if (s->ctl_fd >= 0 && !s->exited)
+		ns_err_destroy(ns_stub__agent_remove_all(s));
+	ns_stub__agent_resume(s);
+	exit(code);
+}
+
+/* The program is gone: collect its last frames before anyone reports the exit. */
+static void on_exit_seen(struct ns_stub *s)
+{
+	ns_stub__drain(s);
+	if (WIFSIGNALED(s->wstatus))
+		ns_log(NS_LOG_INFO, "program killed by signal %d", WTERMSIG(s->wstatus));
+	else
+		ns_log(NS_LOG_INFO, "program exited with code %d", WEXITSTATUS(s->wstatus));
+}
+
+static void serve_client(struct ns_stub *s, bool readable)
+{
+	if (!readable && !ns_rsp_buffered(s->conn))
+		return;
+	bool first = true;
+	while (s->conn && (first || ns_rsp_buffered(s->conn))) {
+		first = false;
+		struct ns_rsp_packet pkt;
+		struct ns_err *err = ns_rsp_recv(s->conn, 0, &pkt);
+		if (err) {
+			bool closed = err->code == NS_ERR_CLOSED;
+			ns_err_destroy(err);
+			if (closed) {
+				ns_log(NS_LOG_INFO, "client disconnected");
+				ns_stub__client_gone(s);
+				if (s->use_stdio)
+					leave(s, 0);
+			}
+			return;
+		}
+		enum ns_stub_action act = ns_stub__handle_packet(s, &pkt);
+		if (act == NS_STUB_KILL) {
+			ns_stub__kill(s);
+			ns_stub__client_gone(s);
+			exit(0);
+		}
+		if (act == NS_STUB_DETACH) {
+			ns_log(NS_LOG_INFO, "client detached");
+			ns_stub__client_gone(s);
+			if (s->use_stdio)
+				leave(s, 0);
+			return;
+		}
+	}
+}
+
+static void accept_client(struct ns_stub *s)
+{
+	int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct ns_err *err = ns_rsp_conn_create(fd, fd, &s->conn);
+	if (err) {
+		close(fd);
+		ns_err_destroy(err);
+		return;
+	}
+	s->exit_reported = false;
+	ns_log(NS_LOG_INFO, "client connected");
+}
+
+static int setup_signals(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int main(int argc, char **argv)
+{
+	static struct ns_stub st;
+	struct ns_stub *s = &st;
+	s->stdout_fd = s->stderr_fd = -1;
+	s->ctl_fd = s->memfd = s->pidfd = s->listen_fd = -1;
+	ns_strbuf_init(&s->maps);
+	if (!parse_args(s, argc, argv)) {
+		usage();
+		return 2;
+	}
+	ns_log_set(ns_log_stderr, NULL, getenv("NONSTOP_STUB_DEBUG") ? NS_LOG_DEBUG : NS_LOG_WARN);
+	int sigfd = setup_signals();
+
+	struct ns_err *err = NULL;
+	if (s->listen_addr)
+		err = listen_on(s->listen_addr, &s->listen_fd);
+	if (!err)
+		err = ns_stub__launch(s);
+	if (err) {
+		fprintf(stderr, "nonstop-stub: %s\n", err->msg);
+		return 1;
+	}
+	if (s->use_stdio) {
+		err = ns_rsp_conn_create(0, 1, &s->conn);
+		if (err) {
+			fprintf(stderr, "nonstop-stub: %s\n", err->msg);
+			ns_stub__kill(s);
+			return 1;
+		}
+	}
+
+	int64_t next_housekeeping = now_ms() + 1000;
+	for (;;) {
+		struct pollfd pf[5];
+		int n = 0, i_client = -1, i_listen = -1, i_ctl = -1, i_pid = -1, i_sig = -1;
+		if (s->conn) {
+			i_client = n;
+			pf[n++] = (struct pollfd){.fd = ns_rsp_fd(s->conn), .events = POLLIN};
+		} else if (s->listen_fd >= 0) {
+			i_listen = n;
+			pf[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+		}
+		if (s->ctl_fd >= 0) {
+			i_ctl = n;
+			pf[n++] = (struct pollfd){.fd = s->ctl_fd, .events = POLLIN};
+		}
+		if (s->pidfd >= 0 && !s->exited) {
+			i_pid = n;
+			pf[n++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+		}
+		if (sigfd >= 0) {
+			i_sig = n;
+			pf[n++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+		}
+		// The 1 ms drain tick runs while tracepoints may produce frames.
+		bool tracing = s->running || s->fcount;
+		int timeout = tracing ? 1 : 100;
+		if (s->conn && ns_rsp_buffered(s->conn))
+			timeout = 0;
+		int r = poll(pf, (nfds_t)n, timeout);
+		if (r < 0 && errno != EINTR) {
+			perror("nonstop-stub: poll");
+			leave(s, 1);
+		}
+		if (r < 0)
+			continue;
+		if (i_sig >= 0 && (pf[i_sig].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			if (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+				// SIGTERM: tracepoints out, the program runs on.
+				leave(s, 0);
+			}
+		}
+		if (!s->exited && ((i_pid >= 0 && pf[i_pid].revents) || s->pidfd < 0)) {
+			if (ns_stub__check_exit(s))
+				on_exit_seen(s);
+		}
+		if (i_ctl >= 0 && pf[i_ctl].revents)
+			ns_stub__agent_input(s);
+		ns_stub__drain(s);
+		if (i_listen >= 0 && (pf[i_listen].revents & POLLIN))
+			accept_client(s);
+		if (s->conn)
+			serve_client(s, i_client >= 0 && pf[i_client].revents);
+		ns_stub__maybe_notify(s);
+
+		int64_t now = now_ms();
+		if (now >= next_housekeeping) {
+			ns_stub__release_dead_rings(s);
+			next_housekeeping = now + 1000;
+		}
+		// Nothing left to serve: the program is gone and nobody is connected.
+		if (s->exited && !s->conn)
+			leave(s, 0);
+	}
+}

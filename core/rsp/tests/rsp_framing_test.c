@@ -1,1 +1,199 @@
+/* Framing tests. Expected checksums are the ones in GDB's own remote logs ("set debug
+ * remote 1"), e.g. "$qfThreadInfo#bb", "$OK#9a", "$QStartNoAckMode#b0"; the run-length
+ * example is the manual's ("0* " means "0000", GDB manual "Overview"). */
 #include "base/test.h"
+#include "rsp/rsp.h"
+
+#include <stdlib.h>
+
+/* Feed @s whole; returns the first event and how much was used. */
+static enum ns_rsp_event_kind feed(struct ns_rsp_parser *p, const char *s, size_t len, size_t *used)
+{
+	return ns_rsp_parse(p, (const uint8_t *)s, len, used);
+}
+
+NS_TEST(test_rsp_framing__known_checksums)
+{
+	static const char *pk[] = {"$qfThreadInfo#bb", "$OK#9a", "$QStartNoAckMode#b0",
+	                           "$qTStatus#49",     "$?#3f",  "$g#67"};
+	for (size_t i = 0; i < sizeof(pk) / sizeof(pk[0]); i++) {
+		struct ns_rsp_parser p;
+		ns_rsp_parser_init(&p, 4096);
+		size_t used;
+		NS_CHECK_INT(feed(&p, pk[i], strlen(pk[i]), &used), NS_RSP_EV_PACKET);
+		NS_CHECK_INT(used, strlen(pk[i]));
+		// The payload is the text between '$' and '#'.
+		char want[64];
+		snprintf(want, sizeof(want), "%.*s", (int)(strlen(pk[i]) - 4), pk[i] + 1);
+		NS_CHECK_STR(p.payload.buf, want);
+		// And framing produces the same bytes.
+		struct ns_strbuf sb;
+		ns_strbuf_init(&sb);
+		ns_rsp_frame(&sb, want, strlen(want), false);
+		NS_CHECK_STR(ns_strbuf_str(&sb), pk[i]);
+		ns_strbuf_deinit(&sb);
+		ns_rsp_parser_deinit(&p);
+	}
+}
+
+NS_TEST(test_rsp_framing__bad_checksum)
+{
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	size_t used;
+	NS_CHECK_INT(feed(&p, "$OK#9b", 6, &used), NS_RSP_EV_BAD_CSUM);
+	NS_CHECK_INT(used, 6);
+	// Non-hex checksum digits are a bad checksum too, and the parser recovers.
+	NS_CHECK_INT(feed(&p, "$OK#zz", 6, &used), NS_RSP_EV_BAD_CSUM);
+	NS_CHECK_INT(feed(&p, "$OK#9A", 6, &used), NS_RSP_EV_PACKET); // uppercase accepted
+	NS_CHECK_STR(p.payload.buf, "OK");
+	ns_rsp_parser_deinit(&p);
+}
+
+NS_TEST(test_rsp_framing__escape_all_bytes_round_trip)
+{
+	uint8_t all[256];
+	for (int i = 0; i < 256; i++)
+		all[i] = (uint8_t)i;
+	struct ns_strbuf sb;
+	ns_strbuf_init(&sb);
+	ns_rsp_frame(&sb, all, sizeof(all), false);
+	// Exactly the four special bytes are escaped: 256 + 4 escapes + "$" + "#cs".
+	NS_CHECK_INT(sb.len, 256 + 4 + 1 + 3);
+	// No unescaped '$', '#', '*' or '}' inside the frame body.
+	for (size_t i = 1; i + 3 < sb.len; i++) {
+		uint8_t c = (uint8_t)sb.buf[i];
+		if (c == '}') {
+			uint8_t e = (uint8_t)sb.buf[i + 1] ^ 0x20;
+			NS_CHECK(e == '$' || e == '#' || e == '}' || e == '*');
+			i++;
+			continue;
+		}
+		NS_CHECK(c != '$' && c != '#' && c != '*');
+	}
+	// Independent checksum: sum of every transmitted body byte.
+	unsigned sum = 0;
+	for (size_t i = 1; i + 3 < sb.len; i++)
+		sum += (uint8_t)sb.buf[i];
+	char cs[3];
+	snprintf(cs, sizeof(cs), "%02x", sum & 0xff);
+	NS_CHECK(memcmp(sb.buf + sb.len - 2, cs, 2) == 0);
+
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	size_t used;
+	NS_CHECK_INT(ns_rsp_parse(&p, (uint8_t *)sb.buf, sb.len, &used), NS_RSP_EV_PACKET);
+	NS_CHECK_INT(p.payload.len, 256);
+	NS_CHECK(memcmp(p.payload.buf, all, 256) == 0);
+	ns_rsp_parser_deinit(&p);
+	ns_strbuf_deinit(&sb);
+}
+
+NS_TEST(test_rsp_framing__run_length)
+{
+	// Manual: "0* " is "0000" (' ' is 32, 32 - 29 = 3 more repeats). Checksum
+	// covers the transmitted "0* ": 0x30 + 0x2a + 0x20 = 0x7a.
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	size_t used;
+	NS_CHECK_INT(feed(&p, "$0* #7a", 7, &used), NS_RSP_EV_PACKET);
+	NS_CHECK_STR(p.payload.buf, "0000");
+	// A run in the middle: "a*\"b" = 'a' + 5 more ('"' is 34) + 'b'.
+	const char *s = "$a*\"b#0f";
+	NS_CHECK_INT(feed(&p, s, strlen(s), &used), NS_RSP_EV_PACKET);
+	NS_CHECK_STR(p.payload.buf, "aaaaaab");
+	ns_rsp_parser_deinit(&p);
+}
+
+NS_TEST(test_rsp_framing__one_byte_feeds)
+{
+	struct ns_strbuf sb;
+	ns_strbuf_init(&sb);
+	const char *payload = "QTDP:1:0000000000401136:E:0:0-";
+	ns_rsp_frame(&sb, payload, strlen(payload), false);
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	int packets = 0, nones = 0;
+	for (size_t i = 0; i < sb.len; i++) {
+		size_t used;
+		enum ns_rsp_event_kind ev = ns_rsp_parse(&p, (uint8_t *)sb.buf + i, 1, &used);
+		NS_CHECK_INT(used, 1);
+		if (ev == NS_RSP_EV_PACKET)
+			packets++;
+		else if (ev == NS_RSP_EV_NONE)
+			nones++;
+	}
+	NS_CHECK_INT(packets, 1);
+	NS_CHECK_INT(nones, sb.len - 1);
+	NS_CHECK_STR(p.payload.buf, payload);
+	ns_rsp_parser_deinit(&p);
+	ns_strbuf_deinit(&sb);
+}
+
+NS_TEST(test_rsp_framing__garbage_acks_interrupt)
+{
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	const char *s = "xyz\r\n+-\x03junk$OK#9a";
+	size_t len = strlen(s), off = 0, used;
+	enum ns_rsp_event_kind evs[8];
+	int n = 0;
+	while (off < len && n < 8) {
+		enum ns_rsp_event_kind ev = feed(&p, s + off, len - off, &used);
+		off += used;
+		if (ev != NS_RSP_EV_NONE)
+			evs[n++] = ev;
+	}
+	NS_CHECK_INT(n, 4);
+	NS_CHECK_INT(evs[0], NS_RSP_EV_ACK);
+	NS_CHECK_INT(evs[1], NS_RSP_EV_NAK);
+	NS_CHECK_INT(evs[2], NS_RSP_EV_INTERRUPT);
+	NS_CHECK_INT(evs[3], NS_RSP_EV_PACKET);
+	NS_CHECK_STR(p.payload.buf, "OK");
+	ns_rsp_parser_deinit(&p);
+}
+
+NS_TEST(test_rsp_framing__too_long)
+{
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 8);
+	size_t used;
+	// 9 payload bytes with a correct checksum: dropped as too long.
+	const char *s = "$123456789#dd";
+	NS_CHECK_INT(feed(&p, s, strlen(s), &used), NS_RSP_EV_TOO_LONG);
+	NS_CHECK_INT(used, strlen(s));
+	// A run that expands past the limit is too long as well.
+	NS_CHECK_INT(feed(&p, "$0*~#d8", 7, &used), NS_RSP_EV_TOO_LONG);
+	// Exactly 8 bytes is fine, and the parser works again.
+	NS_CHECK_INT(feed(&p, "$12345678#a4", 12, &used), NS_RSP_EV_PACKET);
+	NS_CHECK_STR(p.payload.buf, "12345678");
+	ns_rsp_parser_deinit(&p);
+}
+
+NS_TEST(test_rsp_framing__notification)
+{
+	struct ns_strbuf sb;
+	ns_strbuf_init(&sb);
+	ns_rsp_frame(&sb, "Stop:T05", 8, true);
+	NS_CHECK(sb.buf[0] == '%');
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	size_t used;
+	NS_CHECK_INT(ns_rsp_parse(&p, (uint8_t *)sb.buf, sb.len, &used), NS_RSP_EV_NOTIFY);
+	NS_CHECK_STR(p.payload.buf, "Stop:T05");
+	// Same checksum as the '$' form: 'S'+'t'+'o'+'p'+':'+'T'+'0'+'5' = 0x299 -> 99.
+	NS_CHECK_STR(ns_strbuf_str(&sb), "%Stop:T05#99");
+	ns_rsp_parser_deinit(&p);
+	ns_strbuf_deinit(&sb);
+}
+
+NS_TEST(test_rsp_framing__restart_on_dollar)
+{
+	struct ns_rsp_parser p;
+	ns_rsp_parser_init(&p, 4096);
+	size_t used;
+	const char *s = "$brok$OK#9a";
+	NS_CHECK_INT(feed(&p, s, strlen(s), &used), NS_RSP_EV_PACKET);
+	NS_CHECK_STR(p.payload.buf, "OK");
+	ns_rsp_parser_deinit(&p);
+}

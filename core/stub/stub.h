@@ -1,0 +1,130 @@
+/* nonstop-stub internals, shared by the stub's files only. */
+#ifndef NS_STUB_H
+#define NS_STUB_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/agent.h"
+#include "base/err.h"
+#include "base/strbuf.h"
+#include "rsp/rsp.h"
+
+enum {
+	NS_STUB_QUEUE_BYTES = 64 * 1024 * 1024, /* bound of buffered frames */
+	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
+	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
+	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
+};
+
+struct ns_stub_frame {
+	struct ns_stub_frame *next;
+	uint32_t size;
+	uint8_t data[];
+};
+
+struct ns_stub_tp {
+	struct ns_rsp_tracepoint tp;
+	bool installed; /* the agent has it */
+	uint64_t hits;  /* frames seen for it */
+};
+
+enum ns_stub_action {
+	NS_STUB_CONTINUE,
+	NS_STUB_DETACH, /* client detached (D) or went away */
+	NS_STUB_KILL,   /* k / vKill: kill the program and exit */
+};
+
+struct ns_stub {
+	/* options */
+	const char *listen_addr;
+	bool use_stdio, hold;
+	int stdout_fd, stderr_fd;
+	const char *agent_path;
+	char **argv;
+
+	/* the program */
+	pid_t pid;
+	int pidfd; /* -1: poll with waitpid(WNOHANG) */
+	bool exited;
+	int wstatus;
+	bool held; /* launched with --hold and not resumed yet */
+	char exe[PATH_MAX];
+
+	/* the agent */
+	int ctl_fd; /* our end of the control socket, -1 once the agent is gone */
+	int memfd;
+	struct ns_agent_shm *shm;
+	size_t shm_size;
+	bool agent_hello;
+	uint32_t next_req;
+	uint64_t ring_drops_seen[NS_AGENT_NRINGS]; /* last dropped value per ring */
+	uint64_t no_ring_seen;                     /* last shm dropped_no_ring */
+	uint64_t drops_total;                      /* every drop observed so far */
+	uint64_t drops_reported;                   /* of which sent as L items */
+
+	/* frames */
+	struct ns_stub_frame *fhead, *ftail;
+	size_t fcount, fbytes;
+	uint64_t fcreated;
+	uint8_t *scratch; /* NS_AGENT_MAX_FRAME bytes */
+
+	/* tracepoints */
+	struct ns_stub_tp *tps;
+	size_t ntps;
+	struct ns_rsp_tracepoint pending; /* a definition still receiving actions */
+	bool pending_active;
+	bool running, ever_run;
+
+	/* the client */
+	int listen_fd;
+	struct ns_rsp_conn *conn;
+	bool frame_push;         /* client said NsFramePush+ */
+	bool notify_outstanding; /* %NsFrames sent, "OK" not yet returned */
+	bool exit_reported;      /* W/X item (or %Stop) sent */
+	bool nonstop;            /* QNonStop:1 */
+	bool allstop_waiting;    /* all-stop 'c': the stop reply is owed */
+	uint32_t stops[64];      /* threads gdb asked to stop (vCont;t), stop not yet reported */
+	unsigned nstops;
+	bool stop_outstanding; /* %Stop sent, vStopped has not drained the queue yet */
+	struct ns_strbuf maps; /* /proc/PID/maps snapshot for qXfer */
+};
+
+/* stub_target.c */
+struct ns_err *ns_stub__launch(struct ns_stub *s);
+/** Reap the program if it exited; true if it has exited (now or before). */
+bool ns_stub__check_exit(struct ns_stub *s);
+void ns_stub__kill(struct ns_stub *s);
+/** "p<pid>.<tid>,..." for every thread; false if none could be listed. */
+bool ns_stub__threads(struct ns_stub *s, struct ns_strbuf *out);
+bool ns_stub__tid_alive(struct ns_stub *s, uint32_t tid);
+struct ns_err *ns_stub__build_id(struct ns_stub *s, struct ns_strbuf *hex_out);
+struct ns_err *ns_stub__read_maps(struct ns_stub *s, struct ns_strbuf *out);
+
+/* stub_agent.c */
+struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd);
+/** Read and handle control messages that are ready (HELLO, stray replies). */
+void ns_stub__agent_input(struct ns_stub *s);
+/** INSTALL @tp; on an agent refusal returns NS_ERR_INVALID with the agent's text. */
+struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp);
+struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num);
+struct ns_err *ns_stub__agent_remove_all(struct ns_stub *s);
+void ns_stub__agent_resume(struct ns_stub *s);
+/** Move frames from the rings to the queue; returns how many. */
+size_t ns_stub__drain(struct ns_stub *s);
+/** Drops not yet reported (ring drops + no-ring drops + queue overflow). */
+uint64_t ns_stub__new_drops(struct ns_stub *s);
+void ns_stub__release_dead_rings(struct ns_stub *s);
+void ns_stub__free_frames(struct ns_stub *s);
+
+/* stub_rsp.c */
+enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rsp_packet *pkt);
+/** Send %NsFrames (or %Stop for a plain non-stop client) when something is due. */
+void ns_stub__maybe_notify(struct ns_stub *s);
+/** Client gone or detaching: remove tracepoints, resume a held program, reset state. */
+void ns_stub__client_gone(struct ns_stub *s);
+void ns_stub__clear_tracepoints(struct ns_stub *s);
+
+#endif
