@@ -546,6 +546,17 @@ void snap_evaluate(struct session *s, const cJSON *req, const cJSON *args)
 	if (!err)
 		err = session_eval(s, &prog, in_frame ? &c->frame : NULL,
 				   in_frame ? &c->frames[k] : NULL, &result);
+	if (err && in_frame && err->code == NS_ERR_FAULT && err->addr >= 4096) {
+		// Memory the snapshot did not capture (a global, a heap object beyond
+		// the collection depth): say so rather than guess from the live program.
+		ns_err_destroy(err);
+		cJSON *body = cJSON_CreateObject();
+		cJSON_AddStringToObject(body, "result", "<not captured>");
+		cJSON_AddNumberToObject(body, "variablesReference", 0);
+		session_send(s, ns_dap_response(req, true, NULL, body));
+		ns_arena_deinit(&tmp);
+		return;
+	}
 	if (err) {
 		struct ns_err *e2 = ns_dap_send_error(s->dap, req, 7, "%s", err->msg);
 		ns_err_destroy(e2);

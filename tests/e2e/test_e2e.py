@@ -119,11 +119,13 @@ def ledger_expected(rounds):
 def check_ledger_logpoints(opt):
     line = tag_line('ledger.c', 'TAG_APPLY_MOVED')
     d, _, got = start(prog('ledger', opt), ['300'], source=src('ledger.c'),
-                      bps=[{'line': line, 'logMessage': 'moved {t->id} {t->amount}'}])
+                      bps=[{'line': line, 'logMessage': 'moved {t->amount} {t->from->name}'}])
     expect(got and got[0].get('verified'), 'logpoint verified', got)
     finish(d)
     printed = [l.split() for l in stdout_of(d).splitlines() if l.startswith('txn ')]
-    want = ['moved %s %s\n' % (r[1], r[2]) for r in printed if r[3] == '0']
+    # Only fields apply() reads: at -O2 gcc's mod-ref analysis lets main skip storing
+    # t.id before the call (gdb shows the same stale value), so t->id is not asserted.
+    want = ['moved %s "acct-%s"\n' % (r[2], 'ABCD'[int(r[1]) % 4]) for r in printed if r[3] == '0']
     have = [o['output'] for o in logpoints(d, 'moved ')]
     expect(len(printed) == 300, 'program printed 300 transfers', len(printed))
     expect(have == want, 'logpoint lines equal the transfers the program printed',
@@ -199,7 +201,9 @@ def ledger_snapshot_recursion_stack_and_locals():
         expect(vs.get('n') == str(k) and vs.get('acc') == str(acc), 'frame %d locals n=%d acc=%d' % (k, k, acc), vs)
     expect(frames[1]['line'] == tag_line('ledger.c', 'return depth(n - 1'), 'caller line is the call', frames[1])
     ev = d.body('evaluate', {'expression': 'total_moved', 'frameId': frames[0]['id'], 'context': 'watch'})
-    expect('result' in ev, 'a global evaluates in a snapshot frame', ev)
+    expect(ev.get('result') == '<not captured>', 'a global outside the capture shows <not captured>', ev)
+    ev = d.body('evaluate', {'expression': 'n + acc * 2', 'frameId': frames[2]['id'], 'context': 'watch'})
+    expect(ev.get('result') == str(2 + 12 * 2), 'arithmetic on a caller frame', ev)
     d.req('continue', {'threadId': tid})
     finish(d)
     d.close()
@@ -239,12 +243,12 @@ def inventory_bad_breakpoints_have_messages():
         {'line': tag_line('inventory.c', 'TAG_BINS'), 'logMessage': 'x {it->nosuchfield}'},
         {'line': tag_line('inventory.c', 'TAG_BINS'), 'logMessage': 'x', 'condition': 'qty >'},
         {'line': 10000},
-        {'line': tag_line('inventory.c', 'TAG_RESTOCK') - 1, 'logMessage': 'moved'}])
+        {'line': tag_line('inventory.c', 'long pause_us') + 1, 'logMessage': 'moved'}])
     expect(len(got) == 4, 'four answers', got)
     expect(not got[0]['verified'] and 'nosuchfield' in got[0].get('message', ''), 'unknown member named', got[0])
     expect(not got[1]['verified'] and 'column' in got[1].get('message', ''), 'syntax error with column', got[1])
     expect(not got[2]['verified'] and got[2].get('message'), 'past the end', got[2])
-    expect(got[3]['verified'] and got[3]['line'] == tag_line('inventory.c', 'TAG_RESTOCK'),
+    expect(got[3]['verified'] and got[3]['line'] == tag_line('inventory.c', 'long pause_us') + 2,
            'a line without code moves to the next line with code', got[3])
     finish(d)
     d.close()
