@@ -29,6 +29,10 @@
 #include "base/err.h"
 #include "rsp/rsp.h"
 
+/* The agent's control thread names itself so that the stub can leave it out of the
+ * program's thread list (IDE and gdb users see their own threads only). */
+#define NS_AGENT_THREAD_NAME "nonstop-agent"
+
 #define NS_AGENT_ENV_FD "NONSTOP_AGENT_FD"
 #define NS_AGENT_ENV_SHM "NONSTOP_AGENT_SHM"
 #ifndef NS_AGENT_ENV_HOLD

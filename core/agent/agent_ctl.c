@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -521,6 +522,7 @@ static void handle(const uint8_t *msg, size_t len)
 static void *ctl_main(void *arg)
 {
 	(void)arg;
+	prctl(PR_SET_NAME, NS_AGENT_THREAD_NAME, 0, 0, 0);
 	int fd = ns_agent__g.ctl_fd;
 	for (;;) {
 		// SOCK_SEQPACKET: peek with MSG_TRUNC for the datagram's real size.

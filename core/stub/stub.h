@@ -101,7 +101,8 @@ void ns_stub__kill(struct ns_stub *s);
 bool ns_stub__threads(struct ns_stub *s, struct ns_strbuf *out);
 bool ns_stub__tid_alive(struct ns_stub *s, uint32_t tid);
 struct ns_err *ns_stub__build_id(struct ns_stub *s, struct ns_strbuf *hex_out);
-struct ns_err *ns_stub__read_maps(struct ns_stub *s, struct ns_strbuf *out);
+/** Append the contents of /proc/PID/@file ("maps", "auxv") to @out. */
+struct ns_err *ns_stub__read_proc(struct ns_stub *s, const char *file, struct ns_strbuf *out);
 
 /* stub_agent.c */
 struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd);

@@ -398,7 +398,7 @@ static void qsupported(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 	}
 	ns_strbuf_printf(r,
 	                 "PacketSize=%x;QStartNoAckMode+;QNonStop+;multiprocess+;"
-	                 "qXfer:exec-file:read+;qXfer:nonstop-maps:read+;InstallInTrace+;"
+	                 "qXfer:exec-file:read+;qXfer:nonstop-maps:read+;qXfer:auxv:read+;InstallInTrace+;"
 	                 "EnableDisableTracepoints+;QTBuffer:size+;NsFramePush+",
 	                 NS_STUB_PACKET_SIZE);
 }
@@ -420,8 +420,9 @@ static void read_mem(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 		ns_strbuf_hex(r, buf, got);
 }
 
-/* qXfer:<object>:read:<annex>:<off>,<len>; @p points after "read:". */
-static void xfer(struct ns_stub *s, const char *p, bool maps, struct ns_strbuf *r)
+/* qXfer:<object>:read:<annex>:<off>,<len>; @p points after "read:". @procfile: serve
+ * /proc/PID/<procfile> (re-read when offset 0 is asked for), else the exec-file path. */
+static void xfer(struct ns_stub *s, const char *p, const char *procfile, struct ns_strbuf *r)
 {
 	const char *colon = strchr(p, ':');
 	uint64_t off, len;
@@ -434,14 +435,14 @@ static void xfer(struct ns_stub *s, const char *p, bool maps, struct ns_strbuf *
 		ns_strbuf_puts(r, "E00");
 		return;
 	}
-	if (!maps) {
+	if (!procfile) {
 		ns_rsp_xfer_reply(r, s->exe, strlen(s->exe), off, len);
 		return;
 	}
 	if (off == 0 || !s->maps.len) {
 		ns_strbuf_reset(&s->maps);
 		struct ns_err *err = s->exited ? ns_err_create(NS_ERR_NOT_FOUND, "program exited")
-		                               : ns_stub__read_maps(s, &s->maps);
+		                               : ns_stub__read_proc(s, procfile, &s->maps);
 		if (err) {
 			reply_err(r, err);
 			return;
@@ -510,9 +511,12 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 		for (int i = 0; i < 8; i++)
 			ns_strbuf_puts(&r, "xx");
 	} else if (prefix(p, "qXfer:exec-file:read:")) {
-		xfer(s, p + strlen("qXfer:exec-file:read:"), false, &r);
+		xfer(s, p + strlen("qXfer:exec-file:read:"), NULL, &r);
 	} else if (prefix(p, "qXfer:nonstop-maps:read:")) {
-		xfer(s, p + strlen("qXfer:nonstop-maps:read:"), true, &r);
+		xfer(s, p + strlen("qXfer:nonstop-maps:read:"), "maps", &r);
+	} else if (prefix(p, "qXfer:auxv:read:")) {
+		// gdb relocates a PIE program with AT_ENTRY from the auxiliary vector.
+		xfer(s, p + strlen("qXfer:auxv:read:"), "auxv", &r);
 	} else if (!strcmp(p, "qNsBuildId")) {
 		struct ns_err *err = ns_stub__build_id(s, &r);
 		if (err) {

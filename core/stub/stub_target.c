@@ -227,6 +227,18 @@ void ns_stub__kill(struct ns_stub *s)
 	}
 }
 
+static bool is_agent_thread(struct ns_stub *s, unsigned long tid)
+{
+	char path[80], comm[32] = {0};
+	snprintf(path, sizeof(path), "/proc/%d/task/%lu/comm", s->pid, tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	return n > 0 && strncmp(comm, NS_AGENT_THREAD_NAME "\n", (size_t)n) == 0;
+}
+
 bool ns_stub__threads(struct ns_stub *s, struct ns_strbuf *out)
 {
 	char path[64];
@@ -239,7 +251,7 @@ bool ns_stub__threads(struct ns_stub *s, struct ns_strbuf *out)
 	while ((de = readdir(d))) {
 		char *end;
 		unsigned long tid = strtoul(de->d_name, &end, 10);
-		if (*end || end == de->d_name)
+		if (*end || end == de->d_name || is_agent_thread(s, tid))
 			continue;
 		ns_strbuf_printf(out, "%sp%x.%lx", any ? "," : "", s->pid, tid);
 		any = true;
@@ -256,10 +268,10 @@ bool ns_stub__tid_alive(struct ns_stub *s, uint32_t tid)
 	return stat(path, &st) == 0;
 }
 
-struct ns_err *ns_stub__read_maps(struct ns_stub *s, struct ns_strbuf *out)
+struct ns_err *ns_stub__read_proc(struct ns_stub *s, const char *file, struct ns_strbuf *out)
 {
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/maps", s->pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", s->pid, file);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ns_err_errno(errno, "open %s", path);
