@@ -21,10 +21,10 @@
 #include "unwind/unwind.h"
 
 enum {
-	SNAPSHOT_LIMIT = 10,	       /* captures per snapshot breakpoint until it is set again */
-	SNAPSHOT_STACK_BYTES = 16384,  /* stack window above SP */
-	SNAPSHOT_RED_ZONE = 128,       /* and below it (x86-64 psABI red zone) */
-	SNAPSHOT_DEPTH = 3,	       /* pointer levels followed per variable */
+	SNAPSHOT_LIMIT = 10,          /* captures per snapshot breakpoint until it is set again */
+	SNAPSHOT_STACK_BYTES = 16384, /* stack window above SP */
+	SNAPSHOT_RED_ZONE = 128,      /* and below it (x86-64 psABI red zone) */
+	SNAPSHOT_DEPTH = 3,           /* pointer levels followed per variable */
 	SNAPSHOT_STRING_MAX = 256,
 	SNAPSHOT_VAR_BUDGET = 4096,
 	SNAPSHOT_THREAD_BASE = 0x40000000, /* snapshot thread ids start here */
@@ -35,13 +35,13 @@ enum {
 
 struct target {
 	struct ns_rsp_conn *rsp;
-	pid_t stub_pid;	     /* launch: the stub we started, else 0 */
+	pid_t stub_pid;      /* launch: the stub we started, else 0 */
 	int out_fd, err_fd;  /* launch: program's stdout/stderr pipes, -1 when closed */
 	bool frames_pending; /* a %NsFrames notification arrived */
 	bool launched;
-	bool exited;	     /* W/X item seen */
+	bool exited; /* W/X item seen */
 	int exit_code;
-	char *exe_path;	     /* program as the stub reports it */
+	char *exe_path; /* program as the stub reports it */
 	struct ns_procmap map;
 	bool map_loaded;
 	uint8_t build_id[64];
@@ -72,9 +72,9 @@ struct ns_err *target_threads(struct target *t, long **tids, size_t *n);
 struct value {
 	const struct ns_dwarf_type *type;
 	enum { VAL_MEMORY, VAL_BYTES, VAL_ERROR } where;
-	uint64_t addr;	    /* VAL_MEMORY */
-	uint8_t bytes[16];  /* VAL_BYTES: little-endian scalar */
-	const char *error;  /* VAL_ERROR: "<optimized out>", "<error: ...>" */
+	uint64_t addr;     /* VAL_MEMORY */
+	uint8_t bytes[16]; /* VAL_BYTES: little-endian scalar */
+	const char *error; /* VAL_ERROR: "<optimized out>", "<error: ...>" */
 };
 
 typedef size_t (*mem_reader)(void *ctx, uint64_t addr, void *dst, size_t len);
@@ -93,7 +93,7 @@ bool value_has_children(const struct value_ctx *vc, const struct value *v);
 /** Children of @v: names ("[0]", member names) and values, from vc->arena. A pointer to a
  * struct expands straight to the pointee's members. */
 size_t value_children(const struct value_ctx *vc, const struct value *v, const char ***names,
-		      struct value **vals);
+                      struct value **vals);
 /** Result of running compiled @prog over a frame: the value it denotes. */
 struct value value_from_result(const struct ns_expr_prog *prog, uint64_t result);
 
@@ -130,8 +130,8 @@ void session_output(struct session *s, const char *category, const char *text, s
 /** Run a compiled program over a frame's registers/memory (or the live target if
  * @frame is NULL and @regs NULL). */
 struct ns_err *session_eval(struct session *s, const struct ns_expr_prog *prog,
-			    const struct ns_frame *frame, const struct ns_unwind_frame *uf,
-			    uint64_t *result);
+                            const struct ns_frame *frame, const struct ns_unwind_frame *uf,
+                            uint64_t *result);
 /** mem_reader over a frame (+ read-only file mappings). @ctx is a struct frame_mem. */
 struct frame_mem {
 	struct session *s;
@@ -140,7 +140,7 @@ struct frame_mem {
 size_t session_frame_read(void *ctx, uint64_t addr, void *dst, size_t len);
 /** Scope for compiling at runtime address @pc (link = pc - bias); fills @locals. */
 struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *arena,
-			     struct ns_dwarf_scope *locals, struct ns_expr_scope *out);
+                             struct ns_dwarf_scope *locals, struct ns_expr_scope *out);
 
 /* ---- breakpoints.c ---- */
 

@@ -28,8 +28,9 @@ int main(int argc, char **argv)
 			int ls = socket(AF_INET, SOCK_STREAM, 0);
 			int one = 1;
 			setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-			struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-						 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+			struct sockaddr_in sa = {.sin_family = AF_INET,
+			                         .sin_port = htons((uint16_t)port),
+			                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 			if (bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 1)) {
 				perror("nonstop-dap: listen");
 				return 1;

@@ -118,7 +118,7 @@ void bp_free_all(struct session *s)
 /* Split a logMessage into literal and {expression} segments. "{{" and "}}" are
  * literal braces. */
 static struct ns_err *split_message(const char *msg, struct ns_arena *a, struct seg **out,
-				    size_t *n)
+                                    size_t *n)
 {
 	size_t cap = 8, cnt = 0;
 	struct seg *v = ns_arena_calloc(a, cap, sizeof(*v));
@@ -144,7 +144,8 @@ static struct ns_err *split_message(const char *msg, struct ns_arena *a, struct 
 			const char *end = strchr(p + 1, '}');
 			if (!end) {
 				err = ns_err_at(NS_ERR_SYNTAX, (int)(p - msg) + 1,
-						"'{' at column %d has no closing '}'", (int)(p - msg) + 1);
+				                "'{' at column %d has no closing '}'",
+				                (int)(p - msg) + 1);
 				break;
 			}
 			expr = p + 1;
@@ -188,8 +189,7 @@ static struct ns_err *split_message(const char *msg, struct ns_arena *a, struct 
 	return NULL;
 }
 
-static struct ns_err *parse_hit_condition(const char *hc, enum ns_rsp_hit_mode *mode,
-					  uint64_t *n)
+static struct ns_err *parse_hit_condition(const char *hc, enum ns_rsp_hit_mode *mode, uint64_t *n)
 {
 	while (*hc == ' ')
 		hc++;
@@ -216,9 +216,9 @@ static struct ns_err *parse_hit_condition(const char *hc, enum ns_rsp_hit_mode *
 		end++;
 	if (end == hc || *end || v == 0)
 		return ns_err_create(NS_ERR_SYNTAX,
-				     "hit condition '%s' is not one of N, == N, >= N, > N, %% N "
-				     "(N a positive integer)",
-				     hc);
+		                     "hit condition '%s' is not one of N, == N, >= N, > N, %% N "
+		                     "(N a positive integer)",
+		                     hc);
 	*mode = m;
 	*n = gt ? v + 1 : v;
 	return NULL;
@@ -236,7 +236,7 @@ static char *err_text(struct ns_err *err, const char *what, const char *src)
 }
 
 static struct ns_err *add_action(struct ns_rsp_tracepoint *tp, size_t *cap,
-				 struct ns_rsp_action act)
+                                 struct ns_rsp_action act)
 {
 	if (tp->nactions == *cap) {
 		size_t nc = *cap ? *cap * 2 : 8;
@@ -289,8 +289,8 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 		if (err)
 			goto fail_err;
 	}
-	if ((err = add_action(&tp, &cap, (struct ns_rsp_action){.kind = NS_RSP_ACT_REGS,
-								  .regmask = ~0ULL})))
+	if ((err = add_action(&tp, &cap,
+	                      (struct ns_rsp_action){.kind = NS_RSP_ACT_REGS, .regmask = ~0ULL})))
 		goto fail_err;
 	if (b->is_log) {
 		err = split_message(logm, a, &l->segs, &l->nsegs);
@@ -311,35 +311,36 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 				goto fail;
 			}
 			err = add_action(&tp, &cap,
-					 (struct ns_rsp_action){.kind = NS_RSP_ACT_EXPR,
-								.code = dup_code(cp.code, cp.len),
-								.code_len = cp.len});
+			                 (struct ns_rsp_action){.kind = NS_RSP_ACT_EXPR,
+			                                        .code = dup_code(cp.code, cp.len),
+			                                        .code_len = cp.len});
 			if (err)
 				goto fail_err;
 		}
 	} else {
 		tp.max_frames = SNAPSHOT_LIMIT;
-		err = add_action(&tp, &cap,
-				 (struct ns_rsp_action){.kind = NS_RSP_ACT_MEM,
-							.basereg = NS_REG_RSP,
-							.offset = -SNAPSHOT_RED_ZONE,
-							.len = SNAPSHOT_STACK_BYTES + SNAPSHOT_RED_ZONE});
+		err = add_action(
+		        &tp, &cap,
+		        (struct ns_rsp_action){.kind = NS_RSP_ACT_MEM,
+		                               .basereg = NS_REG_RSP,
+		                               .offset = -SNAPSHOT_RED_ZONE,
+		                               .len = SNAPSHOT_STACK_BYTES + SNAPSHOT_RED_ZONE});
 		if (err)
 			goto fail_err;
 		for (size_t i = 0; i < locals.nvars; i++) {
 			uint8_t *code;
 			size_t len;
 			struct ns_err *e2 = ns_expr_compile_collect_var(
-				&locals.vars[i], &scope, SNAPSHOT_DEPTH, SNAPSHOT_STRING_MAX,
-				SNAPSHOT_VAR_BUDGET, a, &code, &len);
+			        &locals.vars[i], &scope, SNAPSHOT_DEPTH, SNAPSHOT_STRING_MAX,
+			        SNAPSHOT_VAR_BUDGET, a, &code, &len);
 			if (e2) {
 				ns_err_destroy(e2); // optimized out: nothing to collect
 				continue;
 			}
 			err = add_action(&tp, &cap,
-					 (struct ns_rsp_action){.kind = NS_RSP_ACT_EXPR,
-								.code = dup_code(code, len),
-								.code_len = len});
+			                 (struct ns_rsp_action){.kind = NS_RSP_ACT_EXPR,
+			                                        .code = dup_code(code, len),
+			                                        .code_len = len});
 			if (err)
 				goto fail_err;
 		}
@@ -356,7 +357,7 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 			break;
 		if (strcmp(rep.data, "OK") != 0) {
 			if (asprintf(&msg, "the target refused the tracepoint: %s",
-				     strncmp(rep.data, "E.", 2) == 0 ? rep.data + 2 : rep.data) < 0)
+			             strncmp(rep.data, "E.", 2) == 0 ? rep.data + 2 : rep.data) < 0)
 				msg = NULL;
 		}
 	}
@@ -427,7 +428,8 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 		struct tp_loc *l = &b->locs[i];
 		l->num = ++s->next_tp_num;
 		l->addr = lines.locs[i].addr + s->load_bias;
-		char *m = s->tgt.rsp ? install_loc(s, b, l, jbp) : strdup("not connected to the target");
+		char *m = s->tgt.rsp ? install_loc(s, b, l, jbp)
+		                     : strdup("not connected to the target");
 		if (m) {
 			if (!why.len)
 				ns_strbuf_puts(&why, m);
@@ -441,8 +443,8 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 		b->message = strdup(why.len ? ns_strbuf_str(&why) : "no code at this line");
 	else if (b->line != b->req_line)
 		asprintf(&b->message, "moved to line %u, the next line with code", b->line) < 0
-			? (void)(b->message = NULL)
-			: (void)0;
+		        ? (void)(b->message = NULL)
+		        : (void)0;
 	ns_strbuf_deinit(&why);
 	return b;
 }
@@ -454,8 +456,8 @@ void bp_set_breakpoints(struct session *s, const cJSON *req, const cJSON *args)
 	const cJSON *jbps = cJSON_GetObjectItemCaseSensitive(args, "breakpoints");
 	if (!path || (jbps && !cJSON_IsArray(jbps))) {
 		struct ns_err *err = ns_dap_send_error(
-			s->dap, req, 2,
-			"setBreakpoints: needs 'source.path' and 'breakpoints' as an array");
+		        s->dap, req, 2,
+		        "setBreakpoints: needs 'source.path' and 'breakpoints' as an array");
 		ns_err_destroy(err);
 		return;
 	}
@@ -498,8 +500,8 @@ static void report_condition_error(struct session *s, struct bp *b, const struct
 	free(b->message);
 	b->message = NULL;
 	if (asprintf(&b->message,
-		     "the condition could not be evaluated and counts as false: %s at 0x%" PRIx64,
-		     ns_ax_status_name((enum ns_ax_status)f->hdr.status), f->hdr.fault_addr) < 0)
+	             "the condition could not be evaluated and counts as false: %s at 0x%" PRIx64,
+	             ns_ax_status_name((enum ns_ax_status)f->hdr.status), f->hdr.fault_addr) < 0)
 		b->message = NULL;
 	cJSON *body = cJSON_CreateObject();
 	cJSON_AddStringToObject(body, "reason", "changed");
@@ -519,7 +521,7 @@ static bool is_condition_error(const struct ns_frame *f)
 }
 
 static void emit_logpoint(struct session *s, struct bp *b, struct tp_loc *l,
-			  const struct ns_frame *f)
+                          const struct ns_frame *f)
 {
 	struct ns_arena a;
 	ns_arena_init(&a);

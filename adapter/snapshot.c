@@ -57,7 +57,7 @@ static struct snapshot *find_by_thread(struct session *s, long tid)
 }
 
 static bool decode_frame_id(struct session *s, long id, struct snapshot **sn, size_t *cap,
-			    size_t *k)
+                            size_t *k)
 {
 	if (id <= 0)
 		return false;
@@ -123,8 +123,8 @@ void snap_add(struct session *s, struct bp *b, const void *data, size_t len)
 		sn->thread_id = SNAPSHOT_THREAD_BASE + (long)sn->id;
 		sn->bp = b;
 		if (asprintf(&sn->name, "Snapshot #%u: %s:%u (thread %llu)", sn->id,
-			     basename_of(bp_source(b)), bp_line(b),
-			     (unsigned long long)f.hdr.tid) < 0)
+		             basename_of(bp_source(b)), bp_line(b),
+		             (unsigned long long)f.hdr.tid) < 0)
 			sn->name = NULL;
 		sn->next = s->snaps;
 		s->snaps = sn;
@@ -136,9 +136,10 @@ void snap_add(struct session *s, struct bp *b, const void *data, size_t len)
 	if (fresh) {
 		char when[64], desc[256];
 		format_time(f.hdr.time_ns, when, sizeof(when));
-		snprintf(desc, sizeof(desc), "Snapshot of breakpoint %u (%s:%u) on thread %llu at %s",
-			 bp_id(b), basename_of(bp_source(b)), bp_line(b),
-			 (unsigned long long)f.hdr.tid, when);
+		snprintf(desc, sizeof(desc),
+		         "Snapshot of breakpoint %u (%s:%u) on thread %llu at %s", bp_id(b),
+		         basename_of(bp_source(b)), bp_line(b), (unsigned long long)f.hdr.tid,
+		         when);
 		cJSON *body = cJSON_CreateObject();
 		cJSON_AddStringToObject(body, "reason", "snapshot");
 		cJSON_AddStringToObject(body, "description", desc);
@@ -216,8 +217,8 @@ static void unwind_capture(struct session *s, struct snapshot *sn, struct captur
 	if (c->unwound)
 		return;
 	c->unwound = true;
-	struct ns_err *err = ns_unwind(&c->frame, s->vm, MAX_STACK_FRAMES, &sn->arena, &c->frames,
-				       &c->nframes);
+	struct ns_err *err =
+	        ns_unwind(&c->frame, s->vm, MAX_STACK_FRAMES, &sn->arena, &c->frames, &c->nframes);
 	if (err) {
 		ns_err_destroy(err);
 		c->frames = NULL;
@@ -246,7 +247,7 @@ static uint64_t lookup_pc(const struct capture *c, size_t k)
 }
 
 static cJSON *stack_frame_json(struct session *s, struct snapshot *sn, size_t cap, size_t k,
-			       struct ns_arena *a)
+                               struct ns_arena *a)
 {
 	struct capture *c = &sn->caps[cap];
 	uint64_t pc = lookup_pc(c, k);
@@ -254,13 +255,14 @@ static cJSON *stack_frame_json(struct session *s, struct snapshot *sn, size_t ca
 	cJSON_AddNumberToObject(o, "id", (double)frame_id(sn, cap, k));
 	struct ns_dwarf_where w = {0};
 	struct ns_err *err = s->dw ? ns_dwarf_where(s->dw, pc - s->load_bias, a, &w)
-				   : ns_err_create(NS_ERR_NOT_FOUND, "no debug info");
+	                           : ns_err_create(NS_ERR_NOT_FOUND, "no debug info");
 	if (err) {
 		ns_err_destroy(err);
 		const struct ns_procmap_entry *m = ns_procmap_find(&s->tgt.map, c->frames[k].pc);
-		char *name = m && m->path ? ns_arena_printf(a, "%s+0x%" PRIx64, basename_of(m->path),
-							   c->frames[k].pc - m->start + m->offset)
-					  : ns_arena_printf(a, "0x%" PRIx64, c->frames[k].pc);
+		char *name = m && m->path
+		                     ? ns_arena_printf(a, "%s+0x%" PRIx64, basename_of(m->path),
+		                                       c->frames[k].pc - m->start + m->offset)
+		                     : ns_arena_printf(a, "0x%" PRIx64, c->frames[k].pc);
 		cJSON_AddStringToObject(o, "name", name ? name : "??");
 		cJSON_AddNumberToObject(o, "line", 0);
 		cJSON_AddNumberToObject(o, "column", 0);
@@ -287,10 +289,10 @@ void snap_stack_trace(struct session *s, const cJSON *req, const cJSON *args)
 	struct snapshot *sn = find_by_thread(s, tid);
 	if (!sn) {
 		struct ns_err *err = ns_dap_send_error(
-			s->dap, req, 3,
-			"thread %ld is running: nonstop never stops threads; only snapshot threads "
-			"have a stack",
-			tid);
+		        s->dap, req, 3,
+		        "thread %ld is running: nonstop never stops threads; only snapshot threads "
+		        "have a stack",
+		        tid);
 		ns_err_destroy(err);
 		return;
 	}
@@ -306,11 +308,11 @@ void snap_stack_trace(struct session *s, const cJSON *req, const cJSON *args)
 			if (idx >= start && (levels <= 0 || emitted < levels)) {
 				char when[64];
 				format_time(c->frame.hdr.time_ns, when, sizeof(when));
-				char *label = ns_arena_printf(&sn->arena,
-							      "capture %zu of this breakpoint: "
-							      "thread %llu at %s",
-							      cap + 1, (unsigned long long)c->frame.hdr.tid,
-							      when);
+				char *label = ns_arena_printf(
+				        &sn->arena,
+				        "capture %zu of this breakpoint: "
+				        "thread %llu at %s",
+				        cap + 1, (unsigned long long)c->frame.hdr.tid, when);
 				cJSON *o = cJSON_CreateObject();
 				cJSON_AddNumberToObject(o, "id", (double)frame_id(sn, cap, 99));
 				cJSON_AddStringToObject(o, "name", label ? label : "capture");
@@ -362,24 +364,25 @@ void snap_scopes(struct session *s, const cJSON *req, const cJSON *args)
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "name", "Locals");
 	cJSON_AddStringToObject(o, "presentationHint", "locals");
-	cJSON_AddNumberToObject(o, "variablesReference",
-				(double)new_ref(s, (struct varref){REF_LOCALS, sn, (uint32_t)cap,
-								   (uint32_t)k, {0}}));
+	cJSON_AddNumberToObject(
+	        o, "variablesReference",
+	        (double)new_ref(s,
+	                        (struct varref){REF_LOCALS, sn, (uint32_t)cap, (uint32_t)k, {0}}));
 	cJSON_AddBoolToObject(o, "expensive", false);
 	cJSON_AddItemToArray(arr, o);
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "name", "Registers");
 	cJSON_AddStringToObject(o, "presentationHint", "registers");
-	cJSON_AddNumberToObject(o, "variablesReference",
-				(double)new_ref(s, (struct varref){REF_REGS, sn, (uint32_t)cap,
-								   (uint32_t)k, {0}}));
+	cJSON_AddNumberToObject(
+	        o, "variablesReference",
+	        (double)new_ref(s, (struct varref){REF_REGS, sn, (uint32_t)cap, (uint32_t)k, {0}}));
 	cJSON_AddBoolToObject(o, "expensive", true);
 	cJSON_AddItemToArray(arr, o);
 	session_send(s, ns_dap_response(req, true, NULL, body));
 }
 
 static cJSON *variable_json(struct session *s, struct snapshot *sn, size_t cap, size_t k,
-			    const char *name, const struct value *v, struct ns_arena *a)
+                            const char *name, const struct value *v, struct ns_arena *a)
 {
 	struct frame_mem fm = {.s = s, .frame = &sn->caps[cap].frame};
 	struct value_ctx vc = {.read = session_frame_read, .ctx = &fm, .arena = a};
@@ -400,8 +403,8 @@ static cJSON *variable_json(struct session *s, struct snapshot *sn, size_t cap, 
 
 /* The value of variable @var in frame @k of capture @cap. */
 static struct value locate_var(struct session *s, struct capture *c, size_t k,
-			       const struct ns_dwarf_var *var, const struct ns_dwarf_scope *locals,
-			       const struct ns_expr_scope *scope, struct ns_arena *a)
+                               const struct ns_dwarf_var *var, const struct ns_dwarf_scope *locals,
+                               const struct ns_expr_scope *scope, struct ns_arena *a)
 {
 	struct value v = {.type = var->type};
 	if (var->has_const) {
@@ -412,9 +415,9 @@ static struct value locate_var(struct session *s, struct capture *c, size_t k,
 	uint8_t *code;
 	size_t len;
 	enum ns_expr_value_kind kind;
-	struct ns_err *err = ns_expr_compile_location(var->loc, var->loc_len, locals->frame_base,
-						      locals->frame_base_len, scope, a, &code, &len,
-						      &kind);
+	struct ns_err *err =
+	        ns_expr_compile_location(var->loc, var->loc_len, locals->frame_base,
+	                                 locals->frame_base_len, scope, a, &code, &len, &kind);
 	if (err) {
 		v.where = VAL_ERROR;
 		v.error = "<optimized out>";
@@ -426,8 +429,9 @@ static struct value locate_var(struct session *s, struct capture *c, size_t k,
 	err = session_eval(s, &prog, &c->frame, &c->frames[k], &r);
 	if (err) {
 		v.where = VAL_ERROR;
-		v.error = err->code == NS_ERR_OPTIMIZED_OUT ? "<optimized out>"
-							    : ns_arena_printf(a, "<error: %s>", err->msg);
+		v.error = err->code == NS_ERR_OPTIMIZED_OUT
+		                  ? "<optimized out>"
+		                  : ns_arena_printf(a, "<error: %s>", err->msg);
 		ns_err_destroy(err);
 		return v;
 	}
@@ -462,9 +466,9 @@ void snap_variables(struct session *s, const cJSON *req, const cJSON *args)
 	long ref = (long)ns_dap_get_int(args, "variablesReference", 0);
 	if (ref <= 0 || (size_t)ref > s->nrefs || !s->refs[ref - 1].snap) {
 		struct ns_err *err = ns_dap_send_error(s->dap, req, 5,
-						       "variablesReference %ld is not valid (the "
-						       "snapshot may have been dismissed)",
-						       ref);
+		                                       "variablesReference %ld is not valid (the "
+		                                       "snapshot may have been dismissed)",
+		                                       ref);
 		ns_err_destroy(err);
 		return;
 	}
@@ -503,8 +507,8 @@ void snap_variables(struct session *s, const cJSON *req, const cJSON *args)
 		struct value *vals;
 		size_t n = value_children(&vc, &r.val, &names, &vals);
 		for (size_t i = 0; i < n; i++)
-			cJSON_AddItemToArray(arr, variable_json(s, sn, r.cap, r.k, names[i], &vals[i],
-								&sn->arena));
+			cJSON_AddItemToArray(arr, variable_json(s, sn, r.cap, r.k, names[i],
+			                                        &vals[i], &sn->arena));
 		break;
 	}
 	}
@@ -545,7 +549,7 @@ void snap_evaluate(struct session *s, const cJSON *req, const cJSON *args)
 	uint64_t result = 0;
 	if (!err)
 		err = session_eval(s, &prog, in_frame ? &c->frame : NULL,
-				   in_frame ? &c->frames[k] : NULL, &result);
+		                   in_frame ? &c->frames[k] : NULL, &result);
 	if (err && in_frame && err->code == NS_ERR_FAULT && err->addr >= 4096) {
 		// Memory the snapshot did not capture (a global, a heap object beyond
 		// the collection depth): say so rather than guess from the live program.

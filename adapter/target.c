@@ -29,8 +29,8 @@ struct ns_err *target_request(struct target *t, const char *req, struct ns_rsp_p
 {
 	if (!t->rsp)
 		return ns_err_create(NS_ERR_CLOSED, "not connected to nonstop-stub");
-	struct ns_err *err = ns_rsp_request(t->rsp, req, strlen(req), RSP_TIMEOUT_MS, on_notify,
-					    t, reply);
+	struct ns_err *err =
+	        ns_rsp_request(t->rsp, req, strlen(req), RSP_TIMEOUT_MS, on_notify, t, reply);
 	if (err)
 		return ns_err_wrap(err, "nonstop-stub request '%.20s'", req);
 	return NULL;
@@ -62,8 +62,8 @@ static struct ns_err *read_xfer(struct target *t, const char *object, char **out
 	uint64_t off = 0;
 	for (int guard = 0; guard < 4096; guard++) {
 		char req[128];
-		snprintf(req, sizeof(req), "qXfer:%s:read::%llx,%x", object, (unsigned long long)off,
-			 0x3000);
+		snprintf(req, sizeof(req), "qXfer:%s:read::%llx,%x", object,
+		         (unsigned long long)off, 0x3000);
 		struct ns_rsp_packet rep;
 		struct ns_err *err = target_request(t, req, &rep);
 		if (err) {
@@ -73,7 +73,7 @@ static struct ns_err *read_xfer(struct target *t, const char *object, char **out
 		if (rep.len == 0 || (rep.data[0] != 'm' && rep.data[0] != 'l')) {
 			ns_strbuf_deinit(&sb);
 			return ns_err_create(NS_ERR_PROTOCOL, "qXfer:%s: unexpected reply '%.40s'",
-					     object, rep.data);
+			                     object, rep.data);
 		}
 		ns_strbuf_append(&sb, rep.data + 1, rep.len - 1);
 		off += rep.len - 1;
@@ -114,7 +114,7 @@ static struct ns_err *handshake(struct target *t)
 		return err;
 	if (!strstr(rep.data, "NsFramePush+"))
 		return ns_err_create(NS_ERR_PROTOCOL,
-				     "the stub does not push frames (not a nonstop-stub?)");
+		                     "the stub does not push frames (not a nonstop-stub?)");
 	if ((err = target_request(t, "QStartNoAckMode", &rep)))
 		return err;
 	if (strcmp(rep.data, "OK") == 0)
@@ -193,7 +193,7 @@ struct ns_err *target_launch(struct target *t, const struct launch_args *la)
 		dup2(errp[1], 4);
 		if (la->cwd && *la->cwd && chdir(la->cwd) != 0) {
 			dprintf(2, "nonstop-dap: cannot change to directory %s: %s\n", la->cwd,
-				strerror(errno));
+			        strerror(errno));
 			_exit(126);
 		}
 		execve(stub, argv, la->envp);
@@ -228,14 +228,14 @@ struct ns_err *target_attach(struct target *t, const char *hostport)
 	const char *colon = strrchr(hostport, ':');
 	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host) || !colon[1])
 		return ns_err_create(NS_ERR_INVALID, "attach target '%s' is not host:port",
-				     hostport);
+		                     hostport);
 	memcpy(host, hostport, (size_t)(colon - hostport));
 	host[colon - hostport] = 0;
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
 	int rc = getaddrinfo(host, colon + 1, &hints, &res);
 	if (rc)
 		return ns_err_create(NS_ERR_INVALID, "cannot resolve %s: %s", hostport,
-				     gai_strerror(rc));
+		                     gai_strerror(rc));
 	int fd = -1, last = 0;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);

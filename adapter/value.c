@@ -8,7 +8,12 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { STRING_MAX = 256, ARRAY_RENDER_MAX = 100, ARRAY_CHILDREN_MAX = 1000, AGG_BYTES_MAX = 1 << 20 };
+enum {
+	STRING_MAX = 256,
+	ARRAY_RENDER_MAX = 100,
+	ARRAY_CHILDREN_MAX = 1000,
+	AGG_BYTES_MAX = 1 << 20
+};
 
 static const struct ns_dwarf_type *strip(const struct ns_dwarf_type *t)
 {
@@ -76,7 +81,7 @@ static void escape_char(struct ns_strbuf *sb, unsigned char c, char quote)
 
 /* Quoted string at @addr, at most @max bytes; stops at NUL. */
 static void render_string_at(const struct value_ctx *vc, struct ns_strbuf *sb, uint64_t addr,
-			     size_t max)
+                             size_t max)
 {
 	char buf[STRING_MAX];
 	if (max > sizeof(buf))
@@ -131,7 +136,8 @@ static void render_scalar(struct ns_strbuf *sb, const struct ns_dwarf_type *t, u
 				return;
 			}
 		}
-		ns_strbuf_printf(sb, "%" PRId64, t->is_signed ? sign_extend(raw, bits) : (int64_t)raw);
+		ns_strbuf_printf(sb, "%" PRId64,
+		                 t->is_signed ? sign_extend(raw, bits) : (int64_t)raw);
 		return;
 	case NS_DT_BASE:
 		if (t->is_bool) {
@@ -178,7 +184,7 @@ static void render_scalar(struct ns_strbuf *sb, const struct ns_dwarf_type *t, u
 }
 
 static void render_into(const struct value_ctx *vc, struct ns_strbuf *sb, const struct value *v,
-			int depth);
+                        int depth);
 
 static struct value member_value(const struct value *parent, const struct ns_dwarf_member *m)
 {
@@ -194,8 +200,8 @@ static struct value member_value(const struct value *parent, const struct ns_dwa
 	return c;
 }
 
-static void render_bitfield(const struct value_ctx *vc, struct ns_strbuf *sb, const struct value *pv,
-			    const struct ns_dwarf_member *m)
+static void render_bitfield(const struct value_ctx *vc, struct ns_strbuf *sb,
+                            const struct value *pv, const struct ns_dwarf_member *m)
 {
 	struct value c = member_value(pv, m);
 	uint8_t buf[16] = {0};
@@ -214,7 +220,7 @@ static void render_bitfield(const struct value_ctx *vc, struct ns_strbuf *sb, co
 }
 
 static void render_into(const struct value_ctx *vc, struct ns_strbuf *sb, const struct value *v,
-			int depth)
+                        int depth)
 {
 	if (v->where == VAL_ERROR) {
 		ns_strbuf_puts(sb, v->error ? v->error : "<error>");
@@ -263,7 +269,8 @@ static void render_into(const struct value_ctx *vc, struct ns_strbuf *sb, const 
 		for (uint64_t i = 0; i < n && i < ARRAY_RENDER_MAX; i++) {
 			if (i)
 				ns_strbuf_puts(sb, ", ");
-			struct value c = {.type = t->target, .where = v->where, .addr = v->addr + i * es};
+			struct value c = {
+			        .type = t->target, .where = v->where, .addr = v->addr + i * es};
 			if (v->where == VAL_BYTES && i * es < sizeof(v->bytes))
 				memcpy(c.bytes, v->bytes + i * es, sizeof(c.bytes) - i * es);
 			render_into(vc, sb, &c, depth + 1);
@@ -302,7 +309,8 @@ const char *value_render(const struct value_ctx *vc, const struct value *v)
 	struct ns_strbuf sb;
 	ns_strbuf_init(&sb);
 	render_into(vc, &sb, v, 0);
-	const char *out = ns_arena_strdup(vc->arena, sb.oom ? "<out of memory>" : ns_strbuf_str(&sb));
+	const char *out =
+	        ns_arena_strdup(vc->arena, sb.oom ? "<out of memory>" : ns_strbuf_str(&sb));
 	ns_strbuf_deinit(&sb);
 	return out ? out : "<out of memory>";
 }
@@ -350,7 +358,7 @@ bool value_has_children(const struct value_ctx *vc, const struct value *v)
 }
 
 size_t value_children(const struct value_ctx *vc, const struct value *v, const char ***names,
-		      struct value **vals)
+                      struct value **vals)
 {
 	*names = NULL;
 	*vals = NULL;
@@ -366,7 +374,7 @@ size_t value_children(const struct value_ctx *vc, const struct value *v, const c
 			return 0;
 		const struct ns_dwarf_type *pt = strip(d.type);
 		if (pt && (pt->kind == NS_DT_STRUCT || pt->kind == NS_DT_UNION ||
-			   pt->kind == NS_DT_ARRAY)) {
+		           pt->kind == NS_DT_ARRAY)) {
 			base = d;
 			t = pt;
 		} else {
@@ -394,8 +402,10 @@ size_t value_children(const struct value_ctx *vc, const struct value *v, const c
 				struct ns_strbuf sb;
 				ns_strbuf_init(&sb);
 				render_bitfield(vc, &sb, &base, m);
-				c[i] = (struct value){.type = m->type, .where = VAL_ERROR,
-						      .error = ns_arena_strdup(vc->arena, ns_strbuf_str(&sb))};
+				c[i] = (struct value){
+				        .type = m->type,
+				        .where = VAL_ERROR,
+				        .error = ns_arena_strdup(vc->arena, ns_strbuf_str(&sb))};
 				ns_strbuf_deinit(&sb);
 			} else {
 				c[i] = member_value(&base, m);
@@ -414,10 +424,11 @@ size_t value_children(const struct value_ctx *vc, const struct value *v, const c
 			return 0;
 		for (uint64_t i = 0; i < cnt; i++) {
 			n[i] = ns_arena_printf(vc->arena, "[%" PRIu64 "]", i);
-			c[i] = (struct value){.type = t->target, .where = base.where,
-					      .addr = base.addr + i * es};
+			c[i] = (struct value){
+			        .type = t->target, .where = base.where, .addr = base.addr + i * es};
 			if (base.where == VAL_BYTES && i * es < sizeof(base.bytes))
-				memcpy(c[i].bytes, base.bytes + i * es, sizeof(c[i].bytes) - i * es);
+				memcpy(c[i].bytes, base.bytes + i * es,
+				       sizeof(c[i].bytes) - i * es);
 		}
 		*names = n;
 		*vals = c;

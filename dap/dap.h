@@ -38,7 +38,7 @@ cJSON *ns_dap_event(const char *event, cJSON *body);
 cJSON *ns_dap_request(const char *command, cJSON *arguments);
 /** Send an error response: body {"error": {"id": id, "format": message, "showUser": true}}. */
 struct ns_err *ns_dap_send_error(struct ns_dap_conn *c, const cJSON *request, int id,
-				 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Typed getters that never crash on a wrong type: return @def if missing or wrong. */
 const char *ns_dap_get_str(const cJSON *obj, const char *key, const char *def);

@@ -51,12 +51,12 @@ enum {
 };
 
 struct ns_agent_ring {
-	_Atomic uint64_t head;	  /* bytes produced (monotonic); written by the owner thread */
-	_Atomic uint64_t tail;	  /* bytes consumed (monotonic); written by the stub */
+	_Atomic uint64_t head;    /* bytes produced (monotonic); written by the owner thread */
+	_Atomic uint64_t tail;    /* bytes consumed (monotonic); written by the stub */
 	_Atomic uint64_t dropped; /* hits lost because the ring was full */
-	_Atomic uint32_t owner;	  /* tid of the thread that claimed it, 0 = free */
+	_Atomic uint32_t owner;   /* tid of the thread that claimed it, 0 = free */
 	uint32_t pad;
-	uint64_t seq;		  /* per-thread hit sequence (owner only) */
+	uint64_t seq; /* per-thread hit sequence (owner only) */
 	uint64_t reserved[3];
 	/* NS_AGENT_RING_BYTES of data follow */
 };
@@ -64,14 +64,14 @@ struct ns_agent_ring {
 struct ns_agent_shm {
 	uint32_t magic;
 	uint32_t version;
-	uint32_t size;	      /* sizeof(struct ns_agent_shm); readers accept larger */
+	uint32_t size; /* sizeof(struct ns_agent_shm); readers accept larger */
 	uint32_t nrings;
 	uint64_t ring_bytes;  /* data bytes per ring */
 	uint64_t ring_stride; /* bytes from one ring header to the next */
 	uint64_t rings_offset;
 	uint64_t total_size;
 	_Atomic uint64_t dropped_no_ring; /* hits lost because every ring was taken */
-	_Atomic uint64_t hits;		  /* all tracepoint hits seen by the agent */
+	_Atomic uint64_t hits;            /* all tracepoint hits seen by the agent */
 	uint64_t reserved[8];
 };
 
@@ -92,11 +92,11 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 /* ---- control messages (SOCK_SEQPACKET, one message per datagram) ---- */
 
 enum ns_agent_msg_type {
-	NS_AGENT_MSG_HELLO = 1,	     /* agent -> stub: struct ns_agent_hello */
+	NS_AGENT_MSG_HELLO = 1,      /* agent -> stub: struct ns_agent_hello */
 	NS_AGENT_MSG_INSTALL = 2,    /* stub -> agent: encoded tracepoint */
 	NS_AGENT_MSG_REMOVE = 3,     /* stub -> agent: u32 tp id */
 	NS_AGENT_MSG_REMOVE_ALL = 4, /* stub -> agent: none */
-	NS_AGENT_MSG_REPLY = 5,	     /* agent -> stub: struct ns_agent_reply + text */
+	NS_AGENT_MSG_REPLY = 5,      /* agent -> stub: struct ns_agent_reply + text */
 	NS_AGENT_MSG_RESUME = 6,     /* stub -> agent: let a held program (HOLD=1) run; no reply */
 };
 
@@ -118,8 +118,8 @@ enum ns_agent_tier { NS_AGENT_TIER_NONE = 0, NS_AGENT_TIER_TRAP = 1, NS_AGENT_TI
 struct ns_agent_reply {
 	struct ns_agent_msg_hdr h;
 	int32_t status; /* 0 ok, else a positive errno-style code */
-	uint32_t tier;	/* enum ns_agent_tier the tracepoint runs in */
-	/* NUL-terminated message follows ("trap tier: ..." or why it failed) */
+	uint32_t tier;  /* enum ns_agent_tier the tracepoint runs in */
+	                /* NUL-terminated message follows ("trap tier: ..." or why it failed) */
 };
 
 /** Exported by libnonstop-agent.so itself (the only symbol it exports): start the
@@ -131,7 +131,7 @@ int ns_agent_start(int ctl_fd, int shm_fd, int hold);
 
 /** Encode INSTALL for @tp into a malloc'd message. */
 struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,
-				       void **msg, size_t *len);
+                                       void **msg, size_t *len);
 /** Decode INSTALL into @tp (arrays malloc'd; ns_rsp_tp_deinit frees them). Validates
  * every length against @len. */
 struct ns_err *ns_agent_decode_install(const void *msg, size_t len, struct ns_rsp_tracepoint *tp);

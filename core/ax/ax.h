@@ -15,51 +15,51 @@
 /* X(name, code, immediate bytes, pops, pushes). printf (0x34) has variable operands and
  * is not supported (the verifier rejects it). Values for the stack effects follow the
  * manual's "Bytecode Descriptions". */
-#define NS_AX_OPCODES(X)                                                                           \
-	X(FLOAT, 0x01, 0, 0, 0)                                                                    \
-	X(ADD, 0x02, 0, 2, 1)                                                                      \
-	X(SUB, 0x03, 0, 2, 1)                                                                      \
-	X(MUL, 0x04, 0, 2, 1)                                                                      \
-	X(DIV_SIGNED, 0x05, 0, 2, 1)                                                               \
-	X(DIV_UNSIGNED, 0x06, 0, 2, 1)                                                             \
-	X(REM_SIGNED, 0x07, 0, 2, 1)                                                               \
-	X(REM_UNSIGNED, 0x08, 0, 2, 1)                                                             \
-	X(LSH, 0x09, 0, 2, 1)                                                                      \
-	X(RSH_SIGNED, 0x0a, 0, 2, 1)                                                               \
-	X(RSH_UNSIGNED, 0x0b, 0, 2, 1)                                                             \
-	X(TRACE, 0x0c, 0, 2, 0)                                                                    \
-	X(TRACE_QUICK, 0x0d, 1, 1, 1)                                                              \
-	X(LOG_NOT, 0x0e, 0, 1, 1)                                                                  \
-	X(BIT_AND, 0x0f, 0, 2, 1)                                                                  \
-	X(BIT_OR, 0x10, 0, 2, 1)                                                                   \
-	X(BIT_XOR, 0x11, 0, 2, 1)                                                                  \
-	X(BIT_NOT, 0x12, 0, 1, 1)                                                                  \
-	X(EQUAL, 0x13, 0, 2, 1)                                                                    \
-	X(LESS_SIGNED, 0x14, 0, 2, 1)                                                              \
-	X(LESS_UNSIGNED, 0x15, 0, 2, 1)                                                            \
-	X(EXT, 0x16, 1, 1, 1)                                                                      \
-	X(REF8, 0x17, 0, 1, 1)                                                                     \
-	X(REF16, 0x18, 0, 1, 1)                                                                    \
-	X(REF32, 0x19, 0, 1, 1)                                                                    \
-	X(REF64, 0x1a, 0, 1, 1)                                                                    \
-	X(IF_GOTO, 0x20, 2, 1, 0)                                                                  \
-	X(GOTO, 0x21, 2, 0, 0)                                                                     \
-	X(CONST8, 0x22, 1, 0, 1)                                                                   \
-	X(CONST16, 0x23, 2, 0, 1)                                                                  \
-	X(CONST32, 0x24, 4, 0, 1)                                                                  \
-	X(CONST64, 0x25, 8, 0, 1)                                                                  \
-	X(REG, 0x26, 2, 0, 1)                                                                      \
-	X(END, 0x27, 0, 0, 0)                                                                      \
-	X(DUP, 0x28, 0, 1, 2)                                                                      \
-	X(POP, 0x29, 0, 1, 0)                                                                      \
-	X(ZERO_EXT, 0x2a, 1, 1, 1)                                                                 \
-	X(SWAP, 0x2b, 0, 2, 2)                                                                     \
-	X(GETV, 0x2c, 2, 0, 1)                                                                     \
-	X(SETV, 0x2d, 2, 1, 1)                                                                     \
-	X(TRACEV, 0x2e, 2, 0, 0)                                                                   \
-	X(TRACENZ, 0x2f, 0, 2, 0)                                                                  \
-	X(TRACE16, 0x30, 2, 1, 1)                                                                  \
-	X(PICK, 0x32, 1, 0, 1)                                                                     \
+#define NS_AX_OPCODES(X)                \
+	X(FLOAT, 0x01, 0, 0, 0)         \
+	X(ADD, 0x02, 0, 2, 1)           \
+	X(SUB, 0x03, 0, 2, 1)           \
+	X(MUL, 0x04, 0, 2, 1)           \
+	X(DIV_SIGNED, 0x05, 0, 2, 1)    \
+	X(DIV_UNSIGNED, 0x06, 0, 2, 1)  \
+	X(REM_SIGNED, 0x07, 0, 2, 1)    \
+	X(REM_UNSIGNED, 0x08, 0, 2, 1)  \
+	X(LSH, 0x09, 0, 2, 1)           \
+	X(RSH_SIGNED, 0x0a, 0, 2, 1)    \
+	X(RSH_UNSIGNED, 0x0b, 0, 2, 1)  \
+	X(TRACE, 0x0c, 0, 2, 0)         \
+	X(TRACE_QUICK, 0x0d, 1, 1, 1)   \
+	X(LOG_NOT, 0x0e, 0, 1, 1)       \
+	X(BIT_AND, 0x0f, 0, 2, 1)       \
+	X(BIT_OR, 0x10, 0, 2, 1)        \
+	X(BIT_XOR, 0x11, 0, 2, 1)       \
+	X(BIT_NOT, 0x12, 0, 1, 1)       \
+	X(EQUAL, 0x13, 0, 2, 1)         \
+	X(LESS_SIGNED, 0x14, 0, 2, 1)   \
+	X(LESS_UNSIGNED, 0x15, 0, 2, 1) \
+	X(EXT, 0x16, 1, 1, 1)           \
+	X(REF8, 0x17, 0, 1, 1)          \
+	X(REF16, 0x18, 0, 1, 1)         \
+	X(REF32, 0x19, 0, 1, 1)         \
+	X(REF64, 0x1a, 0, 1, 1)         \
+	X(IF_GOTO, 0x20, 2, 1, 0)       \
+	X(GOTO, 0x21, 2, 0, 0)          \
+	X(CONST8, 0x22, 1, 0, 1)        \
+	X(CONST16, 0x23, 2, 0, 1)       \
+	X(CONST32, 0x24, 4, 0, 1)       \
+	X(CONST64, 0x25, 8, 0, 1)       \
+	X(REG, 0x26, 2, 0, 1)           \
+	X(END, 0x27, 0, 0, 0)           \
+	X(DUP, 0x28, 0, 1, 2)           \
+	X(POP, 0x29, 0, 1, 0)           \
+	X(ZERO_EXT, 0x2a, 1, 1, 1)      \
+	X(SWAP, 0x2b, 0, 2, 2)          \
+	X(GETV, 0x2c, 2, 0, 1)          \
+	X(SETV, 0x2d, 2, 1, 1)          \
+	X(TRACEV, 0x2e, 2, 0, 0)        \
+	X(TRACENZ, 0x2f, 0, 2, 0)       \
+	X(TRACE16, 0x30, 2, 1, 1)       \
+	X(PICK, 0x32, 1, 0, 1)          \
 	X(ROT, 0x33, 0, 3, 3)
 
 enum ns_ax_op {
@@ -69,9 +69,9 @@ enum ns_ax_op {
 };
 
 enum {
-	NS_AX_MAX_STACK = 64,	    /* deepest stack a verified program may use */
+	NS_AX_MAX_STACK = 64,       /* deepest stack a verified program may use */
 	NS_AX_DEFAULT_STEPS = 4096, /* executed-instruction budget per run */
-	NS_AX_NREGS = 26,	    /* GDB amd64 register numbers 0..25 (see frame.h) */
+	NS_AX_NREGS = 26,           /* GDB amd64 register numbers 0..25 (see frame.h) */
 	NS_AX_MAX_TSV = 64,
 };
 
@@ -79,14 +79,14 @@ enum {
  * and adapter turn it into text with ns_ax_status_name(). */
 enum ns_ax_status {
 	NS_AX_OK = 0,
-	NS_AX_FAULT,	       /* memory read failed at fault_addr */
+	NS_AX_FAULT, /* memory read failed at fault_addr */
 	NS_AX_DIV_ZERO,
 	NS_AX_STACK_OVERFLOW,
 	NS_AX_STACK_UNDERFLOW,
 	NS_AX_STEP_LIMIT,
 	NS_AX_BAD_OPCODE,
-	NS_AX_BAD_REG,	       /* register not available (fault_addr holds its number) */
-	NS_AX_TRACE_FULL,      /* the frame has no room for a traced block */
+	NS_AX_BAD_REG,    /* register not available (fault_addr holds its number) */
+	NS_AX_TRACE_FULL, /* the frame has no room for a traced block */
 	NS_AX_BAD_JUMP,
 	NS_AX_BAD_TSV,
 };
@@ -111,9 +111,9 @@ struct ns_ax_env {
 
 struct ns_ax_result {
 	enum ns_ax_status status;
-	uint64_t value;	     /* top of stack at END (0 if the stack was empty) */
+	uint64_t value;      /* top of stack at END (0 if the stack was empty) */
 	uint64_t fault_addr; /* NS_AX_FAULT: the address; NS_AX_BAD_REG: the register */
-	uint32_t pc;	     /* offset of the instruction that stopped the run */
+	uint32_t pc;         /* offset of the instruction that stopped the run */
 };
 
 /** Check @code before it ever runs: every opcode known (printf and float ops
@@ -126,7 +126,7 @@ struct ns_err *ns_ax_verify(const uint8_t *code, size_t len, unsigned *max_depth
 /** Run verified @code. Never allocates, never faults: stack bounds and the step limit
  * are still checked at run time. Async-signal-safe. */
 void ns_ax_run(const uint8_t *code, size_t len, const struct ns_ax_env *env,
-	       struct ns_ax_result *out);
+               struct ns_ax_result *out);
 
 /** Static name and message for a status, e.g. "cannot read memory". */
 const char *ns_ax_status_name(enum ns_ax_status st);
@@ -140,8 +140,10 @@ struct ns_ax_asm {
 void ns_ax_asm_init(struct ns_ax_asm *a);
 void ns_ax_asm_deinit(struct ns_ax_asm *a);
 void ns_ax_emit(struct ns_ax_asm *a, enum ns_ax_op op);
-void ns_ax_emit_u8(struct ns_ax_asm *a, enum ns_ax_op op, uint8_t imm);  /* ext, zero_ext, pick, trace_quick, const8 */
-void ns_ax_emit_u16(struct ns_ax_asm *a, enum ns_ax_op op, uint16_t imm); /* reg, getv, setv, tracev, trace16, const16 */
+void ns_ax_emit_u8(struct ns_ax_asm *a, enum ns_ax_op op,
+                   uint8_t imm); /* ext, zero_ext, pick, trace_quick, const8 */
+void ns_ax_emit_u16(struct ns_ax_asm *a, enum ns_ax_op op,
+                    uint16_t imm); /* reg, getv, setv, tracev, trace16, const16 */
 /** Push @v as a 64-bit value using the shortest const form (+ ext for negatives). */
 void ns_ax_emit_const(struct ns_ax_asm *a, int64_t v);
 /** Emit goto/if_goto with a placeholder; returns the offset to patch. */

@@ -12,7 +12,7 @@
 const struct ns_ax__op_info ns_ax__ops[256] = {
 #define NS_AX_INFO(name_, code_, imm_, pops_, pushes_) \
 	[code_] = {#name_, imm_, pops_, pushes_, (code_) != NS_AX_FLOAT},
-	NS_AX_OPCODES(NS_AX_INFO)
+        NS_AX_OPCODES(NS_AX_INFO)
 #undef NS_AX_INFO
 };
 

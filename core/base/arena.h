@@ -25,6 +25,7 @@ char *ns_arena_strdup(struct ns_arena *a, const char *s);
 /** Copy of @len bytes of @s plus a NUL. */
 char *ns_arena_strndup(struct ns_arena *a, const char *s, size_t len);
 /** printf into the arena. */
-char *ns_arena_printf(struct ns_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *ns_arena_printf(struct ns_arena *a, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -95,8 +95,8 @@ void ns_err_destroy(struct ns_err *err)
 const char *ns_err_code_name(enum ns_err_code code)
 {
 	switch (code) {
-#define C(x)                                                                                       \
-	case x:                                                                                    \
+#define C(x)    \
+	case x: \
 		return #x;
 		C(NS_ERR_OK)
 		C(NS_ERR_NOMEM)

@@ -26,7 +26,7 @@ static size_t read_pid(pid_t pid, void *dst, uint64_t addr, size_t len)
 			if (to_page < len - done) {
 				local.iov_len = remote.iov_len = to_page;
 				n = syscall(SYS_process_vm_readv, pid, &local, 1UL, &remote, 1UL,
-					    0UL);
+				            0UL);
 				if (n > 0) {
 					done += (size_t)n;
 					continue;

@@ -8,7 +8,7 @@
 struct ns_strbuf {
 	char *buf; /* NUL-terminated when len > 0 or after any append; owned */
 	size_t len, cap;
-	bool oom;  /* sticky: an append failed for lack of memory */
+	bool oom; /* sticky: an append failed for lack of memory */
 };
 
 void ns_strbuf_init(struct ns_strbuf *sb);
@@ -17,7 +17,8 @@ void ns_strbuf_reset(struct ns_strbuf *sb);
 void ns_strbuf_append(struct ns_strbuf *sb, const void *data, size_t len);
 void ns_strbuf_puts(struct ns_strbuf *sb, const char *s);
 void ns_strbuf_putc(struct ns_strbuf *sb, char c);
-void ns_strbuf_printf(struct ns_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ns_strbuf_printf(struct ns_strbuf *sb, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 /** Append @len bytes as lowercase hex. */
 void ns_strbuf_hex(struct ns_strbuf *sb, const void *data, size_t len);
 /** Contents as a C string ("" if empty); borrowed, valid until the next append. */

@@ -180,4 +180,53 @@ struct ns_dwarf_cfa {
  * if the rule is a DWARF expression; NS_ERR_NOT_FOUND if no FDE covers @pc. */
 struct ns_err *ns_dwarf_cfa_at(struct ns_dwarf *dw, uint64_t pc, struct ns_dwarf_cfa *out);
 
+/* ---- Entry values: call sites and register rules ---- */
+
+/** A parameter register of a call site and the value it held at the call. */
+struct ns_dwarf_call_param {
+	unsigned dwarf_reg;   /* DW_AT_location was this single DW_OP_regN */
+	const uint8_t *value; /* DW_AT_call_value (DW_AT_GNU_call_site_value): a DWARF
+			       * expression in the caller's frame at the call whose result
+			       * is the value itself */
+	size_t value_len;
+};
+
+/** A direct call (DW_TAG_call_site / DW_TAG_GNU_call_site) of some subprogram. */
+struct ns_dwarf_call_site {
+	uint64_t return_pc;	 /* link-time */
+	struct ns_dwarf_cfa caller_cfa; /* CFA rule of the caller at return_pc - 1 */
+	bool caller_cfa_known;
+	const uint8_t *caller_frame_base; /* DW_AT_frame_base of the calling subprogram */
+	size_t caller_frame_base_len;
+	size_t nparams;
+	struct ns_dwarf_call_param *params; /* only parameters located in one register */
+};
+
+/** The call sites, anywhere in the program (all CUs), of the subprogram containing
+ * link-time @pc (the outermost one if @pc is in inlined code). Sites match by the
+ * callee DIE (through DW_AT_abstract_origin / DW_AT_specification), by the low_pc of
+ * the call's origin, or by name for a declaration of an external function. Sites
+ * without a DW_AT_call_origin (indirect calls) are not listed. Zero sites is not an
+ * error. Results are cached per callee and owned by @dw (@arena is unused today).
+ * Errors: NS_ERR_NOT_FOUND if no subprogram contains @pc. */
+struct ns_err *ns_dwarf_call_sites(struct ns_dwarf *dw, uint64_t pc, struct ns_arena *arena,
+				   const struct ns_dwarf_call_site **out, size_t *n);
+
+enum ns_dwarf_reg_rule_kind {
+	NS_DWARF_RULE_SAME,	 /* same value as in the caller (also: no rule at all) */
+	NS_DWARF_RULE_UNDEFINED,
+	NS_DWARF_RULE_OFFSET,	 /* the caller's value is saved at CFA + offset */
+	NS_DWARF_RULE_OTHER,	 /* val_offset, register, expression: not handled */
+};
+
+struct ns_dwarf_reg_rule {
+	enum ns_dwarf_reg_rule_kind kind;
+	int64_t offset; /* NS_DWARF_RULE_OFFSET */
+};
+
+/** The rules of DWARF registers 0..16 (16 = return address) at link-time @pc, from the
+ * same CFI as ns_dwarf_cfa_at. NS_ERR_NOT_FOUND if no FDE covers @pc. */
+struct ns_err *ns_dwarf_reg_rules_at(struct ns_dwarf *dw, uint64_t pc,
+				     struct ns_dwarf_reg_rule out[17]);
+
 #endif

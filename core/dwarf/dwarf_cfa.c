@@ -1,4 +1,6 @@
 /* core/dwarf: the CFA rule at a pc from .eh_frame (else .debug_frame). */
+#include <string.h>
+
 #include "dwarf/dwarf_internal.h"
 
 static struct ns_err *load_fdes(struct ns_dwarf *dw)
@@ -75,5 +77,73 @@ struct ns_err *ns_dwarf_cfa_at(struct ns_dwarf *dw, uint64_t pc, struct ns_dwarf
 		return ns_err_create(NS_ERR_NOT_FOUND, "no FDE covers 0x%llx in %s",
 		                     (unsigned long long)pc, dw->path);
 	*out = c;
+	return NULL;
+}
+
+/* The FDE covering @pc, .eh_frame first; *fde NULL if none. */
+static struct ns_err *fde_at(struct ns_dwarf *dw, uint64_t pc, Dwarf_Fde *fde)
+{
+	Dwarf_Fde *lists[2] = {dw->fde_data, dw->dfde_data};
+	Dwarf_Addr lo = 0, hi = 0;
+	Dwarf_Error de = NULL;
+
+	*fde = NULL;
+	for (int i = 0; i < 2; i++) {
+		int rc;
+		if (!lists[i])
+			continue;
+		rc = dwarf_get_fde_at_pc(lists[i], pc, fde, &lo, &hi, &de);
+		if (rc == DW_DLV_ERROR)
+			return ns_dwarf__err(dw, de, "finding FDE");
+		if (rc == DW_DLV_OK)
+			return NULL;
+		*fde = NULL;
+	}
+	return NULL;
+}
+
+struct ns_err *ns_dwarf_reg_rules_at(struct ns_dwarf *dw, uint64_t pc,
+                                     struct ns_dwarf_reg_rule out[17])
+{
+	struct ns_dwarf_reg_rule r[17];
+	Dwarf_Fde fde = NULL;
+	struct ns_err *err;
+
+	err = ns_dwarf__need_dwarf(dw);
+	if (!err)
+		err = load_fdes(dw);
+	if (!err)
+		err = fde_at(dw, pc, &fde);
+	if (err)
+		return err;
+	if (!fde)
+		return ns_err_create(NS_ERR_NOT_FOUND, "no FDE covers 0x%llx in %s",
+		                     (unsigned long long)pc, dw->path);
+	for (unsigned i = 0; i < 17; i++) {
+		Dwarf_Small vtype = 0;
+		Dwarf_Signed relevant = 0, reg = 0, off = 0;
+		Dwarf_Ptr block = NULL;
+		Dwarf_Addr row_pc = 0, next_pc = 0;
+		Dwarf_Bool more = 0;
+		Dwarf_Error de = NULL;
+		int rc = dwarf_get_fde_info_for_reg3_b(fde, (Dwarf_Half)i, pc, &vtype, &relevant,
+		                                       &reg, &off, &block, &row_pc, &more,
+		                                       &next_pc, &de);
+		if (rc == DW_DLV_ERROR)
+			return ns_dwarf__err(dw, de, "evaluating register rule");
+		r[i].offset = 0;
+		if (rc != DW_DLV_OK || (vtype == DW_EXPR_OFFSET && !relevant &&
+		                        (reg == DW_FRAME_SAME_VAL || reg == (Dwarf_Signed)i))) {
+			r[i].kind = NS_DWARF_RULE_SAME;
+		} else if (vtype == DW_EXPR_OFFSET && !relevant && reg == DW_FRAME_UNDEFINED_VAL) {
+			r[i].kind = NS_DWARF_RULE_UNDEFINED;
+		} else if (vtype == DW_EXPR_OFFSET && relevant && reg == DW_FRAME_CFA_COL3) {
+			r[i].kind = NS_DWARF_RULE_OFFSET;
+			r[i].offset = off;
+		} else {
+			r[i].kind = NS_DWARF_RULE_OTHER;
+		}
+	}
+	memcpy(out, r, sizeof(r));
 	return NULL;
 }

@@ -71,6 +71,23 @@ struct ns_dwarf__tslot {
 	struct ns_dwarf_type *type;
 };
 
+/* One direct call site of the program (dwarf_calls.c index). */
+struct ns_dwarf__csite {
+	uint64_t return_pc;
+	Dwarf_Off caller;     /* enclosing DW_TAG_subprogram (for its frame base) */
+	Dwarf_Off root;       /* call origin after abstract_origin/specification hops */
+	uint64_t origin_low;  /* low_pc of the origin, 0 if none */
+	const char *decl_name; /* origin is an external declaration: its name */
+	size_t nparams;
+	struct ns_dwarf_call_param *params;
+};
+
+struct ns_dwarf__callee {
+	Dwarf_Off off; /* the callee's subprogram DIE */
+	size_t n;
+	struct ns_dwarf_call_site *sites;
+};
+
 struct ns_dwarf {
 	char *path;
 	int fd;
@@ -108,6 +125,12 @@ struct ns_dwarf {
 	Dwarf_Signed dcie_count;
 	Dwarf_Fde *dfde_data;
 	Dwarf_Signed dfde_count;
+
+	bool csites_loaded;
+	size_t ncsites, csites_cap;
+	struct ns_dwarf__csite *csites; /* malloc'd; params in arena */
+	size_t ncallees, callees_cap;
+	struct ns_dwarf__callee *callees; /* malloc'd cache of ns_dwarf_call_sites */
 };
 
 /* ---- dwarf_open.c ---- */

@@ -200,6 +200,8 @@ void ns_dwarf_destroy(struct ns_dwarf *dw)
 	free(dw->cus);
 	free(dw->syms);
 	free(dw->tslots);
+	free(dw->csites);
+	free(dw->callees);
 	if (dw->elf)
 		elf_end(dw->elf);
 	if (dw->fd >= 0)

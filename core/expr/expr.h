@@ -35,6 +35,14 @@ struct ns_expr_scope {
 	bool cfa_known;
 	unsigned cfa_reg; /* DWARF register number */
 	int64_t cfa_offset;
+	/* For DW_OP_entry_value (GDB's "entry values"): the call sites of the function
+	 * (ns_dwarf_call_sites) and the register rules at this pc (ns_dwarf_reg_rules_at),
+	 * which say where the caller's callee-saved registers are. Empty: entry values
+	 * are optimized out. */
+	const struct ns_dwarf_call_site *call_sites;
+	size_t ncall_sites;
+	bool reg_rules_known;
+	struct ns_dwarf_reg_rule reg_rules[17];
 };
 
 enum ns_expr_value_kind {

@@ -18,10 +18,32 @@
 #include "base/err.h"
 
 enum ns_frame_reg {
-	NS_REG_RAX, NS_REG_RBX, NS_REG_RCX, NS_REG_RDX, NS_REG_RSI, NS_REG_RDI, NS_REG_RBP,
-	NS_REG_RSP, NS_REG_R8, NS_REG_R9, NS_REG_R10, NS_REG_R11, NS_REG_R12, NS_REG_R13,
-	NS_REG_R14, NS_REG_R15, NS_REG_RIP, NS_REG_EFLAGS, NS_REG_CS, NS_REG_SS, NS_REG_DS,
-	NS_REG_ES, NS_REG_FS, NS_REG_GS, NS_REG_FS_BASE, NS_REG_GS_BASE,
+	NS_REG_RAX,
+	NS_REG_RBX,
+	NS_REG_RCX,
+	NS_REG_RDX,
+	NS_REG_RSI,
+	NS_REG_RDI,
+	NS_REG_RBP,
+	NS_REG_RSP,
+	NS_REG_R8,
+	NS_REG_R9,
+	NS_REG_R10,
+	NS_REG_R11,
+	NS_REG_R12,
+	NS_REG_R13,
+	NS_REG_R14,
+	NS_REG_R15,
+	NS_REG_RIP,
+	NS_REG_EFLAGS,
+	NS_REG_CS,
+	NS_REG_SS,
+	NS_REG_DS,
+	NS_REG_ES,
+	NS_REG_FS,
+	NS_REG_GS,
+	NS_REG_FS_BASE,
+	NS_REG_GS_BASE,
 	NS_FRAME_NREGS /* 26 */
 };
 
@@ -31,13 +53,13 @@ enum ns_frame_reg {
 struct ns_frame_hdr {
 	uint32_t magic;
 	uint16_t version;
-	uint16_t hdr_size;   /* sizeof(struct ns_frame_hdr); readers accept larger */
-	uint32_t size;	     /* whole frame, header included */
-	uint32_t tp_id;	     /* tracepoint number (QTDP n) */
-	uint64_t addr;	     /* runtime address of the tracepoint that hit */
-	uint64_t tid;	     /* kernel thread id of the hitting thread */
-	uint64_t time_ns;    /* CLOCK_REALTIME at the hit */
-	uint64_t seq;	     /* per-thread hit sequence number */
+	uint16_t hdr_size; /* sizeof(struct ns_frame_hdr); readers accept larger */
+	uint32_t size;     /* whole frame, header included */
+	uint32_t tp_id;    /* tracepoint number (QTDP n) */
+	uint64_t addr;     /* runtime address of the tracepoint that hit */
+	uint64_t tid;      /* kernel thread id of the hitting thread */
+	uint64_t time_ns;  /* CLOCK_REALTIME at the hit */
+	uint64_t seq;      /* per-thread hit sequence number */
 	uint32_t nblocks;
 	uint32_t status;     /* enum ns_ax_status of the first failed action, 0 if none */
 	uint64_t fault_addr; /* with status */
@@ -47,7 +69,8 @@ struct ns_frame_hdr {
 enum ns_frame_block_type {
 	NS_FRAME_BLOCK_REGS = 'R', /* payload: uint64_t[NS_FRAME_NREGS] */
 	NS_FRAME_BLOCK_MEM = 'M',  /* payload: bytes at addr */
-	NS_FRAME_BLOCK_ERR = 'E',  /* action @addr (index) failed: payload uint32 status, pad, uint64 fault */
+	NS_FRAME_BLOCK_ERR =
+	        'E', /* action @addr (index) failed: payload uint32 status, pad, uint64 fault */
 };
 
 struct ns_frame_block {
@@ -63,13 +86,14 @@ struct ns_frame_builder {
 	uint8_t *buf;
 	size_t cap, len;
 	bool overflow;
-	size_t last;	  /* offset of the last block if it is a shrinkable memory block, else 0 */
+	size_t last;      /* offset of the last block if it is a shrinkable memory block, else 0 */
 	uint32_t nblocks; /* blocks added so far */
 };
 
 /** Start a frame in @buf (8-byte aligned, @cap bytes) with the fields of @hdr (magic,
  * version, hdr_size, size and nblocks are filled in). -1 if @cap is too small. */
-int ns_frame_begin(struct ns_frame_builder *b, void *buf, size_t cap, const struct ns_frame_hdr *hdr);
+int ns_frame_begin(struct ns_frame_builder *b, void *buf, size_t cap,
+                   const struct ns_frame_hdr *hdr);
 int ns_frame_add_regs(struct ns_frame_builder *b, const uint64_t regs[NS_FRAME_NREGS]);
 /** Append a memory block and return where its @len payload bytes go (the caller fills
  * them, e.g. with ns_mem_read_partial), or NULL if it does not fit. Follow with
@@ -86,7 +110,8 @@ struct ns_frame {
 	const uint8_t *data; /* borrowed: the caller keeps the bytes alive */
 	size_t size;
 	struct ns_frame_hdr hdr; /* copied out */
-	const uint64_t *regs;	 /* NULL if the frame has no register block (may be unaligned: use ns_frame_reg) */
+	const uint64_t *regs;    /* NULL if the frame has no register block (may be unaligned: use
+	                            ns_frame_reg) */
 };
 
 /** Validate @data (magic, version, sizes of every block within the frame) and fill
@@ -99,7 +124,7 @@ int ns_frame_reg(const struct ns_frame *f, unsigned regno, uint64_t *out);
 size_t ns_frame_read(const struct ns_frame *f, uint64_t addr, void *dst, size_t len);
 /** Iterate blocks: *@iter starts at 0; returns false at the end. */
 bool ns_frame_next_block(const struct ns_frame *f, size_t *iter, struct ns_frame_block *blk,
-			 const uint8_t **payload);
+                         const uint8_t **payload);
 
 /* DWARF x86-64 register numbers (System V psABI, table 3.36) to GDB numbers. -1 if none. */
 int ns_frame_dwarf_to_gdb_reg(unsigned dwarf_regno);

@@ -17,12 +17,12 @@
 /* ---- Framing parser: bytes in, events out. No I/O, for tests and both sides. ---- */
 
 enum ns_rsp_event_kind {
-	NS_RSP_EV_NONE,	     /* need more bytes */
+	NS_RSP_EV_NONE,      /* need more bytes */
 	NS_RSP_EV_PACKET,    /* $...#cs with a good checksum: payload in parser */
 	NS_RSP_EV_NOTIFY,    /* %...#cs with a good checksum */
 	NS_RSP_EV_BAD_CSUM,  /* $...#cs with a bad checksum: the receiver answers '-' */
-	NS_RSP_EV_ACK,	     /* '+' */
-	NS_RSP_EV_NAK,	     /* '-' */
+	NS_RSP_EV_ACK,       /* '+' */
+	NS_RSP_EV_NAK,       /* '-' */
 	NS_RSP_EV_INTERRUPT, /* 0x03 */
 	NS_RSP_EV_TOO_LONG,  /* a packet exceeded the maximum size; dropped */
 };
@@ -32,8 +32,8 @@ struct ns_rsp_parser {
 	uint8_t csum, got_csum;
 	int csum_digits;
 	bool escape, is_notify;
-	bool too_long;	/* the current packet outgrew max_len: dropped at its end */
-	bool bad_digit; /* a checksum character was not a hex digit */
+	bool too_long;            /* the current packet outgrew max_len: dropped at its end */
+	bool bad_digit;           /* a checksum character was not a hex digit */
 	struct ns_strbuf payload; /* decoded payload of the last packet (escapes and RLE undone) */
 	size_t max_len;
 };
@@ -43,7 +43,7 @@ void ns_rsp_parser_deinit(struct ns_rsp_parser *p);
 /** Consume bytes from @data until one event completes; *@used says how many were
  * consumed. Garbage outside packets is skipped. */
 enum ns_rsp_event_kind ns_rsp_parse(struct ns_rsp_parser *p, const uint8_t *data, size_t len,
-				    size_t *used);
+                                    size_t *used);
 
 /** Frame @payload as "$<escaped payload>#cs" ('%' if @notify) appended to @out.
  * Escapes '$', '#', '}' and '*' with '}' x^0x20 (binary-safe). */
@@ -72,9 +72,9 @@ struct ns_err *ns_rsp_send_str(struct ns_rsp_conn *c, const char *payload);
 struct ns_err *ns_rsp_notify(struct ns_rsp_conn *c, const char *payload, size_t len);
 
 struct ns_rsp_packet {
-	bool notify;	 /* arrived as %...# */
-	bool interrupt;	 /* a bare 0x03 */
-	char *data;	 /* NUL-terminated payload; owned by the conn, valid until the next recv */
+	bool notify;    /* arrived as %...# */
+	bool interrupt; /* a bare 0x03 */
+	char *data;     /* NUL-terminated payload; owned by the conn, valid until the next recv */
 	size_t len;
 };
 /** Next packet or notification, waiting up to @timeout_ms (-1: forever). Acks good
@@ -86,9 +86,9 @@ struct ns_err *ns_rsp_recv(struct ns_rsp_conn *c, int timeout_ms, struct ns_rsp_
  * Notifications that arrive first are handed to @on_notify (may be NULL: dropped)
  * in order. The reply is valid until the next recv. */
 struct ns_err *ns_rsp_request(struct ns_rsp_conn *c, const char *req, size_t req_len,
-			      int timeout_ms,
-			      void (*on_notify)(void *ctx, const char *data, size_t len), void *ctx,
-			      struct ns_rsp_packet *reply);
+                              int timeout_ms,
+                              void (*on_notify)(void *ctx, const char *data, size_t len), void *ctx,
+                              struct ns_rsp_packet *reply);
 
 /* ---- Tracepoint definitions (QTDP) ---- */
 
@@ -136,7 +136,7 @@ void ns_rsp_tp_deinit(struct ns_rsp_tracepoint *tp);
  * "QTDP:-n:addr:..." packet per action (each packet at most @max_packet bytes;
  * intermediate ones end in '-'). Returns a malloc'd array of malloc'd strings. */
 struct ns_err *ns_rsp_tp_encode(const struct ns_rsp_tracepoint *tp, size_t max_packet,
-				char ***packets_out, size_t *npackets_out);
+                                char ***packets_out, size_t *npackets_out);
 void ns_rsp_free_packets(char **packets, size_t n);
 /** Parse one QTDP packet (payload without "$"/"#cs"). A definition packet
  * ("QTDP:n:...") initialises @tp; an action packet ("QTDP:-n:...") appends to @tp,
@@ -150,6 +150,6 @@ int ns_rsp_parse_hex(const char **p, uint64_t *out);
 /** qXfer reply for @data at @offset/@len: "m<bytes>" or "l<bytes>", binary-escaped
  * by framing; appended to @out. */
 void ns_rsp_xfer_reply(struct ns_strbuf *out, const void *data, size_t size, uint64_t offset,
-		       uint64_t len);
+                       uint64_t len);
 
 #endif

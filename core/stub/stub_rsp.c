@@ -396,11 +396,12 @@ static void qsupported(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 			s->frame_push = true;
 		f = f[n] ? f + n : NULL;
 	}
-	ns_strbuf_printf(r,
-	                 "PacketSize=%x;QStartNoAckMode+;QNonStop+;multiprocess+;"
-	                 "qXfer:exec-file:read+;qXfer:nonstop-maps:read+;qXfer:auxv:read+;InstallInTrace+;"
-	                 "EnableDisableTracepoints+;QTBuffer:size+;NsFramePush+",
-	                 NS_STUB_PACKET_SIZE);
+	ns_strbuf_printf(
+	        r,
+	        "PacketSize=%x;QStartNoAckMode+;QNonStop+;multiprocess+;"
+	        "qXfer:exec-file:read+;qXfer:nonstop-maps:read+;qXfer:auxv:read+;InstallInTrace+;"
+	        "EnableDisableTracepoints+;QTBuffer:size+;NsFramePush+",
+	        NS_STUB_PACKET_SIZE);
 }
 
 static void read_mem(struct ns_stub *s, const char *p, struct ns_strbuf *r)

@@ -23,7 +23,7 @@ static int cmp_entry(const void *a, const void *b)
 // One line: "start-end perms offset major:minor inode [path]" (proc(5)). The path is
 // everything after the inode's padding, spaces included.
 static struct ns_err *parse_line(const char *line, size_t len, unsigned lineno,
-				 struct ns_procmap_entry *out)
+                                 struct ns_procmap_entry *out)
 {
 	char buf[512];
 	const char *p = line, *end = line + len;
@@ -38,12 +38,13 @@ static struct ns_err *parse_line(const char *line, size_t len, unsigned lineno,
 	memcpy(buf, line, pre);
 	buf[pre] = '\0';
 	if (sscanf(buf, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %llu%n", &start, &stop,
-		   perms, &offset, &dmaj, &dmin, &inode, &n) != 7 || n <= 0)
+	           perms, &offset, &dmaj, &dmin, &inode, &n) != 7 ||
+	    n <= 0)
 		return ns_err_create(NS_ERR_FORMAT, "maps line %u: malformed: \"%.*s\"", lineno,
-				     (int)(len > 80 ? 80 : len), line);
+		                     (int)(len > 80 ? 80 : len), line);
 	if (stop < start || strlen(perms) != 4)
 		return ns_err_create(NS_ERR_FORMAT, "maps line %u: bad range or permissions",
-				     lineno);
+		                     lineno);
 	p += n;
 	while (p < end && (*p == ' ' || *p == '\t'))
 		p++;
@@ -149,7 +150,7 @@ static bool path_matches(const struct ns_procmap_entry *e, const char *path)
 }
 
 const struct ns_procmap_entry *ns_unwind__first_mapping(const struct ns_procmap *m,
-							const char *path)
+                                                        const char *path)
 {
 	if (!m || !path)
 		return NULL;
@@ -184,8 +185,7 @@ struct ns_err *ns_unwind__elf_read(int fd, const char *path, struct ns_unwind__e
 		goto out;
 	}
 	if (elf_getphdrnum(elf, &phnum) != 0) {
-		err = ns_err_create(NS_ERR_FORMAT, "%s: program headers: %s", path,
-				    elf_errmsg(-1));
+		err = ns_err_create(NS_ERR_FORMAT, "%s: program headers: %s", path, elf_errmsg(-1));
 		goto out;
 	}
 	e.loads = calloc(phnum ? phnum : 1, sizeof(*e.loads));
@@ -207,9 +207,9 @@ struct ns_err *ns_unwind__elf_read(int fd, const char *path, struct ns_unwind__e
 			if (hi > e.load_hi)
 				e.load_hi = hi;
 			e.loads[e.nloads++] = (struct ns_unwind__load){
-				.vaddr = ph.p_vaddr,
-				.memsz = ph.p_memsz,
-				.writable = (ph.p_flags & PF_W) != 0,
+			        .vaddr = ph.p_vaddr,
+			        .memsz = ph.p_memsz,
+			        .writable = (ph.p_flags & PF_W) != 0,
 			};
 		} else if (ph.p_type == PT_GNU_EH_FRAME) {
 			e.has_eh_frame_hdr = true;

@@ -12,8 +12,8 @@
 /* Exported by libunwind-x86_64 but not declared in its headers: the remote table
  * search that libunwind's own ptrace accessors (_UPT_find_proc_info) use. */
 extern int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip,
-					      unw_dyn_info_t *di, unw_proc_info_t *pi,
-					      int need_unwind_info, void *arg);
+                                              unw_dyn_info_t *di, unw_proc_info_t *pi,
+                                              int need_unwind_info, void *arg);
 
 // DWARF pointer encodings (LSB 1.3, "DWARF Extensions", DW_EH_PE_*).
 enum {
@@ -39,22 +39,21 @@ struct ctx {
 // libunwind's x86-64 register numbers are the DWARF ones (UNW_X86_64_RAX = 0 ...
 // UNW_X86_64_RIP = 16); the frame's register block uses GDB's amd64 order.
 static const int dwarf_to_gdb[NS_UNWIND_NREGS] = {
-	NS_REG_RAX, NS_REG_RDX, NS_REG_RCX, NS_REG_RBX, NS_REG_RSI, NS_REG_RDI,
-	NS_REG_RBP, NS_REG_RSP, NS_REG_R8,  NS_REG_R9,	NS_REG_R10, NS_REG_R11,
-	NS_REG_R12, NS_REG_R13, NS_REG_R14, NS_REG_R15, NS_REG_RIP,
+        NS_REG_RAX, NS_REG_RDX, NS_REG_RCX, NS_REG_RBX, NS_REG_RSI, NS_REG_RDI,
+        NS_REG_RBP, NS_REG_RSP, NS_REG_R8,  NS_REG_R9,  NS_REG_R10, NS_REG_R11,
+        NS_REG_R12, NS_REG_R13, NS_REG_R14, NS_REG_R15, NS_REG_RIP,
 };
 
 // Registers a callee preserves (System V psABI 3.2.1), plus rsp (the CFA) and rip
 // (the return address): the only ones that mean anything in a caller's frame.
 static const uint32_t caller_valid_mask =
-	1u << UNW_X86_64_RBX | 1u << UNW_X86_64_RBP | 1u << UNW_X86_64_RSP |
-	1u << UNW_X86_64_R12 | 1u << UNW_X86_64_R13 | 1u << UNW_X86_64_R14 |
-	1u << UNW_X86_64_R15 | 1u << UNW_X86_64_RIP;
+        1u << UNW_X86_64_RBX | 1u << UNW_X86_64_RBP | 1u << UNW_X86_64_RSP | 1u << UNW_X86_64_R12 |
+        1u << UNW_X86_64_R13 | 1u << UNW_X86_64_R14 | 1u << UNW_X86_64_R15 | 1u << UNW_X86_64_RIP;
 
 // Decode one encoded value of .eh_frame_hdr at buf[*pos] (buf holds the section's
 // first @len bytes, which start at runtime address @base). -1 if unsupported.
 static int read_encoded(const uint8_t *buf, size_t len, size_t *pos, uint8_t enc, uint64_t base,
-			uint64_t *out)
+                        uint64_t *out)
 {
 	size_t p = *pos, size;
 	uint64_t v = 0;
@@ -103,7 +102,7 @@ static int read_encoded(const uint8_t *buf, size_t len, size_t *pos, uint8_t enc
 }
 
 static int find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t *pi,
-			  int need_unwind_info, void *arg)
+                          int need_unwind_info, void *arg)
 {
 	struct ctx *cx = arg;
 	const struct ns_procmap_entry *e = ns_procmap_find(ns_viewmem__map(cx->vm), ip);
@@ -125,7 +124,7 @@ static int find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t *p
 	// address) table.
 	hdr_addr = bias + elf->eh_vaddr;
 	got = ns_viewmem_read(cx->vm, NULL, hdr_addr, hdr,
-			      elf->eh_size < sizeof(hdr) ? elf->eh_size : sizeof(hdr));
+	                      elf->eh_size < sizeof(hdr) ? elf->eh_size : sizeof(hdr));
 	if (got < 4 || hdr[0] != 1 || hdr[2] == PE_OMIT)
 		return -UNW_ENOINFO;
 	// libunwind's binary search reads only int32 pairs relative to the header.
@@ -170,8 +169,7 @@ static int get_dyn_info_list_addr(unw_addr_space_t as, unw_word_t *dilap, void *
 	return -UNW_ENOINFO;
 }
 
-static int access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *valp, int write,
-		      void *arg)
+static int access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *valp, int write, void *arg)
 {
 	struct ctx *cx = arg;
 	uint64_t v;
@@ -186,8 +184,7 @@ static int access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *valp, in
 }
 
 // Called for the initial frame only: libunwind computes callers' registers itself.
-static int access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *valp, int write,
-		      void *arg)
+static int access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *valp, int write, void *arg)
 {
 	struct ctx *cx = arg;
 	uint64_t v;
@@ -204,7 +201,7 @@ static int access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *valp, i
 }
 
 static int access_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write,
-			void *arg)
+                        void *arg)
 {
 	(void)as;
 	(void)reg;
@@ -223,7 +220,7 @@ static int resume(unw_addr_space_t as, unw_cursor_t *c, void *arg)
 }
 
 static int get_proc_name(unw_addr_space_t as, unw_word_t addr, char *buf, size_t len,
-			 unw_word_t *offp, void *arg)
+                         unw_word_t *offp, void *arg)
 {
 	(void)as;
 	(void)addr;
@@ -235,14 +232,14 @@ static int get_proc_name(unw_addr_space_t as, unw_word_t addr, char *buf, size_t
 }
 
 static unw_accessors_t accessors = {
-	.find_proc_info = find_proc_info,
-	.put_unwind_info = put_unwind_info,
-	.get_dyn_info_list_addr = get_dyn_info_list_addr,
-	.access_mem = access_mem,
-	.access_reg = access_reg,
-	.access_fpreg = access_fpreg,
-	.resume = resume,
-	.get_proc_name = get_proc_name,
+        .find_proc_info = find_proc_info,
+        .put_unwind_info = put_unwind_info,
+        .get_dyn_info_list_addr = get_dyn_info_list_addr,
+        .access_mem = access_mem,
+        .access_reg = access_reg,
+        .access_fpreg = access_fpreg,
+        .resume = resume,
+        .get_proc_name = get_proc_name,
 };
 
 static void record_caller(unw_cursor_t *c, struct ns_unwind_frame *f)
@@ -267,7 +264,7 @@ static bool seen(const struct ns_unwind_frame *fr, size_t n, uint64_t pc, uint64
 }
 
 struct ns_err *ns_unwind(const struct ns_frame *frame, struct ns_viewmem *vm, unsigned max,
-			 struct ns_arena *arena, struct ns_unwind_frame **frames, size_t *nframes)
+                         struct ns_arena *arena, struct ns_unwind_frame **frames, size_t *nframes)
 {
 	struct ctx cx = {.frame = frame, .vm = vm};
 	struct ns_unwind_frame *fr;
@@ -293,8 +290,8 @@ struct ns_err *ns_unwind(const struct ns_frame *frame, struct ns_viewmem *vm, un
 	}
 	if (!(fr[0].valid & 1u << UNW_X86_64_RIP) || !(fr[0].valid & 1u << UNW_X86_64_RSP))
 		return ns_err_create(NS_ERR_NOT_FOUND,
-				     "unwind: frame of tracepoint %u has no rip/rsp registers",
-				     frame->hdr.tp_id);
+		                     "unwind: frame of tracepoint %u has no rip/rsp registers",
+		                     frame->hdr.tp_id);
 	fr[0].pc = fr[0].regs[UNW_X86_64_RIP];
 
 	as = unw_create_addr_space(&accessors, 0);

@@ -20,7 +20,7 @@
 struct ns_procmap_entry {
 	uint64_t start, end, offset;
 	bool readable, writable, executable;
-	char *path; /* NULL for anonymous mappings; "[stack]" etc. kept as-is */
+	char *path;   /* NULL for anonymous mappings; "[stack]" etc. kept as-is */
 	bool deleted; /* path ends in " (deleted)" (kept in path): the file is gone */
 };
 
@@ -48,22 +48,23 @@ struct ns_err *ns_viewmem_create(const struct ns_procmap *map, struct ns_viewmem
 void ns_viewmem_destroy(struct ns_viewmem *vm);
 /** Bytes readable contiguously from @addr (0..len). @frame may be NULL. */
 size_t ns_viewmem_read(struct ns_viewmem *vm, const struct ns_frame *frame, uint64_t addr,
-		       void *dst, size_t len);
+                       void *dst, size_t len);
 
 enum { NS_UNWIND_NREGS = 17 }; /* DWARF x86-64 registers 0..16 (16 = return address/rip) */
 
 struct ns_unwind_frame {
-	uint64_t pc;	 /* for frames > 0 the return address */
-	uint64_t cfa;	 /* canonical frame address of this frame (SP before the call into it) */
+	uint64_t pc;  /* for frames > 0 the return address */
+	uint64_t cfa; /* canonical frame address of this frame (SP before the call into it) */
 	bool cfa_valid;
 	uint64_t regs[NS_UNWIND_NREGS]; /* DWARF numbering */
-	uint32_t valid;	 /* bit n: regs[n] is known (frame 0: all; callers: callee-saved + rsp + rip) */
+	uint32_t valid; /* bit n: regs[n] is known (frame 0: all; callers: callee-saved + rsp + rip)
+	                 */
 };
 
 /** Unwind @frame (needs its register block) up to @max frames. Frames come from
  * @arena. Stops quietly where the unwind info or the captured stack ends; returns at
  * least frame 0. */
 struct ns_err *ns_unwind(const struct ns_frame *frame, struct ns_viewmem *vm, unsigned max,
-			 struct ns_arena *arena, struct ns_unwind_frame **frames, size_t *nframes);
+                         struct ns_arena *arena, struct ns_unwind_frame **frames, size_t *nframes);
 
 #endif

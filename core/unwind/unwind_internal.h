@@ -19,9 +19,9 @@ struct ns_unwind__elf {
 	bool is_elf;
 	struct ns_unwind__load *loads; /* malloc'd, nloads entries */
 	size_t nloads;
-	uint64_t load_lo;	/* lowest PT_LOAD p_vaddr, rounded down to its page */
-	uint64_t load_hi;	/* highest PT_LOAD p_vaddr + p_memsz */
-	bool has_eh_frame_hdr;	/* PT_GNU_EH_FRAME present */
+	uint64_t load_lo;      /* lowest PT_LOAD p_vaddr, rounded down to its page */
+	uint64_t load_hi;      /* highest PT_LOAD p_vaddr + p_memsz */
+	bool has_eh_frame_hdr; /* PT_GNU_EH_FRAME present */
 	uint64_t eh_vaddr, eh_offset, eh_size;
 };
 
@@ -34,7 +34,7 @@ uint64_t ns_unwind__bias_from(const struct ns_procmap_entry *first, const struct
 
 /** The mapping of @path (also matching "<path> (deleted)") with file offset 0. */
 const struct ns_procmap_entry *ns_unwind__first_mapping(const struct ns_procmap *m,
-							const char *path);
+                                                        const char *path);
 
 /** The process map @vm was created with (its own copy). */
 const struct ns_procmap *ns_viewmem__map(const struct ns_viewmem *vm);

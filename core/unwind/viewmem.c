@@ -12,8 +12,8 @@
 #include "unwind/unwind_internal.h"
 
 struct vm_file {
-	char *path;	/* as in the map, " (deleted)" included */
-	int fd;		/* -1 if it could not be opened */
+	char *path; /* as in the map, " (deleted)" included */
+	int fd;     /* -1 if it could not be opened */
 	bool elf_tried;
 	struct ns_unwind__elf elf; /* is_elf false if not ELF */
 	bool bias_known;
@@ -21,7 +21,7 @@ struct vm_file {
 };
 
 struct ns_viewmem {
-	struct ns_procmap map; /* deep copy */
+	struct ns_procmap map;  /* deep copy */
 	struct vm_file **files; /* each allocated once: pointers stay valid */
 	size_t nfiles, cap;
 };
@@ -155,8 +155,7 @@ int ns_viewmem__bias(struct ns_viewmem *vm, const char *path, uint64_t *out)
 // Whether @addr lies in a PT_LOAD segment with PF_W: the loader may have written it
 // (relocations in RELRO, which is read-only again by now), so the file's bytes are
 // not what the process has. Otherwise clamps @len to stop at the next such segment.
-static bool in_written_segment(struct ns_viewmem *vm, struct vm_file *f, uint64_t addr,
-			       size_t *len)
+static bool in_written_segment(struct ns_viewmem *vm, struct vm_file *f, uint64_t addr, size_t *len)
 {
 	const struct ns_unwind__elf *e = file_elf(f);
 	uint64_t bias;
@@ -207,7 +206,7 @@ static size_t read_file_backed(struct ns_viewmem *vm, uint64_t addr, uint8_t *ds
 }
 
 size_t ns_viewmem_read(struct ns_viewmem *vm, const struct ns_frame *frame, uint64_t addr,
-		       void *dst, size_t len)
+                       void *dst, size_t len)
 {
 	uint8_t *out = dst;
 	size_t done = 0;

@@ -24,7 +24,7 @@ NS_TEST(test_mem__partial_read_stops_at_guard_page)
 {
 	long pg = sysconf(_SC_PAGESIZE);
 	char *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
+	               -1, 0);
 	NS_CHECK(m != MAP_FAILED);
 	mprotect(m + pg, (size_t)pg, PROT_NONE);
 	m[pg - 1] = 'z';

@@ -164,9 +164,9 @@ NS_TEST(test_procmap__load_bias_non_pie)
 	close(fd);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd),
-		 "echo 'int main(void){return 0;}' | cc -no-pie -x c - -o %s 2>&1 && "
-		 "readelf -lW %s | awk '$1==\"LOAD\"{print $3; exit}'",
-		 path, path);
+	         "echo 'int main(void){return 0;}' | cc -no-pie -x c - -o %s 2>&1 && "
+	         "readelf -lW %s | awk '$1==\"LOAD\"{print $3; exit}'",
+	         path, path);
 	char *out = ns_test_capture(cmd);
 	NS_CHECK(out != NULL);
 	uint64_t first_vaddr = out ? strtoull(out, NULL, 16) : 0;
@@ -174,9 +174,9 @@ NS_TEST(test_procmap__load_bias_non_pie)
 
 	char text[1024];
 	snprintf(text, sizeof(text),
-		 "00400000-00401000 r--p 00000000 fe:00 1234                       %s\n"
-		 "00401000-00402000 r-xp 00001000 fe:00 1234                       %s\n",
-		 path, path);
+	         "00400000-00401000 r--p 00000000 fe:00 1234                       %s\n"
+	         "00401000-00402000 r-xp 00001000 fe:00 1234                       %s\n",
+	         path, path);
 	struct ns_procmap m;
 	uint64_t bias = 1;
 	NS_CHECK_OK(ns_procmap_parse(text, &m));
@@ -190,11 +190,13 @@ NS_TEST(test_procmap__load_bias_non_pie)
 NS_TEST(test_procmap__handmade_paths)
 {
 	const char *text =
-		"7f0000001000-7f0000002000 r-xp 00001000 08:01 42                         /opt/My App/lib foo.so\n"
-		"7f0000000000-7f0000001000 r--p 00000000 08:01 42                         /opt/My App/lib foo.so\n"
-		"7f0000003000-7f0000004000 rw-p 00000000 00:00 0 \n"
-		"7f0000004000-7f0000005000 r--p 00000000 08:01 43    /tmp/gone lib.so (deleted)\n"
-		"7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]";
+	        "7f0000001000-7f0000002000 r-xp 00001000 08:01 42                         /opt/My "
+	        "App/lib foo.so\n"
+	        "7f0000000000-7f0000001000 r--p 00000000 08:01 42                         /opt/My "
+	        "App/lib foo.so\n"
+	        "7f0000003000-7f0000004000 rw-p 00000000 00:00 0 \n"
+	        "7f0000004000-7f0000005000 r--p 00000000 08:01 43    /tmp/gone lib.so (deleted)\n"
+	        "7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]";
 	struct ns_procmap m;
 	uint64_t bias = 0;
 
@@ -230,7 +232,7 @@ NS_TEST(test_procmap__malformed)
 {
 	struct ns_procmap m;
 	struct ns_err *err =
-		ns_procmap_parse("00400000-00401000 r-xp 0 08:01 42 /x\nbogus line\n", &m);
+	        ns_procmap_parse("00400000-00401000 r-xp 0 08:01 42 /x\nbogus line\n", &m);
 	NS_CHECK(err != NULL);
 	if (err) {
 		NS_CHECK_INT(err->code, NS_ERR_FORMAT);

@@ -28,28 +28,28 @@ static uint64_t cfa_c, cfa_b, cfa_a, ret_c, ret_b, ret_a, rbp_b;
 static volatile int sink;
 
 // GDB amd64 order: rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip (8 bytes each).
-#define CAPTURE_REGS(buf)                                                                          \
-	__asm__ volatile("movq %%rax, 0(%0)\n\t"                                                  \
-			 "movq %%rbx, 8(%0)\n\t"                                                  \
-			 "movq %%rcx, 16(%0)\n\t"                                                 \
-			 "movq %%rdx, 24(%0)\n\t"                                                 \
-			 "movq %%rsi, 32(%0)\n\t"                                                 \
-			 "movq %%rdi, 40(%0)\n\t"                                                 \
-			 "movq %%rbp, 48(%0)\n\t"                                                 \
-			 "movq %%rsp, 56(%0)\n\t"                                                 \
-			 "movq %%r8, 64(%0)\n\t"                                                  \
-			 "movq %%r9, 72(%0)\n\t"                                                  \
-			 "movq %%r10, 80(%0)\n\t"                                                 \
-			 "movq %%r11, 88(%0)\n\t"                                                 \
-			 "movq %%r12, 96(%0)\n\t"                                                 \
-			 "movq %%r13, 104(%0)\n\t"                                                \
-			 "movq %%r14, 112(%0)\n\t"                                                \
-			 "movq %%r15, 120(%0)\n\t"                                                \
-			 "leaq 0(%%rip), %%rax\n\t"                                               \
-			 "movq %%rax, 128(%0)\n\t"                                                \
-			 :                                                                        \
-			 : "r"(buf)                                                               \
-			 : "rax", "memory")
+#define CAPTURE_REGS(buf)                           \
+	__asm__ volatile("movq %%rax, 0(%0)\n\t"    \
+	                 "movq %%rbx, 8(%0)\n\t"    \
+	                 "movq %%rcx, 16(%0)\n\t"   \
+	                 "movq %%rdx, 24(%0)\n\t"   \
+	                 "movq %%rsi, 32(%0)\n\t"   \
+	                 "movq %%rdi, 40(%0)\n\t"   \
+	                 "movq %%rbp, 48(%0)\n\t"   \
+	                 "movq %%rsp, 56(%0)\n\t"   \
+	                 "movq %%r8, 64(%0)\n\t"    \
+	                 "movq %%r9, 72(%0)\n\t"    \
+	                 "movq %%r10, 80(%0)\n\t"   \
+	                 "movq %%r11, 88(%0)\n\t"   \
+	                 "movq %%r12, 96(%0)\n\t"   \
+	                 "movq %%r13, 104(%0)\n\t"  \
+	                 "movq %%r14, 112(%0)\n\t"  \
+	                 "movq %%r15, 120(%0)\n\t"  \
+	                 "leaq 0(%%rip), %%rax\n\t" \
+	                 "movq %%rax, 128(%0)\n\t"  \
+	                 :                          \
+	                 : "r"(buf)                 \
+	                 : "rax", "memory")
 
 // Raw stack bytes, redzones included: word by word, out of ASan's sight.
 __attribute__((no_sanitize_address)) static void copy_stack(void)
@@ -159,12 +159,12 @@ static size_t put_block(size_t off, uint8_t type, uint64_t addr, const void *pay
 static struct ns_frame make_frame(const uint64_t *regs, size_t mem_len)
 {
 	struct ns_frame_hdr h = {
-		.magic = NS_FRAME_MAGIC,
-		.version = NS_FRAME_VERSION,
-		.hdr_size = sizeof(h),
-		.tp_id = 7,
-		.addr = regs ? regs[NS_REG_RIP] : 0,
-		.tid = (uint64_t)gettid(),
+	        .magic = NS_FRAME_MAGIC,
+	        .version = NS_FRAME_VERSION,
+	        .hdr_size = sizeof(h),
+	        .tp_id = 7,
+	        .addr = regs ? regs[NS_REG_RIP] : 0,
+	        .tid = (uint64_t)gettid(),
 	};
 	size_t off = sizeof(h);
 	memset(frame_buf, 0, sizeof(frame_buf));
@@ -174,7 +174,7 @@ static struct ns_frame make_frame(const uint64_t *regs, size_t mem_len)
 	}
 	if (mem_len) {
 		off = put_block(off, NS_FRAME_BLOCK_MEM, cap_regs[NS_REG_RSP], stack_copy,
-				(uint32_t)mem_len);
+		                (uint32_t)mem_len);
 		h.nblocks++;
 	}
 	h.size = (uint32_t)off;
@@ -278,8 +278,7 @@ static void run_unwind(size_t mem_len, unsigned max, struct result *r)
 	ns_viewmem_destroy(vm);
 }
 
-static void check_chain(const char *a, const char *b, const char *c, const char *caller,
-			bool o0)
+static void check_chain(const char *a, const char *b, const char *c, const char *caller, bool o0)
 {
 	struct result r;
 	run_unwind(stack_len, 64, &r);
@@ -313,7 +312,7 @@ static void check_chain(const char *a, const char *b, const char *c, const char 
 	// Callers know callee-saved registers, rsp and rip only.
 	for (size_t i = 1; i < r.n; i++) {
 		NS_CHECK((r.fr[i].valid & (1u << 0 | 1u << 1 | 1u << 2 | 1u << 4 | 1u << 5 |
-					   1u << 8 | 1u << 9 | 1u << 10 | 1u << 11)) == 0);
+		                           1u << 8 | 1u << 9 | 1u << 10 | 1u << 11)) == 0);
 		NS_CHECK(r.fr[i].valid & (1u << 7 | 1u << 16));
 	}
 	if (o0) {
@@ -344,7 +343,7 @@ NS_TEST(test_unwind__o0_chain)
 	sink = 0;
 	unwind_test_a(1);
 	check_chain("unwind_test_a", "unwind_test_b", "unwind_test_c", "test_unwind__o0_chain",
-		    true);
+	            true);
 }
 
 NS_TEST(test_unwind__o2_chain_without_frame_pointers)
@@ -353,7 +352,7 @@ NS_TEST(test_unwind__o2_chain_without_frame_pointers)
 	sink = 0;
 	unwind_test_a_o2(1);
 	check_chain("unwind_test_a_o2", "unwind_test_b_o2", "unwind_test_c_o2",
-		    "test_unwind__o2_chain_without_frame_pointers", false);
+	            "test_unwind__o2_chain_without_frame_pointers", false);
 }
 
 NS_TEST(test_unwind__max_frames)

@@ -53,10 +53,10 @@ static uint8_t frame_buf[4096] __attribute__((aligned(8)));
 static struct ns_frame frame_with(uint64_t addr, const void *bytes, uint32_t len)
 {
 	struct ns_frame_hdr h = {
-		.magic = NS_FRAME_MAGIC,
-		.version = NS_FRAME_VERSION,
-		.hdr_size = sizeof(h),
-		.nblocks = 1,
+	        .magic = NS_FRAME_MAGIC,
+	        .version = NS_FRAME_VERSION,
+	        .hdr_size = sizeof(h),
+	        .nblocks = 1,
 	};
 	struct ns_frame_block b = {.type = NS_FRAME_BLOCK_MEM, .len = len, .addr = addr};
 	size_t off = sizeof(h);
@@ -82,15 +82,15 @@ NS_TEST(test_viewmem__file_backed_readonly)
 
 	memset(buf, 0, sizeof(buf));
 	NS_CHECK_INT(ns_viewmem_read(vm, NULL, (uintptr_t)rodata_msg, buf, sizeof(buf)),
-		     sizeof(buf));
+	             sizeof(buf));
 	NS_CHECK_STR(buf, rodata_msg);
 	// Code is not relocated on x86-64: the file's bytes are the live bytes.
 	NS_CHECK_INT(ns_viewmem_read(vm, NULL, (uintptr_t)&viewmem_test_fn, code, sizeof(code)),
-		     sizeof(code));
+	             sizeof(code));
 	NS_CHECK(memcmp(code, (const void *)&viewmem_test_fn, sizeof(code)) == 0);
 	// libc's code too (another file, another cached descriptor).
 	NS_CHECK_INT(ns_viewmem_read(vm, NULL, (uintptr_t)&strlen, code, sizeof(code)),
-		     sizeof(code));
+	             sizeof(code));
 	NS_CHECK(memcmp(code, (const void *)&strlen, sizeof(code)) == 0);
 	ns_viewmem_destroy(vm);
 	ns_procmap_deinit(&m);
@@ -130,8 +130,7 @@ NS_TEST(test_viewmem__frame_first_then_file)
 	// Captured bytes win over the file and continue into file bytes.
 	struct ns_frame f = frame_with((uintptr_t)rodata_msg, "HELL", 4);
 	memset(buf, 0, sizeof(buf));
-	NS_CHECK_INT(ns_viewmem_read(vm, &f, (uintptr_t)rodata_msg, buf, sizeof(buf)),
-		     sizeof(buf));
+	NS_CHECK_INT(ns_viewmem_read(vm, &f, (uintptr_t)rodata_msg, buf, sizeof(buf)), sizeof(buf));
 	NS_CHECK(memcmp(buf, "HELL", 4) == 0);
 	NS_CHECK_STR(buf + 4, rodata_msg + 4);
 
@@ -149,8 +148,8 @@ NS_TEST(test_viewmem__handmade_map_and_deleted_file)
 {
 	// The first page of any ELF file starts with "\x7f" "ELF" (ELF gABI, e_ident).
 	const char *text = "10000-11000 r--p 00000000 08:01 1                  /bin/sh\n"
-			   "20000-21000 r--p 00000000 08:01 2                  /bin/sh (deleted)\n"
-			   "30000-31000 rw-p 00000000 08:01 1                  /bin/sh\n";
+	                   "20000-21000 r--p 00000000 08:01 2                  /bin/sh (deleted)\n"
+	                   "30000-31000 rw-p 00000000 08:01 1                  /bin/sh\n";
 	struct ns_procmap m;
 	struct ns_viewmem *vm = NULL;
 	uint8_t buf[8];
@@ -159,7 +158,10 @@ NS_TEST(test_viewmem__handmade_map_and_deleted_file)
 	NS_CHECK_OK(ns_viewmem_create(&m, &vm));
 	ns_procmap_deinit(&m); // the viewmem has its own copy
 	NS_CHECK_INT(ns_viewmem_read(vm, NULL, 0x10000, buf, 4), 4);
-	NS_CHECK(memcmp(buf, "\x7f" "ELF", 4) == 0);
+	NS_CHECK(memcmp(buf,
+	                "\x7f"
+	                "ELF",
+	                4) == 0);
 	// Reads stop at the end of the mapping.
 	NS_CHECK_INT(ns_viewmem_read(vm, NULL, 0x10ffc, buf, 8), 4);
 	// Whatever has the name now is not what was mapped.
