@@ -274,8 +274,12 @@ static cJSON *stack_frame_json(struct session *s, struct snapshot *sn, size_t ca
 			cJSON_AddStringToObject(src, "name", basename_of(w.file));
 			cJSON_AddStringToObject(src, "path", w.file);
 		}
-		cJSON_AddNumberToObject(o, "line", w.line);
-		cJSON_AddNumberToObject(o, "column", w.column ? w.column : 1);
+		// Frame 0 is where the breakpoint's tracepoint sits: several line rows
+		// may share that address (gcc -O2 emits "33, 34, 33" at one pc), and the
+		// line the user set is the right one to show.
+		unsigned line = k == 0 ? bp_line(sn->bp) : w.line;
+		cJSON_AddNumberToObject(o, "line", line);
+		cJSON_AddNumberToObject(o, "column", w.column && line == w.line ? w.column : 1);
 	}
 	char ip[32];
 	snprintf(ip, sizeof(ip), "0x%" PRIx64, c->frames[k].pc);

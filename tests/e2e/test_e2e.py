@@ -254,6 +254,80 @@ def inventory_bad_breakpoints_have_messages():
     d.close()
 
 
+
+def frame_vars(d, frame_id):
+    out = {}
+    for sc in d.body('scopes', {'frameId': frame_id}).get('scopes', []):
+        for v in d.body('variables', {'variablesReference': sc['variablesReference']}).get('variables', []):
+            out.setdefault(v['name'], v)
+    return out
+
+
+def children(d, v):
+    ref = (v or {}).get('variablesReference', 0)
+    if not ref:
+        return {}
+    return {c['name']: c for c in d.body('variables', {'variablesReference': ref}).get('variables', [])}
+
+
+def check_inventory_snapshot(opt, cond):
+    line = tag_line('inventory.c', 'TAG_WEIGH_RETURN')
+    d, _, got = start(prog('inventory', opt), [], {'ROUNDS': '300', 'PAUSE_US': '200'}, source=src('inventory.c'),
+                      bps=[{'line': line, 'condition': cond}] if cond else [{'line': line}])
+    expect(got and got[0].get('verified'), 'snapshot verified', got)
+    d.req('configurationDone')
+    st = d.wait_event('stopped', timeout=60)
+    expect(st and st[0]['body'].get('reason') == 'snapshot' and st[0]['body'].get('allThreadsStopped') is False,
+           'stopped event for the snapshot', st[:1])
+    tid = st[0]['body']['threadId']
+    frames = d.body('stackTrace', {'threadId': tid}).get('stackFrames', [])
+    top = [(f['name'], f.get('source', {}).get('name'), f['line']) for f in frames[:3]]
+    expect([t[0] for t in top] == ['weigh', 'restock', 'worker'] and all(t[1] == 'inventory.c' for t in top),
+           'weigh <- restock <- worker with sources', top)
+    expect(top[0][2] == line and top[1][2] == tag_line('inventory.c', 'TAG_RESTOCK') and
+           top[2][2] == tag_line('inventory.c', 'restock(&s, it, qty);'), 'lines of the three frames', top)
+    w = frame_vars(d, frames[2]['id'])
+    r = int(w['r']['value'])
+    k = r % 4
+    wnum = int(w['w']['value']) if 'w' in w and w['w']['value'].isdigit() else None
+    s = children(d, w.get('s'))
+    expect(int(s['count']['value']) == r - 1, 'shelf count is r - 1', (r, s.get('count')))
+    if wnum is not None:
+        expect(s['label']['value'] == '"%s"' % ['north', 'south', 'east'][wnum], 'label through a pointer', s['label'])
+        items = children(d, w.get('items'))
+        it2 = children(d, items.get('[%d]' % k))
+        expect(it2.get('sku', {}).get('value') == '"SKU-%d-%d"' % (wnum, k), 'array of structs: sku', it2)
+        expect(it2.get('kind', {}).get('value') == ['BOOK', 'FOOD', 'TOOL'][k % 3], 'enum by name', it2)
+    bins = children(d, s.get('bins'))
+    expect(sorted(bins) == ['[0]', '[1]', '[2]'], 'array elements named [i]', bins)
+    w0 = frame_vars(d, frames[0]['id'])
+    if cond:
+        expect(w0['qty']['value'] == '17', 'qty', w0.get('qty'))
+        it = children(d, w0.get('it'))
+        expect(it['id']['value'] == '202' and it['sku']['value'] == '"SKU-2-2"' and it['kind']['value'] == 'TOOL',
+               'pointer to struct expands to its members', it)
+        u = children(d, it.get('u'))
+        expect(u['weight']['value'] == '0.75', 'union member', u)
+        expect(w0['grams']['value'] == '12750', 'grams', w0['grams'])
+    d.req('continue', {'threadId': tid})
+    ths = d.body('threads').get('threads', [])
+    expect(not any(t['id'] == tid for t in ths), 'continue dismisses the snapshot thread', ths)
+    finish(d)
+    stops = d.wait_event('stopped', timeout=1)
+    expect(len(stops) == 1, 'one stopped event per snapshot breakpoint', len(stops))
+    expect('restocked 300 300 300' in stdout_of(d), 'program ran to the end', stdout_of(d)[-100:])
+    d.close()
+
+
+@case
+def inventory_snapshot_O0():
+    check_inventory_snapshot('O0', 'qty == 17 && it->id == 202')
+
+
+@case
+def inventory_snapshot_O2_stack():
+    check_inventory_snapshot('O2', None)
+
 def stmt_addrs(program, source_name, line):
     out = subprocess.run(['objdump', '--dwarf=decodedline', program], capture_output=True, text=True).stdout
     return [int(f[2], 16) for f in (l.split() for l in out.split('\n'))
