@@ -37,6 +37,7 @@ struct target {
 	struct ns_rsp_conn *rsp;
 	pid_t stub_pid;      /* launch: the stub we started, else 0 */
 	int out_fd, err_fd;  /* launch: program's stdout/stderr pipes, -1 when closed */
+	int stub_err_fd;     /* attach by pid: the stub's stderr (relayed as console output) */
 	bool frames_pending; /* a %NsFrames notification arrived */
 	bool launched;
 	bool exited; /* W/X item seen */
@@ -57,6 +58,8 @@ struct launch_args {
 
 struct ns_err *target_launch(struct target *t, const struct launch_args *la);
 struct ns_err *target_attach(struct target *t, const char *hostport);
+/** Start nonstop-stub --attach @pid and connect to it over pipes. */
+struct ns_err *target_attach_pid(struct target *t, long pid);
 void target_close(struct target *t, bool kill_program);
 /** Send @req, return the reply (valid until the next RSP call). Notifications are noted. */
 struct ns_err *target_request(struct target *t, const char *req, struct ns_rsp_packet *reply);

@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 	}
 	struct session s;
 	memset(&s, 0, sizeof(s));
-	s.tgt.out_fd = s.tgt.err_fd = -1;
+	s.tgt.out_fd = s.tgt.err_fd = s.tgt.stub_err_fd = -1;
 	struct ns_err *err = ns_dap_conn_create(rfd, wfd, &s.dap);
 	if (err) {
 		fprintf(stderr, "nonstop-dap: %s\n", err->msg);

@@ -48,6 +48,7 @@ struct run {
 	bool json;
 	const char *adapter;
 	const char *attach;       /* host:port, or NULL to launch */
+	long pid;                 /* --pid: attach to this process (the adapter starts the stub) */
 	const char *adapter_path; /* what was started */
 	char **prog_argv;         /* PROGRAM ARGS... */
 	int prog_argc;
@@ -88,7 +89,8 @@ static void usage(FILE *f)
 	           "[--snapshot FILE:LINE[:CONDITION]]...\n"
 	           "               [--duration SECONDS] [--json] [--adapter PATH] "
 	           "-- PROGRAM ARGS...\n"
-	           "       dap-run --attach HOST:PORT [options]\n");
+	           "       dap-run --attach HOST:PORT [options]\n"
+	           "       dap-run --pid PID [options]\n");
 }
 
 static const char *base_name(const char *path)
@@ -193,6 +195,11 @@ static bool parse_spec(const char *arg, bool need_rest, struct spec *out)
 	return false;
 }
 
+static bool attaching(const struct run *r)
+{
+	return r->attach || r->pid;
+}
+
 /* Returns -1 to continue, else an exit status. */
 static int parse_args(int argc, char **argv, struct run *r)
 {
@@ -213,7 +220,8 @@ static int parse_args(int argc, char **argv, struct run *r)
 		} else if (a[0] != '-') {
 			break; // PROGRAM without "--"
 		} else if (!lp && !sn && strcmp(a, "--duration") != 0 &&
-		           strcmp(a, "--adapter") != 0 && strcmp(a, "--attach") != 0) {
+		           strcmp(a, "--adapter") != 0 && strcmp(a, "--attach") != 0 &&
+		           strcmp(a, "--pid") != 0) {
 			fprintf(stderr, "dap-run: unknown option %s\n", a);
 			usage(stderr);
 			return EXIT_ERROR;
@@ -240,6 +248,14 @@ static int parse_args(int argc, char **argv, struct run *r)
 		} else if (strcmp(a, "--adapter") == 0) {
 			r->adapter = val;
 			i++;
+		} else if (strcmp(a, "--pid") == 0) {
+			char *end;
+			r->pid = strtol(val, &end, 10);
+			if (*end || r->pid <= 0) {
+				fprintf(stderr, "dap-run: bad --pid '%s'\n", val);
+				return EXIT_ERROR;
+			}
+			i++;
 		} else { // --attach
 			r->attach = val;
 			i++;
@@ -247,13 +263,17 @@ static int parse_args(int argc, char **argv, struct run *r)
 	}
 	r->prog_argv = argv + i;
 	r->prog_argc = argc - i;
-	if (!r->attach && r->prog_argc == 0) {
+	if (r->attach && r->pid) {
+		fprintf(stderr, "dap-run: --attach and --pid exclude each other\n");
+		return EXIT_ERROR;
+	}
+	if (!attaching(r) && r->prog_argc == 0) {
 		fprintf(stderr, "dap-run: no PROGRAM to launch\n");
 		usage(stderr);
 		return EXIT_ERROR;
 	}
-	if (r->attach && r->prog_argc > 0) {
-		fprintf(stderr, "dap-run: --attach takes no PROGRAM\n");
+	if (attaching(r) && r->prog_argc > 0) {
+		fprintf(stderr, "dap-run: --attach and --pid take no PROGRAM\n");
 		return EXIT_ERROR;
 	}
 	return -1;
@@ -431,7 +451,7 @@ static struct ns_err *side_message(struct run *r, cJSON *msg)
 			r->launched = true;
 		else
 			err = ns_err_create(NS_ERR_PROTOCOL, "%s failed: %s",
-			                    r->attach ? "attach" : "launch",
+			                    attaching(r) ? "attach" : "launch",
 			                    ns_dap_get_str(msg, "message", "(no message)"));
 	} else if (strcmp(type, "request") == 0) {
 		// runInTerminal, startDebugging: nothing to run them in.
@@ -774,9 +794,11 @@ static struct ns_err *initialize(struct run *r)
 
 	args = cJSON_CreateObject();
 	cJSON_AddStringToObject(args, "type", "nonstop");
-	cJSON_AddStringToObject(args, "request", r->attach ? "attach" : "launch");
+	cJSON_AddStringToObject(args, "request", attaching(r) ? "attach" : "launch");
 	if (r->attach) {
 		cJSON_AddStringToObject(args, "target", r->attach);
+	} else if (r->pid) {
+		cJSON_AddNumberToObject(args, "pid", (double)r->pid);
 	} else {
 		char *prog = program_path(r->prog_argv[0]);
 		cJSON_AddStringToObject(args, "program", prog ? prog : r->prog_argv[0]);
@@ -790,7 +812,7 @@ static struct ns_err *initialize(struct run *r)
 	}
 	// The response may come before or after `initialized` (adapters differ), so it
 	// is not waited for here; side_message checks it whenever it arrives.
-	err = send_request(r, r->attach ? "attach" : "launch", args, &r->launch_seq);
+	err = send_request(r, attaching(r) ? "attach" : "launch", args, &r->launch_seq);
 	if (err)
 		return err;
 
@@ -929,7 +951,7 @@ static int session(struct run *r)
 		bool timed = r->deadline >= 0 && now_ms() >= r->deadline;
 		if (timed || interrupted) {
 			int sig = interrupted;
-			disconnect(r, !r->attach);
+			disconnect(r, !attaching(r));
 			return sig ? 128 + sig : r->error ? EXIT_ERROR : 0;
 		}
 		long long until = r->deadline >= 0 ? r->deadline : now_ms() + 1000;
@@ -948,7 +970,7 @@ static int session(struct run *r)
 		if (err)
 			goto fail;
 	}
-	disconnect(r, !r->attach);
+	disconnect(r, !attaching(r));
 	if (r->error)
 		return EXIT_ERROR;
 	return r->have_exit ? r->exit_code : 0;
@@ -956,7 +978,7 @@ static int session(struct run *r)
 fail:
 	if (interrupted) {
 		ns_err_destroy(err);
-		disconnect(r, !r->attach);
+		disconnect(r, !attaching(r));
 		return 128 + interrupted;
 	}
 	if (err->code == NS_ERR_CLOSED) {
@@ -973,7 +995,7 @@ fail:
 	} else {
 		fprintf(stderr, "dap-run: %s\n", err->msg);
 		if (err->code == NS_ERR_PROTOCOL && r->conn)
-			disconnect(r, !r->attach);
+			disconnect(r, !attaching(r));
 	}
 	ns_err_destroy(err);
 	return EXIT_SESSION;

@@ -181,6 +181,19 @@ struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *ar
 			out->cfa_offset = cfa.offset;
 		}
 		ns_err_destroy(err);
+		// Entry values (DW_OP_entry_value): the function's call sites and where our
+		// frame keeps the caller's registers. Errors leave them empty.
+		const struct ns_dwarf_call_site *sites = NULL;
+		size_t nsites = 0;
+		err = ns_dwarf_call_sites(s->dw, link, arena, &sites, &nsites);
+		if (!err) {
+			out->call_sites = sites;
+			out->ncall_sites = nsites;
+		}
+		ns_err_destroy(err);
+		err = ns_dwarf_reg_rules_at(s->dw, link, out->reg_rules);
+		out->reg_rules_known = !err;
+		ns_err_destroy(err);
 	}
 	out->locals = locals;
 	out->lookup_global = lookup_global;
@@ -369,18 +382,15 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 		return;
 	}
 	const char *target = ns_dap_get_str(args, "target", NULL);
-	if (!target) {
-		if (ns_dap_get_int(args, "pid", 0) > 0)
-			respond_err(s, req, "attach by pid is not supported yet: start the "
-					    "program under nonstop-stub --listen and attach with "
-					    "\"target\": \"host:port\"");
-		else
-			respond_err(s, req, "attach: 'target' (\"host:port\" of a nonstop-stub) "
-					    "is required");
+	long long pid = ns_dap_get_int(args, "pid", 0);
+	if (!target && pid <= 0) {
+		respond_err(s, req, "attach: needs 'pid' (a running process) or 'target' "
+				    "(\"host:port\" of a nonstop-stub)");
 		return;
 	}
 	s->attached = true;
-	struct ns_err *err = target_attach(&s->tgt, target);
+	struct ns_err *err = target ? target_attach(&s->tgt, target)
+				    : target_attach_pid(&s->tgt, (long)pid);
 	s->have_target = true;
 	if (err) {
 		respond_err(s, req, "%s", err->msg);
@@ -649,7 +659,7 @@ int session_run(struct session *s);
 int session_run(struct session *s)
 {
 	for (;;) {
-		struct pollfd p[4];
+		struct pollfd p[5];
 		int np = 0;
 		p[np++] = (struct pollfd){ns_dap_fd(s->dap), POLLIN, 0};
 		int rsp_i = -1, out_i = -1, err_i = -1;
@@ -664,6 +674,11 @@ int session_run(struct session *s)
 		if (s->tgt.err_fd >= 0) {
 			err_i = np;
 			p[np++] = (struct pollfd){s->tgt.err_fd, POLLIN, 0};
+		}
+		int serr_i = -1;
+		if (s->tgt.stub_err_fd >= 0) {
+			serr_i = np;
+			p[np++] = (struct pollfd){s->tgt.stub_err_fd, POLLIN, 0};
 		}
 		bool ready = ns_dap_buffered(s->dap) || (s->tgt.rsp && ns_rsp_buffered(s->tgt.rsp)) ||
 			     s->tgt.frames_pending;
@@ -712,6 +727,8 @@ int session_run(struct session *s)
 			pump_fd(s, &s->tgt.out_fd, "stdout");
 		if (err_i >= 0 && rc > 0 && p[err_i].revents && s->tgt.err_fd >= 0)
 			pump_fd(s, &s->tgt.err_fd, "stderr");
+		if (serr_i >= 0 && rc > 0 && p[serr_i].revents && s->tgt.stub_err_fd >= 0)
+			pump_fd(s, &s->tgt.stub_err_fd, "console");
 		if (s->have_target && s->tgt.exited && !s->exited_sent)
 			report_exit(s);
 	}

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +223,82 @@ struct ns_err *target_launch(struct target *t, const struct launch_args *la)
 	return NULL;
 }
 
+/* Everything the stub printed on stderr so far (it exits on failure), trimmed. */
+static char *stub_stderr(struct target *t)
+{
+	struct ns_strbuf sb;
+	ns_strbuf_init(&sb);
+	for (int i = 0; i < 100 && t->stub_err_fd >= 0; i++) {
+		struct pollfd p = {t->stub_err_fd, POLLIN, 0};
+		if (poll(&p, 1, 50) <= 0)
+			break;
+		char buf[4096];
+		ssize_t n = read(t->stub_err_fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		ns_strbuf_append(&sb, buf, (size_t)n);
+	}
+	while (sb.len && (sb.buf[sb.len - 1] == '\n' || sb.buf[sb.len - 1] == ' '))
+		sb.buf[--sb.len] = 0;
+	return ns_strbuf_steal(&sb);
+}
+
+struct ns_err *target_attach_pid(struct target *t, long pid)
+{
+	int to_stub[2] = {-1, -1}, from_stub[2] = {-1, -1}, errp[2] = {-1, -1};
+	char *stub = stub_path();
+	if (!stub)
+		return &ns_err_nomem;
+	if (pipe2(to_stub, O_CLOEXEC) || pipe2(from_stub, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+		struct ns_err *err = ns_err_errno(errno, "pipe");
+		free(stub);
+		return err;
+	}
+	char pidstr[32];
+	snprintf(pidstr, sizeof(pidstr), "%ld", pid);
+	char *argv[] = {stub, "--stdio", "--attach", pidstr, NULL};
+	pid_t child = fork();
+	if (child < 0) {
+		struct ns_err *err = ns_err_errno(errno, "fork");
+		free(stub);
+		return err;
+	}
+	if (child == 0) {
+		dup2(to_stub[0], 0);
+		dup2(from_stub[1], 1);
+		dup2(errp[1], 2);
+		execv(stub, argv);
+		dprintf(2, "cannot run %s: %s\n", stub, strerror(errno));
+		_exit(127);
+	}
+	free(stub);
+	close(to_stub[0]);
+	close(from_stub[1]);
+	close(errp[1]);
+	t->stub_pid = child;
+	t->stub_err_fd = errp[0];
+	struct ns_err *err = ns_rsp_conn_create(from_stub[0], to_stub[1], &t->rsp);
+	if (err) {
+		close(from_stub[0]);
+		close(to_stub[1]);
+		return err;
+	}
+	err = handshake(t);
+	if (err) {
+		// The stub says why (permissions, no such process, already traced...).
+		char *why = stub_stderr(t);
+		if (why && *why) {
+			ns_err_destroy(err);
+			err = ns_err_create(NS_ERR_INVALID, "%s", why);
+		} else {
+			err = ns_err_wrap(err, "attaching to process %ld", pid);
+		}
+		free(why);
+		return err;
+	}
+	return NULL;
+}
+
 struct ns_err *target_attach(struct target *t, const char *hostport)
 {
 	char host[256];
@@ -291,7 +368,9 @@ void target_close(struct target *t, bool kill_program)
 		close(t->out_fd);
 	if (t->err_fd >= 0)
 		close(t->err_fd);
-	t->out_fd = t->err_fd = -1;
+	if (t->stub_err_fd >= 0)
+		close(t->stub_err_fd);
+	t->out_fd = t->err_fd = t->stub_err_fd = -1;
 	free(t->exe_path);
 	t->exe_path = NULL;
 	if (t->map_loaded)
