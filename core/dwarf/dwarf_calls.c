@@ -248,7 +248,8 @@ static struct ns_err *walk(struct ns_dwarf *dw, Dwarf_Die parent, Dwarf_Off call
 			err = add_site(dw, child, tag, caller);
 		} else if (walk_tag(tag) && depth < 64) {
 			Dwarf_Off c = caller;
-			if (tag == DW_TAG_subprogram && dwarf_dieoffset(child, &c, &de) != DW_DLV_OK) {
+			if (tag == DW_TAG_subprogram &&
+			    dwarf_dieoffset(child, &c, &de) != DW_DLV_OK) {
 				ns_dwarf__drop(dw, de);
 				c = 0;
 			}

@@ -127,8 +127,8 @@ struct ns_err *ns_dwarf_reg_rules_at(struct ns_dwarf *dw, uint64_t pc,
 		Dwarf_Bool more = 0;
 		Dwarf_Error de = NULL;
 		int rc = dwarf_get_fde_info_for_reg3_b(fde, (Dwarf_Half)i, pc, &vtype, &relevant,
-		                                       &reg, &off, &block, &row_pc, &more,
-		                                       &next_pc, &de);
+		                                       &reg, &off, &block, &row_pc, &more, &next_pc,
+		                                       &de);
 		if (rc == DW_DLV_ERROR)
 			return ns_dwarf__err(dw, de, "evaluating register rule");
 		r[i].offset = 0;

@@ -178,11 +178,185 @@ static void emit_add_const(struct ns_ax_asm *a, int64_t off)
 	}
 }
 
+/* This frame's CFA (the scope's rule). */
+static struct ns_err *emit_cfa(struct ns_ax_asm *a, const struct ns_expr_scope *scope,
+                               const char *name)
+{
+	struct ns_err *err;
+	if (!scope || !scope->cfa_known)
+		return optimized_out(name, "frame base unknown");
+	if ((err = emit_reg(a, scope->cfa_reg, name)))
+		return err;
+	emit_add_const(a, scope->cfa_offset);
+	return NULL;
+}
+
+static bool callee_saved(unsigned dwreg)
+{
+	// System V x86-64: rbx, rbp, r12-r15 (rsp is the CFA itself).
+	return dwreg == 3 || dwreg == 6 || (dwreg >= 12 && dwreg <= 15);
+}
+
+/* DWARF register @dwreg as it was in the caller at the call (we are stopped in the
+ * callee): rsp is our CFA; a callee-saved register is ours unless our CFI saved it
+ * (then it is read from CFA + offset); anything else was clobbered. */
+static struct ns_err *emit_caller_reg(struct ns_ax_asm *a, const struct ns_expr_scope *scope,
+                                      unsigned dwreg, bool collect, const char *name)
+{
+	if (dwreg == 7)
+		return emit_cfa(a, scope, name);
+	if (!callee_saved(dwreg) || !scope || !scope->reg_rules_known)
+		return optimized_out(name, "the caller's register is not known");
+	const struct ns_dwarf_reg_rule *r = &scope->reg_rules[dwreg];
+	switch (r->kind) {
+	case NS_DWARF_RULE_SAME:
+	case NS_DWARF_RULE_UNDEFINED: // no rule for a callee-saved register: unchanged
+		return emit_reg(a, dwreg, name);
+	case NS_DWARF_RULE_OFFSET: {
+		struct ns_err *err = emit_cfa(a, scope, name);
+		if (err)
+			return err;
+		emit_add_const(a, r->offset);
+		if (collect)
+			ns_ax_emit_u8(a, NS_AX_TRACE_QUICK, 8);
+		ns_ax_emit(a, NS_AX_REF64);
+		return NULL;
+	}
+	default:
+		return optimized_out(name, "the caller's register is not known");
+	}
+}
+
+/* A register of the frame the expression describes: ours, or the caller's at @site. */
+static struct ns_err *emit_reg_ctx(struct ns_ax_asm *a, const struct ns_expr_scope *scope,
+                                   const struct ns_dwarf_call_site *site, unsigned dwreg,
+                                   bool collect, const char *name)
+{
+	return site ? emit_caller_reg(a, scope, dwreg, collect, name) : emit_reg(a, dwreg, name);
+}
+
 static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t loc_len,
                                 const uint8_t *frame_base, size_t frame_base_len,
                                 const struct ns_expr_scope *scope, bool collect, bool in_frame_base,
-                                const char *name, enum ns_expr_value_kind *kind,
-                                uint64_t *piece_out)
+                                const struct ns_dwarf_call_site *site, const char *name,
+                                enum ns_expr_value_kind *kind, uint64_t *piece_out);
+
+/* The DWARF register of an entry value's block: a single DW_OP_regN / DW_OP_regx. */
+static bool entry_reg(const uint8_t *p, size_t n, unsigned *out)
+{
+	struct cursor c = {p, p + n, false};
+	if (n == 1 && p[0] >= OP_reg0 && p[0] <= OP_reg31) {
+		*out = p[0] - OP_reg0;
+		return true;
+	}
+	if (n >= 2 && p[0] == OP_regx) {
+		c.p++;
+		uint64_t r = rd_uleb(&c);
+		if (c.bad || c.p != c.end || r > 0xffff)
+			return false;
+		*out = (unsigned)r;
+		return true;
+	}
+	return false;
+}
+
+/* The value of a call-site parameter, compiled in the caller's frame. */
+static struct ns_err *emit_site_value(struct ns_ax_asm *a, const struct ns_expr_scope *scope,
+                                      const struct ns_dwarf_call_site *site,
+                                      const struct ns_dwarf_call_param *p, bool collect,
+                                      const char *name)
+{
+	enum ns_expr_value_kind k;
+	uint64_t piece;
+	struct ns_err *err = emit_expr(a, p->value, p->value_len, site->caller_frame_base,
+	                               site->caller_frame_base_len, scope, collect, false, site,
+	                               name, &k, &piece);
+	if (!err && piece)
+		err = optimized_out(name, "the call site value is split into pieces");
+	return err;
+}
+
+/* DW_OP_entry_value(DW_OP_reg@dwreg), as GDB resolves it: find the call site whose
+ * return address is ours and evaluate the parameter's DW_AT_call_value in the
+ * caller's frame. The choice happens at run time (one test per site); no match
+ * faults deliberately (reads address 0). Leaves one value on the stack. */
+static struct ns_err *emit_entry_value(struct ns_ax_asm *a, const struct ns_expr_scope *scope,
+                                       unsigned dwreg, bool collect, const char *name)
+{
+	enum { MAX_SITES = 64 };
+	const struct ns_dwarf_call_site *usable[MAX_SITES];
+	const struct ns_dwarf_call_param *params[MAX_SITES];
+	size_t n = 0, jumps[MAX_SITES], ends[MAX_SITES];
+	int64_t ra_off = -8;
+	struct ns_err *err;
+
+	if (!scope || !scope->cfa_known || !scope->ncall_sites)
+		return optimized_out(name, "value only known at function entry");
+	if (scope->reg_rules_known) {
+		if (scope->reg_rules[16].kind != NS_DWARF_RULE_OFFSET)
+			return optimized_out(name, "return address not known");
+		ra_off = scope->reg_rules[16].offset;
+	}
+	for (size_t i = 0; i < scope->ncall_sites && n < MAX_SITES; i++) {
+		const struct ns_dwarf_call_site *site = &scope->call_sites[i];
+		const struct ns_dwarf_call_param *p = NULL;
+		for (size_t j = 0; j < site->nparams && !p; j++)
+			if (site->params[j].dwarf_reg == dwreg)
+				p = &site->params[j];
+		if (!p)
+			continue;
+		// Keep only sites whose value compiles in the caller's frame.
+		struct ns_ax_asm t;
+		ns_ax_asm_init(&t);
+		err = emit_site_value(&t, scope, site, p, collect, name);
+		ns_ax_asm_deinit(&t);
+		if (err) {
+			ns_err_destroy(err);
+			continue;
+		}
+		usable[n] = site;
+		params[n++] = p;
+	}
+	if (!n)
+		return optimized_out(name, "value only known at function entry, and no call site "
+		                           "gives it");
+	// [ra]
+	if ((err = emit_cfa(a, scope, name)))
+		return err;
+	emit_add_const(a, ra_off);
+	if (collect)
+		ns_ax_emit_u8(a, NS_AX_TRACE_QUICK, 8);
+	ns_ax_emit(a, NS_AX_REF64);
+	for (size_t i = 0; i < n; i++) {
+		ns_ax_emit(a, NS_AX_DUP);
+		ns_ax_emit_const(a, (int64_t)(usable[i]->return_pc + scope->load_bias));
+		ns_ax_emit(a, NS_AX_EQUAL);
+		jumps[i] = ns_ax_emit_jump(a, NS_AX_IF_GOTO);
+	}
+	// No call site matched: fault on purpose ([ra, x] like the other paths).
+	ns_ax_emit_const(a, 0);
+	ns_ax_emit(a, NS_AX_REF8);
+	size_t miss = ns_ax_emit_jump(a, NS_AX_GOTO);
+	for (size_t i = 0; i < n; i++) {
+		ns_ax_patch_jump(a, jumps[i], a->len);
+		if ((err = emit_site_value(a, scope, usable[i], params[i], collect, name)))
+			return err;
+		ends[i] = ns_ax_emit_jump(a, NS_AX_GOTO);
+	}
+	ns_ax_patch_jump(a, miss, a->len);
+	for (size_t i = 0; i < n; i++)
+		ns_ax_patch_jump(a, ends[i], a->len);
+	// [ra, value] -> [value]
+	ns_ax_emit(a, NS_AX_SWAP);
+	ns_ax_emit(a, NS_AX_POP);
+	return NULL;
+}
+
+static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t loc_len,
+                                const uint8_t *frame_base, size_t frame_base_len,
+                                const struct ns_expr_scope *scope, bool collect, bool in_frame_base,
+                                const struct ns_dwarf_call_site *site, const char *name,
+                                enum ns_expr_value_kind *kind, uint64_t *piece_out)
 {
 	struct cursor c = {loc, loc + loc_len, false};
 	unsigned depth = 0;
@@ -208,7 +382,8 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 			ns_ax_emit_const(a, op - OP_lit0);
 			depth++;
 		} else if (op >= OP_reg0 && op <= OP_reg31) {
-			if (depth != 0 || (err = emit_reg(a, op - OP_reg0, name)))
+			if (depth != 0 ||
+			    (err = emit_reg_ctx(a, scope, site, op - OP_reg0, collect, name)))
 				return depth ? optimized_out(name,
 				                             "unsupported location expression")
 				             : err;
@@ -218,13 +393,13 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 			uint64_t r = rd_uleb(&c);
 			if (c.bad || depth != 0 || r > 0xffff)
 				return optimized_out(name, "unsupported location expression");
-			if ((err = emit_reg(a, (unsigned)r, name)))
+			if ((err = emit_reg_ctx(a, scope, site, (unsigned)r, collect, name)))
 				return err;
 			depth++;
 			is_reg = done = true;
 		} else if (op >= OP_breg0 && op <= OP_breg31) {
 			int64_t off = rd_sleb(&c);
-			if ((err = emit_reg(a, op - OP_breg0, name)))
+			if ((err = emit_reg_ctx(a, scope, site, op - OP_breg0, collect, name)))
 				return err;
 			emit_add_const(a, off);
 			depth++;
@@ -233,7 +408,7 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 			int64_t off = rd_sleb(&c);
 			if (c.bad || r > 0xffff)
 				return optimized_out(name, "unsupported location expression");
-			if ((err = emit_reg(a, (unsigned)r, name)))
+			if ((err = emit_reg_ctx(a, scope, site, (unsigned)r, collect, name)))
 				return err;
 			emit_add_const(a, off);
 			depth++;
@@ -291,7 +466,8 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 					return optimized_out(name, "frame base unknown");
 				enum ns_expr_value_kind fk;
 				uint64_t fpiece;
-				if (frame_base_len == 1 && frame_base[0] == OP_call_frame_cfa) {
+				if (!site && frame_base_len == 1 &&
+				    frame_base[0] == OP_call_frame_cfa) {
 					// The usual gcc frame base: fold CFA offset and fbreg.
 					if (!scope || !scope->cfa_known)
 						return optimized_out(name, "frame base unknown");
@@ -305,18 +481,24 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 				// A register frame base (DW_OP_reg6) means the register's
 				// contents, so both kinds leave the base address on the stack.
 				if ((err = emit_expr(a, frame_base, frame_base_len, NULL, 0, scope,
-				                     collect, true, name, &fk, &fpiece)))
+				                     collect, true, site, name, &fk, &fpiece)))
 					return err;
 				emit_add_const(a, off);
 				depth++;
 				break;
 			}
 			case OP_call_frame_cfa:
-				if (!scope || !scope->cfa_known)
-					return optimized_out(name, "frame base unknown");
-				if ((err = emit_reg(a, scope->cfa_reg, name)))
+				if (site) {
+					// The caller's CFA, from its rule at the call.
+					if (!site->caller_cfa_known)
+						return optimized_out(name, "frame base unknown");
+					if ((err = emit_caller_reg(a, scope, site->caller_cfa.reg,
+					                           collect, name)))
+						return err;
+					emit_add_const(a, site->caller_cfa.offset);
+				} else if ((err = emit_cfa(a, scope, name))) {
 					return err;
-				emit_add_const(a, scope->cfa_offset);
+				}
 				depth++;
 				break;
 			case OP_plus_uconst: {
@@ -424,8 +606,24 @@ static struct ns_err *emit_expr(struct ns_ax_asm *a, const uint8_t *loc, size_t 
 				break;
 			}
 			case 0xa3: /* DW_OP_entry_value */
-			case 0xf3: /* DW_OP_GNU_entry_value */
-				return optimized_out(name, "value only known at function entry");
+			case 0xf3: /* DW_OP_GNU_entry_value */ {
+				uint64_t n = rd_uleb(&c);
+				unsigned reg;
+				if (c.bad || n > (size_t)(c.end - c.p))
+					return ns_err_create(
+					        NS_ERR_FORMAT,
+					        "truncated location expression of '%s'",
+					        vname(name));
+				const uint8_t *blk = c.p;
+				c.p += n;
+				if (site || in_frame_base || !entry_reg(blk, (size_t)n, &reg))
+					return optimized_out(name,
+					                     "value only known at function entry");
+				if ((err = emit_entry_value(a, scope, reg, collect, name)))
+					return err;
+				depth++;
+				break;
+			}
 			default:
 				return optimized_out(name, "unsupported location expression");
 			}
@@ -448,8 +646,8 @@ struct ns_err *ns_expr__emit_location(struct ns_ax_asm *a, const uint8_t *loc, s
                                       const char *name, enum ns_expr_value_kind *kind,
                                       uint64_t *piece_out)
 {
-	return emit_expr(a, loc, loc_len, frame_base, frame_base_len, scope, collect, false, name,
-	                 kind, piece_out);
+	return emit_expr(a, loc, loc_len, frame_base, frame_base_len, scope, collect, false, NULL,
+	                 name, kind, piece_out);
 }
 
 struct ns_err *ns_expr__finish(struct ns_ax_asm *a, struct ns_arena *arena, uint8_t **code,

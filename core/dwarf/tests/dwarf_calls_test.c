@@ -364,8 +364,8 @@ NS_TEST(test_dwarf_calls__reg_rules_vs_readelf)
 		static const char *const tags[] = {"TAG_BINS", "TAG_WEIGH_RETURN", "TAG_RESTOCK"};
 		for (size_t t = 0; t < 3; t++) {
 			struct ns_dwarf_bp_lines bl;
-			NS_CHECK_OK(ns_dwarf_breakpoint_addrs(dw, "inventory.c", tu_tag_line(tags[t]),
-			                                      &a, &bl));
+			NS_CHECK_OK(ns_dwarf_breakpoint_addrs(dw, "inventory.c",
+			                                      tu_tag_line(tags[t]), &a, &bl));
 			for (size_t i = 0; i < bl.n; i++)
 				check_rules_at(bin, dw, bl.locs[i].addr);
 		}
@@ -373,8 +373,8 @@ NS_TEST(test_dwarf_calls__reg_rules_vs_readelf)
 		const struct ns_dwarf_call_site *s;
 		size_t n = 0;
 		struct ns_dwarf_bp_lines bl;
-		NS_CHECK_OK(ns_dwarf_breakpoint_addrs(dw, "inventory.c", tu_tag_line("TAG_BINS"), &a,
-		                                      &bl));
+		NS_CHECK_OK(ns_dwarf_breakpoint_addrs(dw, "inventory.c", tu_tag_line("TAG_BINS"),
+		                                      &a, &bl));
 		if (bl.n && !ns_dwarf_call_sites(dw, bl.locs[0].addr, &a, &s, &n))
 			for (size_t k = 0; k < n; k++)
 				check_rules_at(bin, dw, s[k].return_pc - 1);
