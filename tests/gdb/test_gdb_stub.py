@@ -43,7 +43,7 @@ def main():
         results.append(ok)
         print(('ok   ' if ok else 'FAIL ') + 'test_gdb_stub__' + name + ('' if ok else '\n' + out[-2000:]))
 
-    threads = re.findall(r'Thread \d+\.\d+ \(running\)', out)
+    threads = re.findall(r'Thread \d+\.\d+\s+\(running\)', out)
     check('four_threads_all_running', len(threads) == 4)
     vals = [int(v) for v in re.findall(r'^\$\d+ = (\d+)$', out, re.M)]
     check('memory_reads_through_stub_while_running', len(vals) >= 2 and 0 < vals[0] < vals[1])
