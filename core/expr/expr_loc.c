@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "expr/expr_internal.h"
+#include "frame/frame.h"
 
 /* DWARF opcodes used here (DWARF 5 section 7.7.1). */
 enum {
@@ -56,38 +57,7 @@ enum {
 
 int ns_expr__dwarf_reg(unsigned dwreg)
 {
-	// System V x86-64 psABI, figure 3.36 "DWARF Register Number Mapping", to GDB's
-	// amd64 numbering (gdb/features/i386/64bit-core.xml) used by the `reg` opcode.
-	static const signed char map[] = {
-	        [0] = 0,   /* rax */[1] = 3, /* rdx */[2] = 2, /* rcx */[3] = 1, /* rbx */
-	        [4] = 4,   /* rsi */[5] = 5, /* rdi */[6] = 6, /* rbp */[7] = 7, /* rsp */
-	        [8] = 8,   [9] = 9,          [10] = 10,        [11] = 11,        [12] = 12,
-	        [13] = 13, [14] = 14,        [15] = 15,        [16] = 16, /* rip */
-	};
-	if (dwreg < sizeof(map))
-		return map[dwreg];
-	switch (dwreg) {
-	case 49:
-		return 17; /* rFLAGS */
-	case 50:
-		return 21; /* es */
-	case 51:
-		return 18; /* cs */
-	case 52:
-		return 19; /* ss */
-	case 53:
-		return 20; /* ds */
-	case 54:
-		return 22; /* fs */
-	case 55:
-		return 23; /* gs */
-	case 58:
-		return 24; /* fs.base */
-	case 59:
-		return 25; /* gs.base */
-	default:
-		return -1;
-	}
+	return ns_frame_dwarf_to_gdb_reg(dwreg);
 }
 
 struct cursor {

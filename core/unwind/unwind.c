@@ -37,12 +37,8 @@ struct ctx {
 };
 
 // libunwind's x86-64 register numbers are the DWARF ones (UNW_X86_64_RAX = 0 ...
-// UNW_X86_64_RIP = 16); the frame's register block uses GDB's amd64 order.
-static const int dwarf_to_gdb[NS_UNWIND_NREGS] = {
-        NS_REG_RAX, NS_REG_RDX, NS_REG_RCX, NS_REG_RBX, NS_REG_RSI, NS_REG_RDI,
-        NS_REG_RBP, NS_REG_RSP, NS_REG_R8,  NS_REG_R9,  NS_REG_R10, NS_REG_R11,
-        NS_REG_R12, NS_REG_R13, NS_REG_R14, NS_REG_R15, NS_REG_RIP,
-};
+// UNW_X86_64_RIP = 16); the frame's register block uses GDB's amd64 order
+// (ns_frame_dwarf_to_gdb_reg maps one to the other).
 
 // Registers a callee preserves (System V psABI 3.2.1), plus rsp (the CFA) and rip
 // (the return address): the only ones that mean anything in a caller's frame.
@@ -194,7 +190,7 @@ static int access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *valp, i
 		return -UNW_EINVAL;
 	if (reg < 0 || reg >= NS_UNWIND_NREGS)
 		return -UNW_EBADREG;
-	if (ns_frame_reg(cx->frame, (unsigned)dwarf_to_gdb[reg], &v) != 0)
+	if (ns_frame_reg(cx->frame, (unsigned)ns_frame_dwarf_to_gdb_reg((unsigned)reg), &v) != 0)
 		return -UNW_EBADREG;
 	*valp = v;
 	return 0;
@@ -283,7 +279,7 @@ struct ns_err *ns_unwind(const struct ns_frame *frame, struct ns_viewmem *vm, un
 	// Frame 0 straight from the register block: every captured register is real.
 	for (unsigned r = 0; r < NS_UNWIND_NREGS; r++) {
 		uint64_t v;
-		if (ns_frame_reg(frame, (unsigned)dwarf_to_gdb[r], &v) == 0) {
+		if (ns_frame_reg(frame, (unsigned)ns_frame_dwarf_to_gdb_reg((unsigned)r), &v) == 0) {
 			fr[0].regs[r] = v;
 			fr[0].valid |= 1u << r;
 		}
