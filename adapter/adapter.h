@@ -113,6 +113,9 @@ struct session {
 	bool client_supports_invalidated;
 	struct ns_dwarf *dw;
 	char *program_path; /* ELF with the DWARF */
+	/* launch/attach "debugInfo": directories with separate debug files (NULL-terminated,
+	 * malloc'd); set just before load_program, which takes and frees them. */
+	char **debug_dirs;
 	uint64_t load_bias;
 	struct ns_viewmem *vm;
 	/* breakpoints (breakpoints.c) */

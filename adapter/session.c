@@ -268,18 +268,59 @@ static void free_strv(char **v)
 	free(v);
 }
 
-/* Open DWARF for the program and work out where it is loaded. */
-static struct ns_err *load_program(struct session *s, const char *path)
+/* The launch/attach attribute "debugInfo": an array of directory names or one name.
+ * NULL if valid (*out set, NULL when absent), else the error text. */
+static const char *read_debug_info(const cJSON *args, char ***out)
 {
-	char real[PATH_MAX];
-	if (!realpath(path, real))
-		return ns_err_errno(errno, "program %s", path);
-	struct ns_err *err = ns_dwarf_open(real, &s->dw);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, "debugInfo"), *e;
+	size_t n = 0;
+
+	*out = NULL;
+	if (!v || cJSON_IsNull(v))
+		return NULL;
+	if (cJSON_IsString(v)) {
+		char **dirs = calloc(2, sizeof(char *));
+		if (!dirs || !(dirs[0] = strdup(v->valuestring))) {
+			free(dirs);
+			return "out of memory";
+		}
+		*out = dirs;
+		return NULL;
+	}
+	if (!cJSON_IsArray(v))
+		return "'debugInfo' must be an array of directory names";
+	cJSON_ArrayForEach(e, v)
+	{
+		if (!cJSON_IsString(e))
+			return "'debugInfo' must be an array of directory names";
+		n++;
+	}
+	char **dirs = calloc(n + 1, sizeof(char *));
+	if (!dirs)
+		return "out of memory";
+	n = 0;
+	cJSON_ArrayForEach(e, v)
+	{
+		if (!(dirs[n++] = strdup(e->valuestring))) {
+			free_strv(dirs);
+			return "out of memory";
+		}
+	}
+	*out = dirs;
+	return NULL;
+}
+
+/* DWARF of the ELF file @real (itself, or a separate debug file found through
+ * @dirs), checked against the build-id of the running program. */
+static struct ns_err *open_debug_info(struct session *s, const char *real, const char *const *dirs,
+                                      size_t ndirs, struct ns_dwarf **out)
+{
+	struct ns_dwarf *dw = NULL;
+	struct ns_err *err = ns_dwarf_open_separate(real, dirs, ndirs, &dw);
 	if (err)
 		return err;
-	s->program_path = strdup(real);
 	const uint8_t *id;
-	size_t idlen = ns_dwarf_build_id(s->dw, &id);
+	size_t idlen = ns_dwarf_build_id(dw, &id);
 	if (idlen && s->tgt.build_id_len &&
 	    (idlen != s->tgt.build_id_len || memcmp(id, s->tgt.build_id, idlen) != 0)) {
 		struct ns_strbuf a, b;
@@ -293,14 +334,61 @@ static struct ns_err *load_program(struct session *s, const char *path)
 				    real, ns_strbuf_str(&a), ns_strbuf_str(&b));
 		ns_strbuf_deinit(&a);
 		ns_strbuf_deinit(&b);
+		ns_dwarf_destroy(dw);
 		return err;
 	}
+	*out = dw;
+	return NULL;
+}
+
+/* Open DWARF for the program and work out where it is loaded. The binary is read
+ * through the path the stub reports (the file really running) first, then @path. */
+static struct ns_err *load_program(struct session *s, const char *path)
+{
+	char **dirs = s->debug_dirs;
+	size_t ndirs = 0;
+	s->debug_dirs = NULL;
+	while (dirs && dirs[ndirs])
+		ndirs++;
+
+	const char *tries[2] = {s->tgt.exe_path, path};
+	char real[2][PATH_MAX];
+	struct ns_err *first = NULL;
+	int used = -1;
+	for (int i = 0; i < 2 && used < 0; i++) {
+		struct ns_err *err;
+		if (!tries[i] || !*tries[i])
+			continue;
+		if (!realpath(tries[i], real[i])) {
+			if (i == 0)
+				continue; // e.g. a remote stub's path: use @path
+			err = ns_err_errno(errno, "program %s", tries[i]);
+		} else if (i == 1 && first && !strcmp(real[0], real[1])) {
+			continue; // the same file failed already
+		} else {
+			err = open_debug_info(s, real[i], (const char *const *)dirs, ndirs, &s->dw);
+			if (!err)
+				used = i;
+		}
+		if (!first)
+			first = err;
+		else
+			ns_err_destroy(err);
+	}
+	free_strv(dirs);
+	if (used < 0)
+		return first ? first : ns_err_create(NS_ERR_INVALID, "no program to debug");
+	ns_err_destroy(first);
+	const char *bin = real[used];
+	s->program_path = strdup(bin);
+	ns_log(NS_LOG_DEBUG, "program %s, debug info from %s", bin, ns_dwarf_debug_path(s->dw));
 	s->load_bias = 0;
 	if (ns_dwarf_is_dyn(s->dw)) {
-		const char *exe = s->tgt.exe_path ? s->tgt.exe_path : real;
+		const char *exe = s->tgt.exe_path ? s->tgt.exe_path : bin;
 		if (ns_procmap_load_bias(&s->tgt.map, exe, &s->load_bias) != 0 &&
-		    ns_procmap_load_bias(&s->tgt.map, real, &s->load_bias) != 0)
-			return ns_err_create(NS_ERR_NOT_FOUND, "%s is not mapped in the target", real);
+		    ns_procmap_load_bias(&s->tgt.map, bin, &s->load_bias) != 0)
+			return ns_err_create(NS_ERR_NOT_FOUND, "%s is not mapped in the target",
+			                     bin);
 	}
 	return ns_viewmem_create(&s->tgt.map, &s->vm);
 }
@@ -334,6 +422,13 @@ static void req_launch(void *ctx, const cJSON *req, const cJSON *args)
 		respond_err(s, req, "launch: 'program' (the path of the executable) is required");
 		return;
 	}
+	char **debug_dirs;
+	const char *dierr = read_debug_info(args, &debug_dirs);
+	if (dierr) {
+		respond_err(s, req, "launch: %s", dierr);
+		return;
+	}
+	free_strv(debug_dirs); // validated here, taken again once the program runs
 	const cJSON *jargs = ns_dap_get_arr(args, "args");
 	size_t n = jargs ? (size_t)cJSON_GetArraySize(jargs) : 0;
 	char **argv = calloc(n + 2, sizeof(char *));
@@ -371,6 +466,7 @@ static void req_launch(void *ctx, const cJSON *req, const cJSON *args)
 		ns_err_destroy(err);
 		return;
 	}
+	read_debug_info(args, &s->debug_dirs);
 	after_connect(s, req, program);
 }
 
@@ -388,6 +484,13 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 				    "(\"host:port\" of a nonstop-stub)");
 		return;
 	}
+	char **debug_dirs;
+	const char *dierr = read_debug_info(args, &debug_dirs);
+	if (dierr) {
+		respond_err(s, req, "attach: %s", dierr);
+		return;
+	}
+	free_strv(debug_dirs); // validated here, taken again once attached
 	s->attached = true;
 	struct ns_err *err = target ? target_attach(&s->tgt, target)
 				    : target_attach_pid(&s->tgt, (long)pid);
@@ -398,6 +501,7 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 		return;
 	}
 	const char *program = ns_dap_get_str(args, "program", s->tgt.exe_path);
+	read_debug_info(args, &s->debug_dirs);
 	after_connect(s, req, program ? program : "");
 }
 

@@ -98,6 +98,7 @@ enum ns_agent_msg_type {
 	NS_AGENT_MSG_REMOVE_ALL = 4, /* stub -> agent: none */
 	NS_AGENT_MSG_REPLY = 5,      /* agent -> stub: struct ns_agent_reply + text */
 	NS_AGENT_MSG_RESUME = 6,     /* stub -> agent: let a held program (HOLD=1) run; no reply */
+	NS_AGENT_MSG_SHM = 7,        /* stub -> agent (attach): header only, memfd in SCM_RIGHTS */
 };
 
 struct ns_agent_msg_hdr {
@@ -128,6 +129,21 @@ struct ns_agent_reply {
  * library calls it. @hold: wait for NS_AGENT_MSG_RESUME before returning. 0 on
  * success, -1 if the agent cannot run (the fds are closed). */
 int ns_agent_start(int ctl_fd, int shm_fd, int hold);
+
+/** Attach: an attaching stub (nonstop-stub --attach) injects the library with dlopen
+ * (the constructor stays inert) and calls this on the thread it interrupted. The agent
+ * connects to the abstract-namespace AF_UNIX SOCK_SEQPACKET socket "\0" @socket_name
+ * (@socket_name is given without the leading NUL and holds at most 100 bytes), receives
+ * one NS_AGENT_MSG_SHM message carrying the ring memfd (SCM_RIGHTS), and starts as
+ * ns_agent_start does (control thread, SIGTRAP handler, HELLO), never holding. It may
+ * be called again after the control connection ended (the previous stub went away):
+ * the new memfd replaces the old rings. Returns 0, -EBUSY while a previous control
+ * connection is still alive, or another negative errno. Never blocks longer than a
+ * few seconds. */
+int ns_agent_attach(const char *socket_name);
+
+/* Abstract socket names an attaching stub uses: NS_AGENT_ATTACH_PREFIX "<pid>-<random>". */
+#define NS_AGENT_ATTACH_PREFIX "nonstop-"
 
 /** Encode INSTALL for @tp into a malloc'd message. */
 struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,

@@ -18,6 +18,8 @@
 
 static __thread struct ns_agent_ring *my_ring TLS;
 static __thread uint32_t my_tid TLS;
+static __thread uint32_t my_gen TLS;             /* ns_agent__g.gen when claimed */
+static __thread struct ns_agent_shm *my_shm TLS; /* the mapping my_ring is in */
 
 enum { REC_HDR = 8, COND_ACTION = 0xffffffffu };
 
@@ -139,8 +141,14 @@ static int ax_trace_mem(void *ctx, uint64_t addr, size_t len, bool nul_stop)
 
 static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 {
-	if (my_ring)
+	// A re-attach replaces the rings (shm stored first, then gen bumped): my_ring is
+	// only good for the mapping and generation it was claimed in.
+	uint32_t gen = atomic_load_explicit(&ns_agent__g.gen, memory_order_acquire);
+	if (my_ring && my_gen == gen && my_shm == shm)
 		return my_ring;
+	my_ring = NULL;
+	my_gen = gen;
+	my_shm = shm;
 	uint32_t me = tid();
 	for (unsigned i = 0; i < shm->nrings; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
@@ -203,7 +211,7 @@ static void ring_commit(struct ns_agent_ring *r, uint8_t *rec, uint64_t head, si
 static bool begin_frame(struct hit *h, const struct ns_agent__tp *tp, uint64_t hit_count,
                         struct ns_agent_ring **ring_out, uint8_t **rec_out, uint64_t *head_out)
 {
-	struct ns_agent_shm *shm = ns_agent__g.shm;
+	struct ns_agent_shm *shm = __atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE);
 	struct ns_agent_ring *r = claim_ring(shm);
 	if (!r) {
 		atomic_fetch_add(&shm->dropped_no_ring, 1);
@@ -326,7 +334,8 @@ void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
 	struct hit h;
 	h.uc = uc;
 	h.addr = site->addr;
-	atomic_fetch_add_explicit(&ns_agent__g.shm->hits, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&__atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE)->hits, 1,
+	                          memory_order_relaxed);
 	for (unsigned i = 0; i < site->ntps; i++) {
 		struct ns_agent__tp *tp = site->tps[i];
 		const struct ns_rsp_tracepoint *d = &tp->def;

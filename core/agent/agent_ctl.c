@@ -49,6 +49,9 @@ static struct retired *retire_list;
 static sem_t hold_sem;
 static _Atomic bool hold_posted;
 static pthread_t ctl_thread;
+// From ns_agent__ctl_start until the control thread has cleaned up after its
+// connection ended (an attaching stub may then start a new one).
+static _Atomic bool ctl_running;
 
 /* ---- code writes ---- */
 
@@ -556,7 +559,13 @@ static void *ctl_main(void *arg)
 		usleep(1000);
 		reclaim();
 	}
+	atomic_store(&ctl_running, false);
 	return NULL;
+}
+
+bool ns_agent__ctl_running(void)
+{
+	return atomic_load(&ctl_running);
 }
 
 int ns_agent__ctl_start(void)
@@ -575,10 +584,13 @@ int ns_agent__ctl_start(void)
 	sigdelset(&all, SIGILL);
 	sigdelset(&all, SIGFPE);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	atomic_store(&ctl_running, true);
 	int rc = pthread_create(&ctl_thread, NULL, ctl_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
+	if (rc != 0) {
+		atomic_store(&ctl_running, false);
 		return -1;
+	}
 	pthread_detach(ctl_thread);
 	return 0;
 }
@@ -594,6 +606,7 @@ void ns_agent__atfork_child(void)
 	// The child has no control thread and must not write into the parent's rings:
 	// stop collecting and put the original code back (async-signal-safe calls only).
 	atomic_store(&ns_agent__g.collect, false);
+	atomic_store(&ctl_running, false); // the control thread is not forked
 	if (ns_agent__g.ctl_fd >= 0)
 		close(ns_agent__g.ctl_fd);
 	ns_agent__g.ctl_fd = -1;

@@ -51,6 +51,7 @@ struct ns_agent__state {
 	int mem_fd;            /* /proc/self/mem, O_RDWR: all code writes go through it */
 	_Atomic bool collect;  /* false in a forked child */
 	_Atomic long inflight; /* handlers running right now */
+	_Atomic uint32_t gen;  /* bumped when a re-attach replaces shm (stale TLS ring) */
 	struct sigaction old_trap;
 	struct ns_agent__entry table[NS_AGENT__TABLE_SIZE];
 };
@@ -69,6 +70,8 @@ int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *
 /* agent_ctl.c */
 /** Start the control thread on the state already set up. */
 int ns_agent__ctl_start(void);
+/** A control thread is running (its connection may still be alive). */
+bool ns_agent__ctl_running(void);
 /** Block until RESUME arrives (or the control socket closes). */
 void ns_agent__hold_wait(void);
 /** pthread_atfork child handler: restore code, stop collecting. */

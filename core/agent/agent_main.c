@@ -1,18 +1,22 @@
-/* libnonstop-agent.so entry: the constructor that runs when the stub preloads us.
- * Without NONSTOP_AGENT_FD it does nothing at all. */
+/* libnonstop-agent.so entry: the constructor that runs when the stub preloads us
+ * (without NONSTOP_AGENT_FD it does nothing at all), and ns_agent_attach, which an
+ * attaching stub calls after injecting us with dlopen. */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define AGENT_SONAME "libnonstop-agent.so"
@@ -90,7 +94,7 @@ static void scrub_preload(void)
 	free(out);
 }
 
-static struct ns_agent_shm *map_shm(int fd)
+static struct ns_agent_shm *map_shm(int fd, size_t *size_out)
 {
 	struct stat st;
 	if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct ns_agent_shm))
@@ -113,6 +117,7 @@ static struct ns_agent_shm *map_shm(int fd)
 		munmap(p, (size_t)st.st_size);
 		return NULL;
 	}
+	*size_out = (size_t)st.st_size;
 	return shm;
 }
 
@@ -127,49 +132,179 @@ static void send_hello(void)
 	send(ns_agent__g.ctl_fd, &h, sizeof(h), MSG_NOSIGNAL);
 }
 
-/** Start the agent on a control socket and a ring memfd (both taken over). The
- * constructor calls it for a launched program; an attaching stub may call it after
- * injecting the library. 0 on success, -1 if the agent cannot run (fds closed). */
-__attribute__((visibility("default"))) int ns_agent_start(int ctl_fd, int shm_fd, int hold)
+static size_t shm_map_size; // of ns_agent__g.shm
+static bool handler_installed;
+
+// Take over the rings (replacing an earlier attach's), the control socket, and start.
+static int run(int ctl_fd, struct ns_agent_shm *shm, size_t map_size, bool hold)
 {
-	if (ns_agent__g.shm)
-		return -1; // already running
-	struct ns_agent_shm *shm = map_shm(shm_fd);
-	close(shm_fd);
-	int mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-	if (!shm || mem_fd < 0) {
-		if (mem_fd >= 0)
-			close(mem_fd);
-		close(ctl_fd);
-		return -1;
+	if (ns_agent__g.mem_fd < 0) {
+		int mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+		if (mem_fd < 0) {
+			munmap(shm, map_size);
+			close(ctl_fd);
+			return -1;
+		}
+		ns_agent__g.mem_fd = hide_fd(mem_fd);
 	}
-	ns_agent__g.shm = shm;
+	struct ns_agent_shm *old = ns_agent__g.shm;
+	size_t old_size = shm_map_size;
+	// New mapping first, then the generation (agent_collect_sig.c, claim_ring).
+	__atomic_store_n(&ns_agent__g.shm, shm, __ATOMIC_RELEASE);
+	shm_map_size = map_size;
+	atomic_fetch_add(&ns_agent__g.gen, 1);
+	if (old) {
+		// Unmap the old rings once no handler can still be writing into them
+		// (leak them rather than wait long).
+		for (int i = 0; i < 100 && atomic_load(&ns_agent__g.inflight); i++)
+			usleep(1000);
+		if (!atomic_load(&ns_agent__g.inflight))
+			munmap(old, old_size);
+	}
 	ns_agent__g.ctl_fd = hide_fd(ctl_fd);
-	ns_agent__g.mem_fd = hide_fd(mem_fd);
 	atomic_store(&ns_agent__g.collect, true);
 
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = ns_agent__on_sigtrap;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
-	// Asynchronous signals wait until the handler is done, so the program's own
-	// handlers never run in the middle of a collection; synchronous ones stay
-	// deliverable (blocking them would kill the process on a fault).
-	sigfillset(&sa.sa_mask);
-	sigdelset(&sa.sa_mask, SIGTRAP);
-	sigdelset(&sa.sa_mask, SIGSEGV);
-	sigdelset(&sa.sa_mask, SIGBUS);
-	sigdelset(&sa.sa_mask, SIGILL);
-	sigdelset(&sa.sa_mask, SIGFPE);
-	if (sigaction(SIGTRAP, &sa, &ns_agent__g.old_trap) != 0)
-		return -1;
-	pthread_atfork(NULL, NULL, ns_agent__atfork_child);
+	if (!handler_installed) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = ns_agent__on_sigtrap;
+		sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
+		// Asynchronous signals wait until the handler is done, so the program's own
+		// handlers never run in the middle of a collection; synchronous ones stay
+		// deliverable (blocking them would kill the process on a fault).
+		sigfillset(&sa.sa_mask);
+		sigdelset(&sa.sa_mask, SIGTRAP);
+		sigdelset(&sa.sa_mask, SIGSEGV);
+		sigdelset(&sa.sa_mask, SIGBUS);
+		sigdelset(&sa.sa_mask, SIGILL);
+		sigdelset(&sa.sa_mask, SIGFPE);
+		if (sigaction(SIGTRAP, &sa, &ns_agent__g.old_trap) != 0)
+			return -1;
+		pthread_atfork(NULL, NULL, ns_agent__atfork_child);
+		handler_installed = true;
+	}
 	send_hello();
 	if (ns_agent__ctl_start() != 0)
 		return -1;
 	if (hold)
 		ns_agent__hold_wait();
 	return 0;
+}
+
+/** Start the agent on a control socket and a ring memfd (both taken over). The
+ * constructor calls it for a launched program. 0 on success, -1 if the agent cannot
+ * run (fds closed). */
+__attribute__((visibility("default"))) int ns_agent_start(int ctl_fd, int shm_fd, int hold)
+{
+	if (ns_agent__g.shm) {
+		close(ctl_fd);
+		close(shm_fd);
+		return -1; // already running
+	}
+	size_t size = 0;
+	struct ns_agent_shm *shm = map_shm(shm_fd, &size);
+	close(shm_fd);
+	if (!shm) {
+		close(ctl_fd);
+		return -1;
+	}
+	return run(ctl_fd, shm, size, hold);
+}
+
+// The previous control connection's peer has closed it.
+static bool peer_closed(int fd)
+{
+	if (fd < 0)
+		return true;
+	struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
+
+// The one NS_AGENT_MSG_SHM message and the memfd it carries; -errno on failure.
+static int recv_shm_fd(int sock)
+{
+	struct ns_agent_msg_hdr h;
+	struct iovec iov = {.iov_base = &h, .iov_len = sizeof(h)};
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = cbuf.buf,
+	                    .msg_controllen = sizeof(cbuf.buf)};
+	ssize_t n;
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	int fd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	if ((size_t)n < sizeof(h) || h.type != NS_AGENT_MSG_SHM || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	return fd;
+}
+
+__attribute__((visibility("default"))) int ns_agent_attach(const char *socket_name)
+{
+	size_t len = socket_name ? strlen(socket_name) : 0;
+	struct sockaddr_un sa;
+	if (len == 0 || len > 100 || len + 1 > sizeof(sa.sun_path))
+		return -EINVAL;
+	if (ns_agent__ctl_running()) {
+		// A stub that just went away: its control thread is cleaning up.
+		if (!peer_closed(ns_agent__g.ctl_fd))
+			return -EBUSY;
+		for (int i = 0; i < 2000 && ns_agent__ctl_running(); i++)
+			usleep(1000);
+		if (ns_agent__ctl_running())
+			return -EBUSY;
+	}
+	if (ns_agent__g.ctl_fd >= 0)
+		close(ns_agent__g.ctl_fd);
+	ns_agent__g.ctl_fd = -1;
+
+	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path + 1, socket_name, len); // sun_path[0] = 0: abstract
+	// Never hang the thread the stub interrupted: the stub answers at once.
+	struct timeval tv = {.tv_sec = 3};
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	int rc;
+	do
+		rc = connect(sock, (struct sockaddr *)&sa,
+		             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		int e = errno;
+		close(sock);
+		return -e;
+	}
+	int shm_fd = recv_shm_fd(sock);
+	if (shm_fd < 0) {
+		close(sock);
+		return shm_fd;
+	}
+	struct timeval none = {0};
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	size_t size = 0;
+	struct ns_agent_shm *shm = map_shm(shm_fd, &size);
+	close(shm_fd);
+	if (!shm) {
+		close(sock);
+		return -EPROTO;
+	}
+	return run(sock, shm, size, false) == 0 ? 0 : -EIO;
 }
 
 __attribute__((constructor)) static void agent_init(void)

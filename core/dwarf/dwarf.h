@@ -24,6 +24,25 @@ struct ns_dwarf;
 struct ns_err *ns_dwarf_open(const char *path, struct ns_dwarf **out);
 void ns_dwarf_destroy(struct ns_dwarf *dw);
 
+/** Open the DWARF of the program @binary, wherever it is (like gdb's "Separate Debug
+ * Files"): @binary itself if it has .debug_info; else, in this order, for each of the
+ * @ndirs @dirs and then /usr/lib/debug, D/.build-id/xx/rest.debug (xx = first byte of
+ * the build-id in hex); then by the .gnu_debuglink name N (its CRC32 checked):
+ * dirname(binary)/N, dirname(binary)/.debug/N, each D/N, D/dirname(binary)/N,
+ * /usr/lib/debug/dirname(binary)/N. A candidate whose build-id differs from the
+ * binary's is skipped; if no matching file is found after one was skipped:
+ * NS_ERR_INVALID "debug file F has build-id X but the program has build-id Y: refusing
+ * mismatched debug info" (or "... CRC mismatch ..." for a debuglink file without a
+ * build-id to compare). No debug info anywhere: NS_ERR_NOT_FOUND "no debug info for
+ * <binary> (looked in: ...)".
+ * With a separate file, DWARF queries (lines, scopes, types, call sites) read the debug
+ * file and ELF/CFI queries (build-id, is_dyn, read_vaddr, eh_frame_hdr, cfa_at,
+ * reg_rules_at) read @binary, whose .eh_frame a stripped program still has. */
+struct ns_err *ns_dwarf_open_separate(const char *binary, const char *const *dirs, size_t ndirs,
+                                      struct ns_dwarf **out);
+/** The file the DWARF comes from: the binary or its separate debug file. */
+const char *ns_dwarf_debug_path(struct ns_dwarf *dw);
+
 /* ---- ELF ---- */
 
 /** GNU build-id bytes (NT_GNU_BUILD_ID) or 0 if none; *@out borrowed. */

@@ -131,6 +131,11 @@ struct ns_dwarf {
 	struct ns_dwarf__csite *csites; /* malloc'd; params in arena */
 	size_t ncallees, callees_cap;
 	struct ns_dwarf__callee *callees; /* malloc'd cache of ns_dwarf_call_sites */
+
+	/* The program itself when the DWARF is in a separate debug file (@path):
+	 * owned; ELF queries go to it, and cie_data/fde_data (.eh_frame) were read
+	 * through exe->dbg (dwarf_debuglink.c). */
+	struct ns_dwarf *exe;
 };
 
 /* ---- dwarf_open.c ---- */

@@ -23,13 +23,17 @@ struct ns_err *ns_dwarf__err(struct ns_dwarf *dw, Dwarf_Error e, const char *wha
 	if (!e)
 		return ns_err_create(NS_ERR_FORMAT, "%s: %s: libdwarf error", dw->path, what);
 	err = ns_err_create(NS_ERR_FORMAT, "%s: %s: %s", dw->path, what, dwarf_errmsg(e));
-	dwarf_dealloc_error(dw->dbg, e);
+	// With a separate debug file the error may come from exe->dbg (CFI): freeing it
+	// through the other Dwarf_Debug would free it twice. libdwarf frees what is left
+	// at dwarf_finish, so keep it until then.
+	if (!dw->exe)
+		dwarf_dealloc_error(dw->dbg, e);
 	return err;
 }
 
 void ns_dwarf__drop(struct ns_dwarf *dw, Dwarf_Error e)
 {
-	if (e && dw->dbg)
+	if (e && dw->dbg && !dw->exe) // see ns_dwarf__err
 		dwarf_dealloc_error(dw->dbg, e);
 }
 
@@ -185,6 +189,14 @@ void ns_dwarf_destroy(struct ns_dwarf *dw)
 
 	if (!dw)
 		return;
+	if (dw->exe) {
+		// .eh_frame lists come from the program's Dwarf_Debug.
+		if ((dw->fde_data || dw->cie_data) && dw->exe->dbg)
+			dwarf_fde_cie_list_dealloc(dw->exe->dbg, dw->cie_data, dw->cie_count,
+			                           dw->fde_data, dw->fde_count);
+		dw->fde_data = NULL;
+		dw->cie_data = NULL;
+	}
 	if (dw->dbg) {
 		Dwarf_Error de = NULL;
 		if (dw->fde_data || dw->cie_data)
@@ -208,17 +220,27 @@ void ns_dwarf_destroy(struct ns_dwarf *dw)
 		close(dw->fd);
 	ns_arena_deinit(&dw->arena);
 	free(dw->path);
+	ns_dwarf_destroy(dw->exe);
 	free(dw);
+}
+
+const char *ns_dwarf_debug_path(struct ns_dwarf *dw)
+{
+	return dw->path;
 }
 
 size_t ns_dwarf_build_id(struct ns_dwarf *dw, const uint8_t **out)
 {
+	if (dw->exe)
+		return ns_dwarf_build_id(dw->exe, out);
 	*out = dw->build_id;
 	return dw->build_id_len;
 }
 
 bool ns_dwarf_is_dyn(struct ns_dwarf *dw)
 {
+	if (dw->exe)
+		return ns_dwarf_is_dyn(dw->exe);
 	return dw->is_dyn;
 }
 
@@ -226,6 +248,8 @@ size_t ns_dwarf_read_vaddr(struct ns_dwarf *dw, uint64_t vaddr, void *dst, size_
 {
 	size_t done = 0;
 
+	if (dw->exe) // a debug file's PT_LOAD segments point at NOBITS sections
+		return ns_dwarf_read_vaddr(dw->exe, vaddr, dst, len);
 	while (done < len) {
 		uint64_t a = vaddr + done, avail, want;
 		const struct ns_dwarf__phdr *seg = NULL;
@@ -258,6 +282,8 @@ struct ns_err *ns_dwarf_eh_frame_hdr(struct ns_dwarf *dw, uint64_t *vaddr, uint6
 {
 	size_t i;
 
+	if (dw->exe)
+		return ns_dwarf_eh_frame_hdr(dw->exe, vaddr, size);
 	for (i = 0; i < dw->nphdrs; i++) {
 		if (dw->phdrs[i].type == PT_GNU_EH_FRAME) {
 			*vaddr = dw->phdrs[i].vaddr;

@@ -44,13 +44,17 @@ struct ns_stub {
 	int stdout_fd, stderr_fd;
 	const char *agent_path;
 	char **argv;
+	pid_t attach_pid; /* --attach PID; 0: launch argv */
 
 	/* the program */
 	pid_t pid;
 	int pidfd; /* -1: poll with waitpid(WNOHANG) */
 	bool exited;
 	int wstatus;
-	bool held; /* launched with --hold and not resumed yet */
+	bool held;            /* launched with --hold and not resumed yet */
+	bool attached;        /* --attach: not our child, no waitpid */
+	bool exit_unknown;    /* attached program gone, exit status unknown (reported as X0) */
+	int64_t exit_seen_ms; /* attached: when the pidfd first said the program exited */
 	char exe[PATH_MAX];
 
 	/* the agent */
@@ -93,6 +97,9 @@ struct ns_stub {
 };
 
 /* stub_target.c */
+/** The agent library's absolute path (--agent, $NONSTOP_AGENT_LIB, ../lib/); false if
+ * it cannot be found. */
+bool ns_stub__agent_path(const struct ns_stub *s, char *out, size_t cap);
 struct ns_err *ns_stub__launch(struct ns_stub *s);
 /** Reap the program if it exited; true if it has exited (now or before). */
 bool ns_stub__check_exit(struct ns_stub *s);
@@ -104,7 +111,15 @@ struct ns_err *ns_stub__build_id(struct ns_stub *s, struct ns_strbuf *hex_out);
 /** Append the contents of /proc/PID/@file ("maps", "auxv") to @out. */
 struct ns_err *ns_stub__read_proc(struct ns_stub *s, const char *file, struct ns_strbuf *out);
 
+/* stub_attach.c */
+/** --attach: inject the agent into the running s->attach_pid (ptrace, one thread
+ * paused once) and connect to it; prints the pause on stderr. The target is left
+ * untouched on failure. */
+struct ns_err *ns_stub__attach(struct ns_stub *s);
+
 /* stub_agent.c */
+/** The ring memfd and its mapping (s->memfd, s->shm, s->scratch). */
+struct ns_err *ns_stub__agent_rings(struct ns_stub *s);
 struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd);
 /** Read and handle control messages that are ready (HELLO, stray replies). */
 void ns_stub__agent_input(struct ns_stub *s);

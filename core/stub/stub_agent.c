@@ -17,11 +17,8 @@
 #include "base/log.h"
 #include "frame/frame.h"
 
-struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd)
+struct ns_err *ns_stub__agent_rings(struct ns_stub *s)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return ns_err_errno(errno, "socketpair");
 	s->shm_size = ns_agent_shm_size(NS_AGENT_NRINGS, NS_AGENT_RING_BYTES);
 	s->memfd = memfd_create("nonstop-rings", MFD_CLOEXEC);
 	if (s->memfd < 0)
@@ -36,6 +33,17 @@ struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd)
 	s->scratch = malloc(NS_AGENT_MAX_FRAME);
 	if (!s->scratch)
 		return &ns_err_nomem;
+	return NULL;
+}
+
+struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd)
+{
+	struct ns_err *err = ns_stub__agent_rings(s);
+	if (err)
+		return err;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return ns_err_errno(errno, "socketpair");
 	s->ctl_fd = sv[0];
 	*child_fd = sv[1];
 	return NULL;

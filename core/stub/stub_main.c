@@ -1,10 +1,11 @@
-/* nonstop-stub: launches a program with libnonstop-agent.so preloaded and serves one
- * RSP client at a time (TCP or stdin/stdout). The program never stops: the client
- * gets tracepoint hits as trace frames, and when it goes away the tracepoints are
- * removed and the program runs on.
+/* nonstop-stub: launches a program with libnonstop-agent.so preloaded, or attaches to
+ * a running one and loads the agent into it, and serves one RSP client at a time (TCP
+ * or stdin/stdout). The program never stops: the client gets tracepoint hits as trace
+ * frames, and when it goes away the tracepoints are removed and the program runs on.
  *
  *   nonstop-stub [--listen HOST:PORT | --stdio] [--hold] [--stdout-fd N]
- *                [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS... */
+ *                [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...
+ *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH] */
 #define _GNU_SOURCE
 #include "stub/stub.h"
 
@@ -14,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +30,9 @@
 static void usage(void)
 {
 	fprintf(stderr, "usage: nonstop-stub [--listen HOST:PORT | --stdio] [--hold] "
-	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...\n");
+	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...\n"
+	                "       nonstop-stub --attach PID [--listen HOST:PORT | --stdio] "
+	                "[--agent PATH]\n");
 }
 
 static bool parse_fd(const char *s, int *out)
@@ -56,6 +60,12 @@ static bool parse_args(struct ns_stub *s, int argc, char **argv)
 			s->hold = true;
 		} else if (!strcmp(a, "--listen") && has_val) {
 			s->listen_addr = argv[++i];
+		} else if (!strcmp(a, "--attach") && has_val) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (!*argv[i] || *end || v <= 0 || v > INT32_MAX)
+				return false;
+			s->attach_pid = (pid_t)v;
 		} else if (!strcmp(a, "--agent") && has_val) {
 			s->agent_path = argv[++i];
 		} else if (!strcmp(a, "--stdout-fd") && has_val) {
@@ -71,7 +81,15 @@ static bool parse_args(struct ns_stub *s, int argc, char **argv)
 			break; // the program, without "--"
 		}
 	}
-	if (i >= argc || (s->use_stdio == (s->listen_addr != NULL)))
+	if (s->use_stdio == (s->listen_addr != NULL))
+		return false;
+	if (s->attach_pid) {
+		// The program is already running: its stdio and its start are its own.
+		if (i < argc || s->hold || s->stdout_fd >= 0 || s->stderr_fd >= 0)
+			return false;
+		return true;
+	}
+	if (i >= argc)
 		return false;
 	s->argv = argv + i;
 	return true;
@@ -142,7 +160,9 @@ static void leave(struct ns_stub *s, int code)
 static void on_exit_seen(struct ns_stub *s)
 {
 	ns_stub__drain(s);
-	if (WIFSIGNALED(s->wstatus))
+	if (s->exit_unknown)
+		ns_log(NS_LOG_INFO, "program exited (status unknown)");
+	else if (WIFSIGNALED(s->wstatus))
 		ns_log(NS_LOG_INFO, "program killed by signal %d", WTERMSIG(s->wstatus));
 	else
 		ns_log(NS_LOG_INFO, "program exited with code %d", WEXITSTATUS(s->wstatus));
@@ -231,7 +251,7 @@ int main(int argc, char **argv)
 	if (s->listen_addr)
 		err = listen_on(s->listen_addr, &s->listen_fd);
 	if (!err)
-		err = ns_stub__launch(s);
+		err = s->attach_pid ? ns_stub__attach(s) : ns_stub__launch(s);
 	if (err) {
 		fprintf(stderr, "nonstop-stub: %s\n", err->msg);
 		return 1;

@@ -269,7 +269,9 @@ static void qtp(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 
 static void exit_item(struct ns_stub *s, struct ns_strbuf *r)
 {
-	if (WIFSIGNALED(s->wstatus))
+	if (s->exit_unknown)
+		ns_strbuf_puts(r, "X0"); // an attached program's status could not be read
+	else if (WIFSIGNALED(s->wstatus))
 		ns_strbuf_printf(r, "X%x", WTERMSIG(s->wstatus));
 	else
 		ns_strbuf_printf(r, "W%x", WEXITSTATUS(s->wstatus));
@@ -493,7 +495,7 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 	} else if (!strcmp(p, "qsThreadInfo")) {
 		ns_strbuf_putc(&r, 'l');
 	} else if (prefix(p, "qAttached")) {
-		ns_strbuf_putc(&r, '0');
+		ns_strbuf_putc(&r, s->attached ? '1' : '0');
 	} else if (!strcmp(p, "qC")) {
 		ns_strbuf_printf(&r, "QCp%x.%x", s->pid, main_tid(s));
 	} else if (p[0] == 'H' && (p[1] == 'g' || p[1] == 'c')) {

@@ -7,14 +7,17 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -23,7 +26,7 @@ static const char *const own_vars[] = {"LD_PRELOAD=", NS_AGENT_ENV_FD "=", NS_AG
                                        NS_AGENT_ENV_HOLD "="};
 
 /* Resolve the agent: --agent, $NONSTOP_AGENT_LIB, <dir of our exe>/../lib/. */
-static bool agent_path(const struct ns_stub *s, char *out, size_t cap)
+bool ns_stub__agent_path(const struct ns_stub *s, char *out, size_t cap)
 {
 	const char *p = s->agent_path ? s->agent_path : getenv("NONSTOP_AGENT_LIB");
 	if (p && *p) {
@@ -140,7 +143,7 @@ struct ns_err *ns_stub__launch(struct ns_stub *s)
 {
 	char agent[PATH_MAX];
 	int ctl = -1;
-	bool have_agent = agent_path(s, agent, sizeof(agent));
+	bool have_agent = ns_stub__agent_path(s, agent, sizeof(agent));
 	if (!have_agent)
 		fprintf(stderr,
 		        "nonstop-stub: warning: agent library not found (%s): no tracepoints\n",
@@ -199,10 +202,67 @@ struct ns_err *ns_stub__launch(struct ns_stub *s)
 	return NULL;
 }
 
+#ifndef PIDFD_GET_INFO
+/* include/uapi/linux/pidfd.h (Linux 6.15): the first version of struct pidfd_info. */
+struct pidfd_info {
+	uint64_t mask;
+	uint64_t cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define PIDFD_INFO_EXIT (1ull << 3)
+#define PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info)
+#endif
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An attached program is not our child: the pidfd turns readable when it exits, and
+ * Linux 6.15+ tells the wait status once its parent has reaped it. Give the parent
+ * a moment, then report the exit with an unknown status. */
+static bool check_exit_attached(struct ns_stub *s)
+{
+	bool gone;
+	if (s->pidfd >= 0) {
+		struct pollfd p = {.fd = s->pidfd, .events = POLLIN};
+		gone = poll(&p, 1, 0) > 0;
+	} else {
+		gone = kill(s->pid, 0) != 0 && errno == ESRCH;
+	}
+	if (!gone)
+		return false;
+	int64_t now = now_ms();
+	if (!s->exit_seen_ms)
+		s->exit_seen_ms = now;
+	struct pidfd_info info;
+	memset(&info, 0, sizeof(info));
+	info.mask = PIDFD_INFO_EXIT;
+	if (s->pidfd >= 0 && ioctl(s->pidfd, PIDFD_GET_INFO, &info) == 0 &&
+	    (info.mask & PIDFD_INFO_EXIT)) {
+		s->wstatus = info.exit_code;
+	} else if (now - s->exit_seen_ms < 200) {
+		usleep(1000); // the pidfd stays readable: do not spin
+		return false;
+	} else {
+		s->exit_unknown = true;
+	}
+	s->exited = true;
+	if (s->pidfd >= 0)
+		close(s->pidfd);
+	s->pidfd = -1;
+	return true;
+}
+
 bool ns_stub__check_exit(struct ns_stub *s)
 {
 	if (s->exited)
 		return true;
+	if (s->attached)
+		return check_exit_attached(s);
 	int st;
 	pid_t r = waitpid(s->pid, &st, WNOHANG);
 	if (r == s->pid) {
@@ -220,6 +280,15 @@ void ns_stub__kill(struct ns_stub *s)
 	if (s->exited)
 		return;
 	kill(s->pid, SIGKILL);
+	if (s->attached) {
+		for (int i = 0; i < 2000 && !check_exit_attached(s); i++)
+			usleep(1000);
+		if (s->exit_unknown) { // we know how it ended
+			s->exit_unknown = false;
+			s->wstatus = SIGKILL;
+		}
+		return;
+	}
 	int st;
 	if (waitpid(s->pid, &st, 0) == s->pid) {
 		s->exited = true;

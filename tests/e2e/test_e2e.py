@@ -443,6 +443,74 @@ def malformed_input_never_crashes_the_adapter():
     expect(d.proc.returncode is not None and d.proc.returncode >= 0, 'clean exit, no crash', d.proc.returncode)
 
 
+@case
+def stripped_binary_with_debug_info_dir():
+    import shutil
+
+    def build_id(path):
+        out = subprocess.run(['readelf', '-n', path], capture_output=True, text=True).stdout
+        m = re.search(r'Build ID: ([0-9a-f]+)', out)
+        expect(m, 'readelf finds a build-id in %s' % path, out[-300:])
+        return m.group(1)
+
+    def launch(program, debug_info, rounds):
+        d = DAP([os.path.join(BIN, 'nonstop-dap')])
+        ALL_SESSIONS.append(d)
+        d.body('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop', 'linesStartAt1': True,
+                              'columnsStartAt1': True, 'pathFormat': 'path'})
+        s = d.req('launch', {'type': 'nonstop', 'request': 'launch', 'program': program,
+                             'args': [str(rounds)], 'cwd': TARGETS, 'env': {},
+                             'debugInfo': debug_info}, wait=False)
+        return d, d.wait_resp(s, timeout=60)
+
+    exe_dir = tempfile.mkdtemp(prefix='ns-e2e-stripped-')
+    dbg_dir = tempfile.mkdtemp(prefix='ns-e2e-debug-')
+    try:
+        orig = prog('ledger', 'O0')
+        exe = os.path.join(exe_dir, 'ledger')
+        subprocess.run(['objcopy', '--strip-debug', orig, exe], check=True)
+        sections = subprocess.run(['readelf', '-S', exe], capture_output=True, text=True).stdout
+        expect('.debug_info' not in sections and '.gnu_debuglink' not in sections,
+               'stripped copy has no DWARF and no debuglink')
+        bid = build_id(exe)
+        dbg = os.path.join(dbg_dir, '.build-id', bid[:2], bid[2:] + '.debug')
+        os.makedirs(os.path.dirname(dbg))
+        subprocess.run(['objcopy', '--only-keep-debug', orig, dbg], check=True)
+
+        line = tag_line('ledger.c', 'TAG_APPLY_MOVED')
+        d, r = launch(exe, [dbg_dir], 300)
+        expect(r and r.get('success'), 'launch of the stripped program succeeds', r)
+        expect(d.wait_event('initialized', timeout=30), 'initialized event')
+        got = d.body('setBreakpoints', {'source': {'path': src('ledger.c')}, 'breakpoints': [
+            {'line': line, 'logMessage': 'moved {t->amount} {t->from->name}'}]}).get('breakpoints', [])
+        expect(got and got[0].get('verified'), 'logpoint verified through the debug file', got)
+        finish(d)
+        printed = [l.split() for l in stdout_of(d).splitlines() if l.startswith('txn ')]
+        want = ['moved %s "acct-%s"\n' % (p[2], 'ABCD'[int(p[1]) % 4]) for p in printed if p[3] == '0']
+        have = [o['output'] for o in logpoints(d, 'moved ')]
+        expect(len(printed) == 300, 'program printed 300 transfers', len(printed))
+        expect(have == want, 'logpoint lines equal the transfers the program printed',
+               (have[:3], want[:3], len(have), len(want)))
+        d.close()
+
+        # Debug info of another build at the build-id path: refused, both ids named.
+        # (-D alone changes nothing gcc emits: the extra symbol changes the build-id.)
+        other = os.path.join(exe_dir, 'other')
+        subprocess.run(['gcc', '-g', '-O0', '-DNS_OTHER_BUILD', '-Wl,--defsym=ns_other_build=1',
+                        '-pthread', src('ledger.c'), '-o', other], check=True)
+        oid = build_id(other)
+        expect(oid != bid, 'the other build has another build-id', oid)
+        subprocess.run(['objcopy', '--only-keep-debug', other, dbg], check=True)
+        d, r = launch(exe, dbg_dir, 5)  # a single string is accepted too
+        expect(r is not None and not r.get('success'), 'launch with mismatched debug info fails', r)
+        msg = json.dumps(r)
+        expect(bid in msg and oid in msg, 'the error names both build-ids', msg[:600])
+        d.close()
+    finally:
+        shutil.rmtree(exe_dir, ignore_errors=True)
+        shutil.rmtree(dbg_dir, ignore_errors=True)
+
+
 def validate_all():
     try:
         import jsonschema
