@@ -511,6 +511,84 @@ def stripped_binary_with_debug_info_dir():
         shutil.rmtree(dbg_dir, ignore_errors=True)
 
 
+
+def attach_pid_session(pid, bps=None, source=None, extra=None):
+    d = DAP([os.path.join(BIN, 'nonstop-dap')])
+    ALL_SESSIONS.append(d)
+    d.req('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop', 'linesStartAt1': True})
+    args = {'type': 'nonstop', 'request': 'attach', 'pid': pid}
+    args.update(extra or {})
+    seq = d.req('attach', args, wait=False)
+    resp = d.wait_resp(seq, timeout=30)
+    ev = d.wait_event('initialized', timeout=30) if resp and resp.get('success') else None
+    got = []
+    if ev and bps is not None:
+        got = d.body('setBreakpoints', {'source': {'path': source}, 'breakpoints': bps}).get('breakpoints', [])
+    return d, resp, got
+
+
+def check_attach_pid(program):
+    """A program started on its own: attach by pid, logpoint + snapshot, disconnect;
+    the program's own output must equal an untraced run's."""
+    env = dict(os.environ, ROUNDS='1500', PAUSE_US='1000')
+    out = tempfile.NamedTemporaryFile(delete=False)
+    proc = subprocess.Popen([program], env=env, stdout=out, stderr=subprocess.DEVNULL, cwd=TARGETS)
+    try:
+        time.sleep(0.2)
+        line = tag_line('inventory.c', 'TAG_BINS')
+        snap_line = tag_line('inventory.c', 'TAG_WEIGH_RETURN')
+        d, resp, got = attach_pid_session(proc.pid, source=src('inventory.c'), bps=[
+            {'line': line, 'logMessage': 'att {it->sku} {qty}'},
+            {'line': snap_line, 'condition': 'qty == 17'}])
+        expect(resp and resp.get('success'), 'attach by pid accepted', resp)
+        expect(len(got) == 2 and all(b.get('verified') for b in got), 'breakpoints verified', got)
+        d.req('configurationDone')
+        hits = d.wait_event('output', count=30, timeout=30, pred=lambda e: e['body'].get('output', '').startswith('att '))
+        expect(len(hits) >= 30, 'logpoint hits from the attached program', len(hits))
+        for h in hits:
+            m = re.match(r'att "SKU-(\d)-(\d)" (\d+)\n$', h['body']['output'])
+            expect(m and 1 <= int(m.group(3)) <= 17, 'logpoint values', h['body']['output'])
+        st = d.wait_event('stopped', timeout=30)
+        expect(st, 'snapshot from the attached program')
+        frames = d.body('stackTrace', {'threadId': st[0]['body']['threadId']}).get('stackFrames', [])
+        expect([f['name'] for f in frames[:3]] == ['weigh', 'restock', 'worker'], 'snapshot stack', [f['name'] for f in frames[:4]])
+        expect(frame_vars(d, frames[0]['id']).get('qty', {}).get('value') == '17', 'snapshot local')
+        d.req('disconnect', {'terminateDebuggee': False})
+        d.close()
+        expect(proc.poll() is None, 'program still running after disconnect')
+        rc = proc.wait(timeout=60)
+        expect(rc == 0, 'program exit code 0', rc)
+        text = open(out.name).read()
+        plain = subprocess.run([program], env=env, capture_output=True, text=True, cwd=TARGETS, timeout=60).stdout
+        expect(text == plain, 'output byte-identical to an untraced run', (text, plain))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@case
+def attach_pid_O0_pie():
+    check_attach_pid(prog('inventory', 'O0'))
+
+
+@case
+def attach_pid_O2_pie():
+    check_attach_pid(prog('inventory', 'O2'))
+
+
+@case
+def attach_pid_O0_nopie():
+    check_attach_pid(os.path.join(TARGETS, 'inventory-nopie'))
+
+
+@case
+def attach_pid_refusals_are_clear():
+    d, resp, _ = attach_pid_session(999999999)
+    expect(resp and not resp['success'] and 'no such process' in json.dumps(resp).lower(),
+           'a pid that does not exist', resp)
+    d.close()
+
 def validate_all():
     try:
         import jsonschema
