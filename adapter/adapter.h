@@ -111,8 +111,10 @@ struct session {
 	bool have_target, configured, terminated_sent, exited_sent, disconnecting;
 	bool attached;
 	bool client_supports_invalidated;
-	struct ns_dwarf *dw;
-	char *program_path; /* ELF with the DWARF */
+	struct ns_dwarf *dw; /* the executable's (also mods[0].dw) */
+	char *program_path;  /* the executable */
+	struct module *mods; /* modules.c */
+	size_t nmods, mods_cap;
 	/* launch/attach "debugInfo": directories with separate debug files (NULL-terminated,
 	 * malloc'd); set just before load_program, which takes and frees them. */
 	char **debug_dirs;
@@ -147,6 +149,24 @@ size_t session_frame_read(void *ctx, uint64_t addr, void *dst, size_t len);
 /** Scope for compiling at runtime address @pc (link = pc - bias); fills @locals. */
 struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *arena,
                              struct ns_dwarf_scope *locals, struct ns_expr_scope *out);
+
+/* ---- modules.c: the executable and its shared objects ---- */
+
+struct module;
+/** Add modules newly present in s->tgt.map (the first call also adds the executable
+ * with s->dw) and rebuild the view memory. */
+struct ns_err *modules_refresh(struct session *s);
+/** Re-read the process map from the stub and refresh (after a dlopen, say). */
+void modules_reload_map(struct session *s);
+/** The module whose mappings contain runtime @pc, or NULL. */
+struct module *module_for_pc(struct session *s, uint64_t pc);
+/** Its DWARF, opened on first use (separate debug files included); NULL if none. */
+struct ns_dwarf *module_dwarf(struct session *s, struct module *m);
+size_t module_count(struct session *s);
+struct module *module_at(struct session *s, size_t i);
+uint64_t module_bias(const struct module *m);
+const char *module_path(const struct module *m);
+void modules_free(struct session *s);
 
 /* ---- breakpoints.c ---- */
 

@@ -392,6 +392,65 @@ static cJSON *bp_json(const struct bp *b)
 	return o;
 }
 
+/* Where @path:@line's tracepoints go in every module (the executable and the shared
+ * objects) whose line tables know the file; runtime addresses. The first module that
+ * has the line decides the resolved line. */
+static struct ns_err *resolve_lines(struct session *s, const char *path, unsigned line,
+                                    struct ns_arena *a, struct ns_dwarf_bp_lines *out)
+{
+	struct ns_err *best = NULL;
+	size_t n = 0, cap = 0;
+	struct ns_dwarf_bp_loc *locs = NULL;
+	unsigned resolved = 0;
+	for (size_t mi = 0; mi < module_count(s); mi++) {
+		struct module *m = module_at(s, mi);
+		struct ns_dwarf *dw = module_dwarf(s, m);
+		if (!dw)
+			continue;
+		struct ns_dwarf_bp_lines lines;
+		struct ns_err *err = ns_dwarf_breakpoint_addrs(dw, path, line, a, &lines);
+		if (err) {
+			// Keep the most telling error: "line N has no code" beats "no file".
+			if (!best || (strncmp(best->msg, "no file", 7) == 0 &&
+			              strncmp(err->msg, "no file", 7) != 0)) {
+				ns_err_destroy(best);
+				best = err;
+			} else {
+				ns_err_destroy(err);
+			}
+			continue;
+		}
+		if (!resolved)
+			resolved = lines.line;
+		else if (lines.line != resolved)
+			continue;
+		if (n + lines.n > cap) {
+			size_t nc = (n + lines.n) * 2;
+			struct ns_dwarf_bp_loc *nv = ns_arena_calloc(a, nc, sizeof(*nv));
+			if (!nv) {
+				ns_err_destroy(best);
+				return &ns_err_nomem;
+			}
+			if (n)
+				memcpy(nv, locs, n * sizeof(*nv));
+			locs = nv;
+			cap = nc;
+		}
+		for (size_t i = 0; i < lines.n; i++) {
+			locs[n] = lines.locs[i];
+			locs[n++].addr += module_bias(m);
+		}
+		out->file = lines.file;
+	}
+	if (!n)
+		return best ? best : ns_err_create(NS_ERR_NOT_FOUND, "no file %s in the program", path);
+	ns_err_destroy(best);
+	out->line = resolved;
+	out->n = n;
+	out->locs = locs;
+	return NULL;
+}
+
 static struct bp *create_bp(struct session *s, const char *path, const cJSON *jbp)
 {
 	struct bp *b = calloc(1, sizeof(*b));
@@ -408,7 +467,13 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 		return b;
 	}
 	struct ns_dwarf_bp_lines lines;
-	struct ns_err *err = ns_dwarf_breakpoint_addrs(s->dw, path, b->req_line, &b->arena, &lines);
+	struct ns_err *err = resolve_lines(s, path, b->req_line, &b->arena, &lines);
+	if (err && err->code == NS_ERR_NOT_FOUND) {
+		// Perhaps in a library loaded since the map was read (dlopen).
+		ns_err_destroy(err);
+		modules_reload_map(s);
+		err = resolve_lines(s, path, b->req_line, &b->arena, &lines);
+	}
 	if (err) {
 		b->message = strdup(err->msg);
 		ns_err_destroy(err);
@@ -427,7 +492,7 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 	for (size_t i = 0; i < lines.n; i++) {
 		struct tp_loc *l = &b->locs[i];
 		l->num = ++s->next_tp_num;
-		l->addr = lines.locs[i].addr + s->load_bias;
+		l->addr = lines.locs[i].addr; // runtime: resolve_lines added the bias
 		char *m = s->tgt.rsp ? install_loc(s, b, l, jbp)
 		                     : strdup("not connected to the target");
 		if (m) {

@@ -136,7 +136,7 @@ struct ns_err *session_eval(struct session *s, const struct ns_expr_prog *prog,
 }
 
 struct scope_ctx {
-	struct session *s;
+	struct ns_dwarf *dw;
 	uint64_t link_pc;
 };
 
@@ -144,13 +144,13 @@ static struct ns_err *lookup_global(void *ctx, const char *name, struct ns_arena
 				    struct ns_dwarf_var *out)
 {
 	struct scope_ctx *sc = ctx;
-	return ns_dwarf_global(sc->s->dw, name, sc->link_pc, arena, out);
+	return ns_dwarf_global(sc->dw, name, sc->link_pc, arena, out);
 }
 
 static struct ns_dwarf_type *lookup_type(void *ctx, const char *name)
 {
 	struct scope_ctx *sc = ctx;
-	return ns_dwarf_find_type(sc->s->dw, name, sc->link_pc);
+	return ns_dwarf_find_type(sc->dw, name, sc->link_pc);
 }
 
 struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *arena,
@@ -158,23 +158,34 @@ struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *ar
 {
 	if (!s->dw)
 		return ns_err_create(NS_ERR_NOT_FOUND, "no debug information loaded");
-	uint64_t link = pc - s->load_bias;
+	// The module containing pc; without a pc (live evaluate), the executable.
+	struct module *m = pc ? module_for_pc(s, pc) : NULL;
+	struct ns_dwarf *dw = m ? module_dwarf(s, m) : NULL;
+	uint64_t bias = m ? module_bias(m) : s->load_bias;
+	if (!dw) {
+		if (pc && m)
+			return ns_err_create(NS_ERR_NOT_FOUND, "no debug information for %s",
+					     module_path(m));
+		dw = s->dw;
+		bias = s->load_bias;
+	}
+	uint64_t link = pc - bias;
 	struct scope_ctx *sc = ns_arena_alloc(arena, sizeof(*sc));
 	if (!sc)
 		return &ns_err_nomem;
-	sc->s = s;
+	sc->dw = dw;
 	sc->link_pc = link;
 	memset(locals, 0, sizeof(*locals));
 	memset(out, 0, sizeof(*out));
 	if (pc) {
-		struct ns_err *err = ns_dwarf_scope_at(s->dw, link, arena, locals);
+		struct ns_err *err = ns_dwarf_scope_at(dw, link, arena, locals);
 		if (err) {
 			if (err->code != NS_ERR_NOT_FOUND)
 				return err;
 			ns_err_destroy(err);
 		}
 		struct ns_dwarf_cfa cfa;
-		err = ns_dwarf_cfa_at(s->dw, link, &cfa);
+		err = ns_dwarf_cfa_at(dw, link, &cfa);
 		if (!err) {
 			out->cfa_known = true;
 			out->cfa_reg = cfa.reg;
@@ -185,13 +196,13 @@ struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *ar
 		// frame keeps the caller's registers. Errors leave them empty.
 		const struct ns_dwarf_call_site *sites = NULL;
 		size_t nsites = 0;
-		err = ns_dwarf_call_sites(s->dw, link, arena, &sites, &nsites);
+		err = ns_dwarf_call_sites(dw, link, arena, &sites, &nsites);
 		if (!err) {
 			out->call_sites = sites;
 			out->ncall_sites = nsites;
 		}
 		ns_err_destroy(err);
-		err = ns_dwarf_reg_rules_at(s->dw, link, out->reg_rules);
+		err = ns_dwarf_reg_rules_at(dw, link, out->reg_rules);
 		out->reg_rules_known = !err;
 		ns_err_destroy(err);
 	}
@@ -199,7 +210,7 @@ struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *ar
 	out->lookup_global = lookup_global;
 	out->lookup_type = lookup_type;
 	out->ctx = sc;
-	out->load_bias = s->load_bias;
+	out->load_bias = bias;
 	return NULL;
 }
 
@@ -345,9 +356,8 @@ static struct ns_err *open_debug_info(struct session *s, const char *real, const
  * through the path the stub reports (the file really running) first, then @path. */
 static struct ns_err *load_program(struct session *s, const char *path)
 {
-	char **dirs = s->debug_dirs;
+	char **dirs = s->debug_dirs; // kept: shared libraries are looked up with them too
 	size_t ndirs = 0;
-	s->debug_dirs = NULL;
 	while (dirs && dirs[ndirs])
 		ndirs++;
 
@@ -375,7 +385,6 @@ static struct ns_err *load_program(struct session *s, const char *path)
 		else
 			ns_err_destroy(err);
 	}
-	free_strv(dirs);
 	if (used < 0)
 		return first ? first : ns_err_create(NS_ERR_INVALID, "no program to debug");
 	ns_err_destroy(first);
@@ -390,7 +399,7 @@ static struct ns_err *load_program(struct session *s, const char *path)
 			return ns_err_create(NS_ERR_NOT_FOUND, "%s is not mapped in the target",
 			                     bin);
 	}
-	return ns_viewmem_create(&s->tgt.map, &s->vm);
+	return modules_refresh(s);
 }
 
 static void after_connect(struct session *s, const cJSON *req, const char *program)
@@ -847,7 +856,9 @@ void session_deinit(struct session *s)
 	snap_free_all(s);
 	bp_free_all(s);
 	ns_viewmem_destroy(s->vm);
+	modules_free(s);
 	ns_dwarf_destroy(s->dw);
+	free_strv(s->debug_dirs);
 	free(s->program_path);
 	free(s->refs);
 }

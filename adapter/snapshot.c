@@ -254,8 +254,10 @@ static cJSON *stack_frame_json(struct session *s, struct snapshot *sn, size_t ca
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddNumberToObject(o, "id", (double)frame_id(sn, cap, k));
 	struct ns_dwarf_where w = {0};
-	struct ns_err *err = s->dw ? ns_dwarf_where(s->dw, pc - s->load_bias, a, &w)
-	                           : ns_err_create(NS_ERR_NOT_FOUND, "no debug info");
+	struct module *mod = module_for_pc(s, pc);
+	struct ns_dwarf *mdw = mod ? module_dwarf(s, mod) : NULL;
+	struct ns_err *err = mdw ? ns_dwarf_where(mdw, pc - module_bias(mod), a, &w)
+	                         : ns_err_create(NS_ERR_NOT_FOUND, "no debug info");
 	if (err) {
 		ns_err_destroy(err);
 		const struct ns_procmap_entry *m = ns_procmap_find(&s->tgt.map, c->frames[k].pc);

@@ -589,6 +589,79 @@ def attach_pid_refusals_are_clear():
            'a pid that does not exist', resp)
     d.close()
 
+
+def geom_expected(n):
+    rows = []
+    for i in range(n):
+        w, h = (3 * i + 1) - i, (i % 7) - 2 * i
+        rows.append((i, w, h, w * h))
+    return rows
+
+
+def check_geom_logpoint(d, n):
+    have = [o['output'] for o in logpoints(d, 'geom ')]
+    want = ['geom w=%d h=%d area=%d ax=%d\n' % (w, h, a, i) for (i, w, h, a) in geom_expected(n)]
+    expect(have == want, 'logpoint values inside the shared library', (have[:3], want[:3], len(have)))
+
+
+@case
+def shared_library_tracepoints_launch():
+    for opt in ('O0', 'O2'):
+        line = tag_line('libgeom.c', 'TAG_GEOM_AREA')
+        d, _, got = start(os.path.join(TARGETS, 'geom-main-' + opt), ['40'], source=src('libgeom.c'),
+                          bps=[{'line': line, 'logMessage': 'geom w={w} h={h} area={w * h} ax={a->x}'}])
+        expect(got and got[0].get('verified'), '%s: breakpoint in libgeom-%s.so verified' % (opt, opt), got)
+        finish(d)
+        check_geom_logpoint(d, 40)
+        printed = [l for l in stdout_of(d).splitlines() if l.startswith('area ')]
+        expect(printed == ['area %d %d' % (i, abs(a)) for (i, _, _, a) in geom_expected(40)],
+               'program output unchanged', printed[:3])
+        d.close()
+
+
+@case
+def shared_library_snapshot_and_attach():
+    program = os.path.join(TARGETS, 'geom-main-O0')
+    line = tag_line('libgeom.c', 'TAG_GEOM_AREA')
+    d, _, got = start(program, ['12'], source=src('libgeom.c'), bps=[{'line': line, 'condition': 'a->x == 5'}])
+    expect(got and got[0].get('verified'), 'snapshot in the library verified', got)
+    d.req('configurationDone')
+    st = d.wait_event('stopped', timeout=30)
+    expect(st, 'snapshot in the library')
+    frames = d.body('stackTrace', {'threadId': st[0]['body']['threadId']}).get('stackFrames', [])
+    expect([f['name'] for f in frames[:2]] == ['geom_area', 'main'], 'geom_area <- main', [f['name'] for f in frames[:3]])
+    expect(frames[0]['source']['name'] == 'libgeom.c' and frames[1]['source']['name'] == 'geom.c', 'sources', frames[:2])
+    v = frame_vars(d, frames[0]['id'])
+    expect(v['w']['value'] == '11' and v['h']['value'] == '-5', 'library locals w=11 h=-5', {k: x['value'] for k, x in v.items()})
+    vm = frame_vars(d, frames[1]['id'])
+    expect(vm['i']['value'] == '5', 'caller (executable) frame local i=5', vm.get('i'))
+    d.req('continue', {'threadId': st[0]['body']['threadId']})
+    finish(d)
+    d.close()
+    # The same library breakpoint on a program started on its own, attached by pid.
+    proc = subprocess.Popen([os.path.join(TARGETS, 'geom-main-O2'), '3000'], env=dict(os.environ, PAUSE_US='1000'),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        d, resp, got = attach_pid_session(proc.pid, source=src('libgeom.c'),
+                                          bps=[{'line': line, 'logMessage': 'geom w={w} h={h} area={w * h} ax={a->x}'}])
+        expect(resp and resp.get('success') and got and got[0].get('verified'), 'attached, library breakpoint verified', (resp, got))
+        d.req('configurationDone')
+        hits = d.wait_event('output', count=20, timeout=30, pred=lambda e: e['body'].get('output', '').startswith('geom '))
+        expect(len(hits) >= 20, 'hits in the library of an attached program', len(hits))
+        rows = {i: (w, h, a) for (i, w, h, a) in geom_expected(3000)}
+        for e in hits:
+            m = re.match(r'geom w=(-?\d+) h=(-?\d+) area=(-?\d+) ax=(\d+)\n$', e['body']['output'])
+            expect(m and rows[int(m.group(4))] == tuple(int(m.group(k)) for k in (1, 2, 3)), 'values', e['body']['output'])
+        d.req('disconnect', {'terminateDebuggee': False})
+        d.close()
+        expect(proc.poll() is None, 'program runs on after disconnect')
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+
 def validate_all():
     try:
         import jsonschema
