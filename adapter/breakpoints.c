@@ -443,7 +443,8 @@ static struct ns_err *resolve_lines(struct session *s, const char *path, unsigne
 		out->file = lines.file;
 	}
 	if (!n)
-		return best ? best : ns_err_create(NS_ERR_NOT_FOUND, "no file %s in the program", path);
+		return best ? best
+		            : ns_err_create(NS_ERR_NOT_FOUND, "no file %s in the program", path);
 	ns_err_destroy(best);
 	out->line = resolved;
 	out->n = n;
@@ -506,10 +507,11 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 	b->verified = ok > 0;
 	if (!b->verified)
 		b->message = strdup(why.len ? ns_strbuf_str(&why) : "no code at this line");
-	else if (b->line != b->req_line)
-		asprintf(&b->message, "moved to line %u, the next line with code", b->line) < 0
-		        ? (void)(b->message = NULL)
-		        : (void)0;
+	else if (b->line != b->req_line && asprintf(&b->message,
+	                                            "moved to line %u, the next line "
+	                                            "with code",
+	                                            b->line) < 0)
+		b->message = NULL;
 	ns_strbuf_deinit(&why);
 	return b;
 }

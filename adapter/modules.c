@@ -113,7 +113,7 @@ struct ns_dwarf *module_dwarf(struct session *s, struct module *m)
 		while (s->debug_dirs && s->debug_dirs[ndirs])
 			ndirs++;
 		struct ns_err *err = ns_dwarf_open_separate(
-			m->path, (const char *const *)s->debug_dirs, ndirs, &m->dw);
+		        m->path, (const char *const *)s->debug_dirs, ndirs, &m->dw);
 		if (err) {
 			ns_log(NS_LOG_DEBUG, "no debug info for %s: %s", m->path, err->msg);
 			ns_err_destroy(err);

@@ -58,7 +58,7 @@ static void respond(struct session *s, const cJSON *req, cJSON *body)
 }
 
 static void respond_err(struct session *s, const cJSON *req, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 static void respond_err(struct session *s, const cJSON *req, const char *fmt, ...)
 {
 	char buf[1024];
@@ -112,8 +112,8 @@ static int env_read_reg(void *ctx, unsigned regno, uint64_t *val)
 }
 
 struct ns_err *session_eval(struct session *s, const struct ns_expr_prog *prog,
-			    const struct ns_frame *frame, const struct ns_unwind_frame *uf,
-			    uint64_t *result)
+                            const struct ns_frame *frame, const struct ns_unwind_frame *uf,
+                            uint64_t *result)
 {
 	struct eval_env e = {.fm = {.s = s, .frame = frame}, .uf = uf};
 	struct ns_ax_env env = {.read_mem = env_read_mem, .read_reg = env_read_reg, .ctx = &e};
@@ -124,12 +124,13 @@ struct ns_err *session_eval(struct session *s, const struct ns_expr_prog *prog,
 		*result = r.value;
 		return NULL;
 	case NS_AX_FAULT:
-		return ns_err_fault(r.fault_addr, "cannot read 0x%llx", (unsigned long long)r.fault_addr);
+		return ns_err_fault(r.fault_addr, "cannot read 0x%llx",
+		                    (unsigned long long)r.fault_addr);
 	case NS_AX_BAD_REG:
 		return ns_err_create(NS_ERR_OPTIMIZED_OUT, "register %s not available",
-				     ns_frame_reg_name((unsigned)r.fault_addr)
-					     ? ns_frame_reg_name((unsigned)r.fault_addr)
-					     : "?");
+		                     ns_frame_reg_name((unsigned)r.fault_addr)
+		                             ? ns_frame_reg_name((unsigned)r.fault_addr)
+		                             : "?");
 	default:
 		return ns_err_create(NS_ERR_INVALID, "%s", ns_ax_status_name(r.status));
 	}
@@ -141,7 +142,7 @@ struct scope_ctx {
 };
 
 static struct ns_err *lookup_global(void *ctx, const char *name, struct ns_arena *arena,
-				    struct ns_dwarf_var *out)
+                                    struct ns_dwarf_var *out)
 {
 	struct scope_ctx *sc = ctx;
 	return ns_dwarf_global(sc->dw, name, sc->link_pc, arena, out);
@@ -154,7 +155,7 @@ static struct ns_dwarf_type *lookup_type(void *ctx, const char *name)
 }
 
 struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *arena,
-			     struct ns_dwarf_scope *locals, struct ns_expr_scope *out)
+                             struct ns_dwarf_scope *locals, struct ns_expr_scope *out)
 {
 	if (!s->dw)
 		return ns_err_create(NS_ERR_NOT_FOUND, "no debug information loaded");
@@ -165,7 +166,7 @@ struct ns_err *session_scope(struct session *s, uint64_t pc, struct ns_arena *ar
 	if (!dw) {
 		if (pc && m)
 			return ns_err_create(NS_ERR_NOT_FOUND, "no debug information for %s",
-					     module_path(m));
+			                     module_path(m));
 		dw = s->dw;
 		bias = s->load_bias;
 	}
@@ -340,9 +341,9 @@ static struct ns_err *open_debug_info(struct session *s, const char *real, const
 		ns_strbuf_hex(&a, id, idlen);
 		ns_strbuf_hex(&b, s->tgt.build_id, s->tgt.build_id_len);
 		err = ns_err_create(NS_ERR_INVALID,
-				    "debug info of %s (build-id %s) does not match the running "
-				    "program (build-id %s)",
-				    real, ns_strbuf_str(&a), ns_strbuf_str(&b));
+		                    "debug info of %s (build-id %s) does not match the running "
+		                    "program (build-id %s)",
+		                    real, ns_strbuf_str(&a), ns_strbuf_str(&b));
 		ns_strbuf_deinit(&a);
 		ns_strbuf_deinit(&b);
 		ns_dwarf_destroy(dw);
@@ -458,8 +459,10 @@ static void req_launch(void *ctx, const cJSON *req, const cJSON *args)
 		argv[k++] = strdup(a->valuestring);
 	}
 	char **envp = build_env(ns_dap_get_obj(args, "env"));
-	struct launch_args la = {.program = program, .argv = argv,
-				 .cwd = ns_dap_get_str(args, "cwd", NULL), .envp = envp};
+	struct launch_args la = {.program = program,
+	                         .argv = argv,
+	                         .cwd = ns_dap_get_str(args, "cwd", NULL),
+	                         .envp = envp};
 	if (access(program, X_OK) != 0) {
 		respond_err(s, req, "launch: cannot execute %s: %s", program, strerror(errno));
 		free_strv(argv);
@@ -489,8 +492,9 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 	const char *target = ns_dap_get_str(args, "target", NULL);
 	long long pid = ns_dap_get_int(args, "pid", 0);
 	if (!target && pid <= 0) {
-		respond_err(s, req, "attach: needs 'pid' (a running process) or 'target' "
-				    "(\"host:port\" of a nonstop-stub)");
+		respond_err(s, req,
+		            "attach: needs 'pid' (a running process) or 'target' "
+		            "(\"host:port\" of a nonstop-stub)");
 		return;
 	}
 	char **debug_dirs;
@@ -501,8 +505,8 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 	}
 	free_strv(debug_dirs); // validated here, taken again once attached
 	s->attached = true;
-	struct ns_err *err = target ? target_attach(&s->tgt, target)
-				    : target_attach_pid(&s->tgt, (long)pid);
+	struct ns_err *err =
+	        target ? target_attach(&s->tgt, target) : target_attach_pid(&s->tgt, (long)pid);
 	s->have_target = true;
 	if (err) {
 		respond_err(s, req, "%s", err->msg);
@@ -571,8 +575,9 @@ static void req_continue(void *ctx, const cJSON *req, const cJSON *args)
 static void req_pause(void *ctx, const cJSON *req, const cJSON *args)
 {
 	(void)args;
-	respond_err(ctx, req, "nonstop never pauses the program: set a breakpoint to take a "
-			      "snapshot of it instead");
+	respond_err(ctx, req,
+	            "nonstop never pauses the program: set a breakpoint to take a "
+	            "snapshot of it instead");
 }
 
 static void req_disconnect(void *ctx, const cJSON *req, const cJSON *args)
@@ -632,23 +637,23 @@ static void req_exception_bps(void *ctx, const cJSON *req, const cJSON *args)
 }
 
 static const struct ns_dap_command commands[] = {
-	{"initialize", req_initialize},
-	{"launch", req_launch},
-	{"attach", req_attach},
-	{"setBreakpoints", req_set_breakpoints},
-	{"setExceptionBreakpoints", req_exception_bps},
-	{"configurationDone", req_configuration_done},
-	{"threads", req_threads},
-	{"stackTrace", req_stack_trace},
-	{"scopes", req_scopes},
-	{"variables", req_variables},
-	{"evaluate", req_evaluate},
-	{"continue", req_continue},
-	{"pause", req_pause},
-	{"disconnect", req_disconnect},
-	{"terminate", req_terminate},
-	{"loadedSources", req_empty_ok},
-	{NULL, NULL},
+        {"initialize", req_initialize},
+        {"launch", req_launch},
+        {"attach", req_attach},
+        {"setBreakpoints", req_set_breakpoints},
+        {"setExceptionBreakpoints", req_exception_bps},
+        {"configurationDone", req_configuration_done},
+        {"threads", req_threads},
+        {"stackTrace", req_stack_trace},
+        {"scopes", req_scopes},
+        {"variables", req_variables},
+        {"evaluate", req_evaluate},
+        {"continue", req_continue},
+        {"pause", req_pause},
+        {"disconnect", req_disconnect},
+        {"terminate", req_terminate},
+        {"loadedSources", req_empty_ok},
+        {NULL, NULL},
 };
 
 /* ---- frames and program output ---- */
@@ -687,9 +692,9 @@ static void fetch_frames(struct session *s)
 				if (ns_rsp_parse_hex(&p, &v) >= 0 && v) {
 					char msg[160];
 					int m = snprintf(msg, sizeof(msg),
-							 "nonstop: %llu hits were dropped (trace "
-							 "buffers full)\n",
-							 (unsigned long long)v);
+					                 "nonstop: %llu hits were dropped (trace "
+					                 "buffers full)\n",
+					                 (unsigned long long)v);
 					session_output(s, "important", msg, (size_t)m);
 				}
 				break;
@@ -728,7 +733,8 @@ static bool pump_fd(struct session *s, int *fd, const char *category)
 
 static void drain_output(struct session *s, int timeout_ms)
 {
-	for (int rounds = 0; rounds < 1000 && (s->tgt.out_fd >= 0 || s->tgt.err_fd >= 0); rounds++) {
+	for (int rounds = 0; rounds < 1000 && (s->tgt.out_fd >= 0 || s->tgt.err_fd >= 0);
+	     rounds++) {
 		struct pollfd p[2] = {{s->tgt.out_fd, POLLIN, 0}, {s->tgt.err_fd, POLLIN, 0}};
 		if (poll(p, 2, timeout_ms) <= 0)
 			return;
@@ -793,8 +799,8 @@ int session_run(struct session *s)
 			serr_i = np;
 			p[np++] = (struct pollfd){s->tgt.stub_err_fd, POLLIN, 0};
 		}
-		bool ready = ns_dap_buffered(s->dap) || (s->tgt.rsp && ns_rsp_buffered(s->tgt.rsp)) ||
-			     s->tgt.frames_pending;
+		bool ready = ns_dap_buffered(s->dap) ||
+		             (s->tgt.rsp && ns_rsp_buffered(s->tgt.rsp)) || s->tgt.frames_pending;
 		int rc = poll(p, (nfds_t)np, ready ? 0 : 200);
 		if (rc < 0 && errno != EINTR)
 			return 1;
@@ -813,8 +819,8 @@ int session_run(struct session *s)
 			if (s->disconnecting)
 				break;
 		}
-		if (s->tgt.rsp && ((rsp_i >= 0 && rc > 0 && p[rsp_i].revents) ||
-				   ns_rsp_buffered(s->tgt.rsp))) {
+		if (s->tgt.rsp &&
+		    ((rsp_i >= 0 && rc > 0 && p[rsp_i].revents) || ns_rsp_buffered(s->tgt.rsp))) {
 			struct ns_rsp_packet pkt;
 			struct ns_err *err = ns_rsp_recv(s->tgt.rsp, 0, &pkt);
 			if (err) {
@@ -823,9 +829,9 @@ int session_run(struct session *s)
 					s->tgt.rsp = NULL;
 					if (!s->tgt.exited) {
 						session_output(s, "important",
-							       "nonstop: lost the connection to "
-							       "nonstop-stub\n",
-							       45);
+						               "nonstop: lost the connection to "
+						               "nonstop-stub\n",
+						               45);
 						s->tgt.exited = true;
 					}
 				}
