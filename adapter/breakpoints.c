@@ -452,6 +452,36 @@ static struct ns_err *resolve_lines(struct session *s, const char *path, unsigne
 	return NULL;
 }
 
+/* "in-process trap tier (int3)" or "ptrace tier: <why>", from the stub (qNsTPInfo,
+ * docs/rsp-extensions.md) for the first installed location; NULL if unknown. */
+static char *tier_text(struct session *s, struct bp *b)
+{
+	for (size_t i = 0; i < b->nlocs; i++) {
+		if (!b->locs[i].installed)
+			continue;
+		char req[48];
+		snprintf(req, sizeof(req), "qNsTPInfo:%x", b->locs[i].num);
+		struct ns_rsp_packet rep;
+		struct ns_err *err = target_request(&s->tgt, req, &rep);
+		if (err) {
+			ns_err_destroy(err);
+			return NULL;
+		}
+		const char *r = strstr(rep.data, "reason=");
+		if (!r)
+			return NULL;
+		r += 7;
+		size_t hl = strcspn(r, ";");
+		char *text = calloc(1, hl / 2 + 1);
+		if (text && (hl % 2 || ns_hex_decode(r, hl, text) != 0)) {
+			free(text);
+			text = NULL;
+		}
+		return text;
+	}
+	return NULL;
+}
+
 static struct bp *create_bp(struct session *s, const char *path, const cJSON *jbp)
 {
 	struct bp *b = calloc(1, sizeof(*b));
@@ -505,13 +535,27 @@ static struct bp *create_bp(struct session *s, const char *path, const cJSON *jb
 		}
 	}
 	b->verified = ok > 0;
-	if (!b->verified)
+	if (!b->verified) {
 		b->message = strdup(why.len ? ns_strbuf_str(&why) : "no code at this line");
-	else if (b->line != b->req_line && asprintf(&b->message,
-	                                            "moved to line %u, the next line "
-	                                            "with code",
-	                                            b->line) < 0)
-		b->message = NULL;
+	} else {
+		// Say where it runs (tier) and, if so, that the line moved.
+		struct ns_strbuf msg;
+		ns_strbuf_init(&msg);
+		if (b->line != b->req_line)
+			ns_strbuf_printf(&msg, "moved to line %u, the next line with code",
+			                 b->line);
+		char *tier = tier_text(s, b);
+		if (tier)
+			ns_strbuf_printf(&msg, "%s%s", msg.len ? "; " : "", tier);
+		free(tier);
+		if (ok < lines.n)
+			ns_strbuf_printf(&msg, "%s%zu of %zu locations could not be set: %s",
+			                 msg.len ? "; " : "", lines.n - ok, lines.n,
+			                 ns_strbuf_str(&why));
+		if (msg.len)
+			b->message = ns_strbuf_steal(&msg);
+		ns_strbuf_deinit(&msg);
+	}
 	ns_strbuf_deinit(&why);
 	return b;
 }
