@@ -46,4 +46,158 @@ struct ns_err *ns_arch_relocate(const struct ns_arch_insn *insn, const uint8_t *
 /** Whether condition @cc (as in ns_arch_insn.cc) holds for @eflags. Signal-safe. */
 bool ns_arch_cond_holds(unsigned cc, uint64_t eflags);
 
+/* ---- Jump-pad tier (x86-64) ------------------------------------------------------
+ *
+ * The site's first whole instructions (the window, >= 5 bytes) are replaced by
+ * "jmp rel32" to a pad within +-2 GiB. The pad (ns_arch_pad_emit):
+ *
+ *   lea rsp, [rsp-128-160]      step below the red zone, reserve the save area
+ *   save flags                  lahf/seto (or pushfq) before anything touches them
+ *   save the 15 GPRs, build the register block (GDB order, see below)
+ *   rdi = ctx, rsi = block; rbx = rsp; and rsp, -16; call collector; rsp = rbx
+ *   restore flags and the 15 GPRs exactly, lea rsp, [rsp+288]
+ *   the window relocated (ns_arch_relocate_block), then jmp site+window
+ *
+ * The collector contract:
+ *   void collector(void *ctx, const uint64_t regs[NS_ARCH_PAD_NREGS]);
+ * - compiled with -mgeneral-regs-only, and nothing it calls may touch x87/SSE/AVX
+ *   state (the pad saves no vector or x87 registers, nor MXCSR): in particular no
+ *   glibc memcpy/memset/strlen, whose ifunc variants use vector registers;
+ * - runs on the hitting thread's stack, 128 bytes below the interrupted frame's red
+ *   zone, 16-byte aligned as the SysV ABI requires at a call;
+ * - must not write the register block (the pad restores the registers from it);
+ * - must not change DF, AC or TF, and may assume DF is clear (the SysV ABI requires
+ *   DF clear at calls and returns and gcc never leaves it set between statements;
+ *   the pushfq variant also clears it for the call and restores it after);
+ * - the register block: regs[0..17] = rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip
+ *   eflags (GDB amd64 numbering, frame.h NS_REG_RAX..NS_REG_EFLAGS). rsp is the
+ *   value at the site, rip is the site address. With NS_ARCH_PAD_FLAGS_LAHF, eflags
+ *   carries CF PF AF ZF SF OF exactly, bit 1 and IF set and everything else clear;
+ *   with NS_ARCH_PAD_FLAGS_PUSHF it is the real RFLAGS.
+ *
+ * All of this is host side or the agent's control thread (capstone allocates): the
+ * pad itself is the only part that runs on the hot path. */
+
+/* Register block slots passed to the collector. */
+enum {
+	NS_ARCH_PAD_NREGS = 18,
+	NS_ARCH_PAD_REG_RSP = 7,
+	NS_ARCH_PAD_REG_RIP = 16,
+	NS_ARCH_PAD_REG_EFLAGS = 17
+};
+
+/* The window is >= 5 bytes of whole instructions: at most 4 + 15 bytes and 5
+ * instructions. */
+enum { NS_ARCH_PAD_MAX_WINDOW = 19, NS_ARCH_PAD_MAX_INSNS = 5 };
+
+/* A piece of machine code at runtime address [lo, hi), bytes borrowed. */
+struct ns_arch_code_range {
+	uint64_t lo, hi;
+	const uint8_t *bytes;
+};
+
+/* What ns_arch_pad_window needs to know about the function holding the site. */
+struct ns_arch_pad_func {
+	/** The function part holding the site (DWARF low_pc/high_pc or the ELF symbol). */
+	struct ns_arch_code_range range;
+	/** Other parts of the same function (gcc's foo.cold, DW_AT_ranges): swept for
+	 * branches back into @range. May be NULL/0. */
+	const struct ns_arch_code_range *more;
+	size_t nmore;
+	/** Entries not visible as branches (C++ landing pads from the LSDA): each is a
+	 * branch target. May be NULL/0. */
+	const uint64_t *extra_targets;
+	size_t nextra;
+	/** Reads jump tables (.rodata) and GOT slots: 0, or -1 if unreadable. NULL: every
+	 * indirect jump counts as unresolved. */
+	int (*read_mem)(void *ctx, void *dst, uint64_t addr, size_t len);
+	void *read_ctx;
+};
+
+struct ns_arch_pad_window {
+	bool eligible;
+	uint8_t len;           /* bytes displaced (whole instructions, >= 5 if eligible) */
+	uint8_t ninsns;        /* instructions in the window */
+	const char *reason;    /* !eligible: static text, e.g. "function too short" */
+	char detail[96];       /* !eligible: the offending instruction and address, or "" */
+	unsigned njump_tables; /* switch jump tables recognised in the function */
+	unsigned ntargets;     /* branch targets found in the function (all parts) */
+};
+
+/** Choose the displaced window for a jump pad at @site in @fn: whole instructions from
+ * @site covering >= 5 bytes. Ineligible (out->eligible false, out->reason set) when an
+ * instruction in the window cannot run relocated (syscall, int, loop, jrcxz, indirect
+ * call, ...), a ret or indirect jmp is not the window's last instruction, the function
+ * ends first ("function too short"), @site is not an instruction boundary of a linear
+ * sweep from range.lo, a branch target of the function lies strictly inside
+ * (site, site+len), or the function has an indirect jmp whose targets are unknown
+ * ("indirect jump in function: targets unknown"). gcc's switch tables (PIC "lea; movsxd;
+ * add; jmp reg" and non-PIC "jmp [idx*8+T]") are read through read_mem.
+ * Errors: NS_ERR_INVALID if @site is outside range. Host side or control thread. */
+struct ns_err *ns_arch_pad_window(const struct ns_arch_pad_func *fn, uint64_t site,
+                                  struct ns_arch_pad_window *out);
+
+/* Relocated window: where each original instruction went. */
+struct ns_arch_reloc {
+	size_t len; /* bytes written */
+	size_t ninsns;
+	uint8_t orig_off[NS_ARCH_PAD_MAX_INSNS]; /* instruction offsets in the window */
+	uint16_t new_off[NS_ARCH_PAD_MAX_INSNS]; /* where it starts in the copy */
+};
+
+/** Relocate the window @code (@len bytes of whole instructions at @addr, at most
+ * NS_ARCH_PAD_MAX_WINDOW) to run at @dst_addr, followed by "jmp addr+len" (rel32, or
+ * "jmp [rip+0]; .quad" if out of range) unless the last instruction does not fall
+ * through. RIP-relative operands are adjusted (NS_ERR_UNSUPPORTED if the reference
+ * leaves +-2 GiB of the copy); jmp/jcc become rel32 forms to the same absolute target
+ * (an inverted jcc over an absolute jmp if out of range; a target strictly inside the
+ * window goes to its relocated copy); "call rel32" becomes
+ *   lea rsp,[rsp-8]; mov dword [rsp],lo; mov dword [rsp+4],hi; jmp target
+ * pushing the original return address without touching flags or registers (a call
+ * must end the window: the callee returns into the original code). ret and indirect
+ * jmp are copied as is and must be last. UNSUPPORTED instructions: NS_ERR_UNSUPPORTED.
+ * Writes into @dst (@cap bytes; 160 is always enough). Host side or control thread. */
+struct ns_err *ns_arch_relocate_block(const uint8_t *code, uint64_t addr, size_t len,
+                                      uint64_t dst_addr, uint8_t *dst, size_t cap,
+                                      struct ns_arch_reloc *out);
+
+/* Flags: measured on this machine (AMD EPYC, arch_pad_test cost_per_pass, best of 5 x
+ * 2M calls of a 2-instruction function through a pad whose collector returns at once):
+ * bare call 1.4 ns; relocated window + jumps only +1.0..1.5 ns; whole pad with
+ * lahf/seto +3.3..5.3 ns (noisy, shared cores); with pushfq/popfq +6.9..7.2 ns.
+ * AUTO picks LAHF. */
+enum ns_arch_pad_flags_mode {
+	NS_ARCH_PAD_FLAGS_AUTO,  /* LAHF if the CPU has LAHF/SAHF in 64-bit mode, else PUSHF */
+	NS_ARCH_PAD_FLAGS_LAHF,  /* lahf/seto, restored with add al,0x7f; sahf */
+	NS_ARCH_PAD_FLAGS_PUSHF, /* pushfq/popfq (plus cld around the call) */
+};
+
+struct ns_arch_pad_spec {
+	uint64_t site;       /* runtime address of the window */
+	const uint8_t *code; /* the window's original bytes (borrowed) */
+	size_t window_len;   /* from ns_arch_pad_window */
+	uint64_t pad_addr;   /* runtime address the pad will run at */
+	uint64_t collector;  /* void (*)(void *ctx, const uint64_t *regs), see above */
+	uint64_t ctx;        /* passed in rdi */
+	enum ns_arch_pad_flags_mode flags;
+};
+
+struct ns_arch_pad {
+	size_t len;                        /* bytes written */
+	size_t block_off;                  /* offset of the relocated window in the pad */
+	struct ns_arch_reloc reloc;        /* new_off relative to block_off */
+	enum ns_arch_pad_flags_mode flags; /* the mode used (never AUTO) */
+};
+
+/** Generate the pad for @spec into @dst (@cap bytes; NS_ARCH_PAD_MAX_LEN is always
+ * enough). A thread stopped at window offset reloc.orig_off[i] > 0 resumes correctly
+ * at pad_addr + block_off + reloc.new_off[i]. Errors as ns_arch_relocate_block. */
+struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *dst, size_t cap,
+                                struct ns_arch_pad *out);
+
+enum { NS_ARCH_PAD_MAX_LEN = 384 };
+
+/** Whether this CPU has LAHF/SAHF in 64-bit mode (CPUID 0x80000001 ECX bit 0). */
+bool ns_arch_have_lahf64(void);
+
 #endif

@@ -1,0 +1,364 @@
+/* Jump-pad tier: relocating the displaced window and generating the pad around it
+ * (the layout and the collector contract are in arch.h). Host side or the agent's
+ * control thread (decoding uses capstone). */
+#include "arch/arch.h"
+
+#include <string.h>
+
+enum {
+	RED_ZONE = 128,  // SysV x86-64 ABI 3.2.2: 128 bytes below rsp are the leaf's
+	SAVE_AREA = 160, // register block (144) + raw flags (8) + padding (8)
+	FRAME = RED_ZONE + SAVE_AREA,
+	SLOT_RAW_FLAGS = 144, // lahf/seto result in the LAHF variant
+};
+
+// GDB slot of each hardware register number (rax=0, rcx=1, ..., r15=15).
+static const uint8_t gdb_slot[16] = {
+        0, 2, 3, 1, 7, 6, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15,
+};
+enum { HW_RAX = 0, HW_RCX = 1, HW_RSP = 4 };
+
+struct buf {
+	uint8_t *p;
+	size_t cap, n;
+	bool overflow;
+};
+
+static void put(struct buf *b, const void *src, size_t len)
+{
+	if (b->n + len > b->cap) {
+		b->overflow = true;
+		return;
+	}
+	memcpy(b->p + b->n, src, len);
+	b->n += len;
+}
+
+static void put1(struct buf *b, uint8_t x)
+{
+	put(b, &x, 1);
+}
+
+static void put4(struct buf *b, uint32_t x)
+{
+	put(b, &x, 4);
+}
+
+static void put8(struct buf *b, uint64_t x)
+{
+	put(b, &x, 8);
+}
+
+static bool fits32(int64_t v)
+{
+	return v >= INT32_MIN && v <= INT32_MAX;
+}
+
+// jmp qword ptr [rip+0]; .quad target (14 bytes)
+static void jmp_abs(struct buf *b, uint64_t target)
+{
+	static const uint8_t abs[6] = {0xff, 0x25, 0, 0, 0, 0};
+	put(b, abs, sizeof(abs));
+	put8(b, target);
+}
+
+// jmp @target from @here (the runtime address of b->n): rel32 or absolute.
+static void jmp_to(struct buf *b, uint64_t here, uint64_t target)
+{
+	int64_t rel = (int64_t)(target - (here + 5));
+	if (fits32(rel)) {
+		put1(b, 0xe9);
+		put4(b, (uint32_t)(int32_t)rel);
+	} else {
+		jmp_abs(b, target);
+	}
+}
+
+static void jcc_to(struct buf *b, uint64_t here, unsigned cc, uint64_t target)
+{
+	int64_t rel = (int64_t)(target - (here + 6));
+	if (fits32(rel)) {
+		put1(b, 0x0f);
+		put1(b, (uint8_t)(0x80 | cc));
+		put4(b, (uint32_t)(int32_t)rel);
+	} else {
+		// j!cc over the 14-byte absolute jmp.
+		put1(b, (uint8_t)(0x70 | (cc ^ 1)));
+		put1(b, 14);
+		jmp_abs(b, target);
+	}
+}
+
+// Emit one pass; @offs (ninsns entries) gives the copy offsets for internal targets.
+static struct ns_err *reloc_pass(const struct ns_arch_insn *insns, size_t ninsns,
+                                 const uint8_t *code, uint64_t addr, size_t len, uint64_t dst_addr,
+                                 const uint16_t *offs, struct buf *b, uint16_t *offs_out)
+{
+	size_t off = 0;
+	bool falls_through = true;
+	for (size_t i = 0; i < ninsns; i++) {
+		const struct ns_arch_insn *in = &insns[i];
+		uint64_t a = addr + off;
+		uint64_t here = dst_addr + b->n;
+		offs_out[i] = (uint16_t)b->n;
+		uint64_t target = in->target;
+		// A target strictly inside the window goes to its relocated copy.
+		if ((in->kind == NS_INSN_JMP || in->kind == NS_INSN_JCC) && target > addr &&
+		    target < addr + len) {
+			uint64_t t = target;
+			target = 0;
+			size_t o = 0;
+			for (size_t j = 0; j < ninsns; j++) {
+				if (addr + o == t)
+					target = dst_addr + offs[j];
+				o += insns[j].len;
+			}
+			if (!target)
+				return ns_err_create(NS_ERR_UNSUPPORTED,
+				                     "'%s' at 0x%llx jumps into the middle of an "
+				                     "instruction of the window",
+				                     in->text, (unsigned long long)a);
+		}
+		falls_through = true;
+		switch (in->kind) {
+		case NS_INSN_PLAIN:
+			put(b, code + off, in->len);
+			// ff /4, ff /5 (indirect jmp) never fall through.
+			if (strstr(in->text, "jmp") != NULL)
+				falls_through = false;
+			break;
+		case NS_INSN_RIPREL: {
+			uint8_t tmp[16];
+			memcpy(tmp, code + off, in->len);
+			int32_t d;
+			memcpy(&d, tmp + in->disp_offset, 4);
+			int64_t nd = (int64_t)d + (int64_t)(a - here);
+			if (!fits32(nd))
+				return ns_err_create(
+				        NS_ERR_UNSUPPORTED,
+				        "'%s' at 0x%llx references 0x%llx, out of range "
+				        "of a copy at 0x%llx",
+				        in->text, (unsigned long long)a,
+				        (unsigned long long)(a + in->len + (int64_t)d),
+				        (unsigned long long)here);
+			int32_t d2 = (int32_t)nd;
+			memcpy(tmp + in->disp_offset, &d2, 4);
+			put(b, tmp, in->len);
+			break;
+		}
+		case NS_INSN_JMP:
+			jmp_to(b, here, target);
+			falls_through = false;
+			break;
+		case NS_INSN_JCC:
+			jcc_to(b, here, in->cc, target);
+			break;
+		case NS_INSN_CALL: {
+			if (i + 1 != ninsns)
+				return ns_err_create(NS_ERR_UNSUPPORTED,
+				                     "'%s' at 0x%llx is not the window's last "
+				                     "instruction: the callee would return into "
+				                     "the patched bytes",
+				                     in->text, (unsigned long long)a);
+			// Push the original return address without touching flags or registers:
+			// lea rsp,[rsp-8]; mov dword [rsp],lo; mov dword [rsp+4],hi; jmp target
+			uint64_t ret = a + in->len;
+			static const uint8_t lea[5] = {0x48, 0x8d, 0x64, 0x24, 0xf8};
+			static const uint8_t mlo[3] = {0xc7, 0x04, 0x24};
+			static const uint8_t mhi[4] = {0xc7, 0x44, 0x24, 0x04};
+			put(b, lea, sizeof(lea));
+			put(b, mlo, sizeof(mlo));
+			put4(b, (uint32_t)ret);
+			put(b, mhi, sizeof(mhi));
+			put4(b, (uint32_t)(ret >> 32));
+			jmp_to(b, dst_addr + b->n, target);
+			falls_through = false;
+			break;
+		}
+		case NS_INSN_RET:
+			put(b, code + off, in->len);
+			falls_through = false;
+			break;
+		default:
+			return ns_err_create(NS_ERR_UNSUPPORTED, "'%s' at 0x%llx: %s", in->text,
+			                     (unsigned long long)a,
+			                     in->reason ? in->reason : "cannot be relocated");
+		}
+		if (!falls_through && i + 1 != ninsns && in->kind != NS_INSN_JMP)
+			return ns_err_create(NS_ERR_UNSUPPORTED,
+			                     "'%s' at 0x%llx does not return and is not the "
+			                     "window's last instruction",
+			                     in->text, (unsigned long long)a);
+		off += in->len;
+	}
+	if (falls_through)
+		jmp_to(b, dst_addr + b->n, addr + len);
+	return NULL;
+}
+
+struct ns_err *ns_arch_relocate_block(const uint8_t *code, uint64_t addr, size_t len,
+                                      uint64_t dst_addr, uint8_t *dst, size_t cap,
+                                      struct ns_arch_reloc *out)
+{
+	if (len == 0 || len > NS_ARCH_PAD_MAX_WINDOW)
+		return ns_err_create(NS_ERR_INVALID, "bad window length %zu", len);
+	struct ns_arch_insn insns[NS_ARCH_PAD_MAX_WINDOW];
+	size_t n = 0, off = 0;
+	while (off < len) {
+		struct ns_err *err = ns_arch_decode(code + off, len - off, addr + off, &insns[n]);
+		if (err)
+			return ns_err_wrap(err, "window at 0x%llx", (unsigned long long)addr);
+		off += insns[n].len;
+		n++;
+	}
+	if (n > NS_ARCH_PAD_MAX_INSNS)
+		return ns_err_create(NS_ERR_INVALID, "window of %zu instructions (max %d)", n,
+		                     NS_ARCH_PAD_MAX_INSNS);
+	// Pass 1 (scratch) finds each instruction's offset in the copy; pass 2 writes it
+	// with internal targets resolved. Both passes choose the same encodings.
+	uint8_t scratch[NS_ARCH_PAD_MAX_LEN];
+	uint16_t offs[NS_ARCH_PAD_MAX_INSNS] = {0}, offs2[NS_ARCH_PAD_MAX_INSNS];
+	struct buf b1 = {scratch, sizeof(scratch), 0, false};
+	struct ns_err *err = reloc_pass(insns, n, code, addr, len, dst_addr, offs, &b1, offs);
+	if (!err) {
+		// In pass 1 internal targets resolve to offset 0 placeholders; fine.
+		struct buf b2 = {dst, cap, 0, false};
+		err = reloc_pass(insns, n, code, addr, len, dst_addr, offs, &b2, offs2);
+		if (!err && b2.overflow)
+			return ns_err_create(NS_ERR_INVALID,
+			                     "relocation buffer too small (%zu bytes)", cap);
+		if (!err) {
+			out->len = b2.n;
+			out->ninsns = n;
+			off = 0;
+			for (size_t i = 0; i < n; i++) {
+				out->orig_off[i] = (uint8_t)off;
+				out->new_off[i] = offs2[i];
+				off += insns[i].len;
+			}
+		}
+	}
+	return err;
+}
+
+// mov [rsp+disp], reg (store) or mov reg, [rsp+disp] (load); reg is a hardware number.
+static void mov_rsp(struct buf *b, bool store, unsigned reg, int32_t disp)
+{
+	put1(b, (uint8_t)(0x48 | (reg >= 8 ? 4 : 0)));
+	put1(b, store ? 0x89 : 0x8b);
+	bool d8 = disp >= -128 && disp <= 127;
+	put1(b, (uint8_t)((d8 ? 0x40 : 0x80) | ((reg & 7) << 3) | 4));
+	put1(b, 0x24);
+	if (d8)
+		put1(b, (uint8_t)(int8_t)disp);
+	else
+		put4(b, (uint32_t)disp);
+}
+
+// lea rsp, [rsp+disp32] / lea rax, [rsp+disp32]
+static void lea_rsp(struct buf *b, unsigned reg, int32_t disp)
+{
+	put1(b, 0x48);
+	put1(b, 0x8d);
+	put1(b, (uint8_t)(0x84 | ((reg & 7) << 3)));
+	put1(b, 0x24);
+	put4(b, (uint32_t)disp);
+}
+
+static void mov_imm64(struct buf *b, unsigned reg, uint64_t imm)
+{
+	put1(b, (uint8_t)(0x48 | (reg >= 8 ? 1 : 0)));
+	put1(b, (uint8_t)(0xb8 | (reg & 7)));
+	put8(b, imm);
+}
+
+#define PUT(b, ...)                                        \
+	do {                                               \
+		static const uint8_t s_[] = {__VA_ARGS__}; \
+		put(b, s_, sizeof(s_));                    \
+	} while (0)
+
+struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *dst, size_t cap,
+                                struct ns_arch_pad *out)
+{
+	enum ns_arch_pad_flags_mode mode = spec->flags;
+	if (mode == NS_ARCH_PAD_FLAGS_AUTO)
+		mode = ns_arch_have_lahf64() ? NS_ARCH_PAD_FLAGS_LAHF : NS_ARCH_PAD_FLAGS_PUSHF;
+	bool lahf = mode == NS_ARCH_PAD_FLAGS_LAHF;
+	struct buf b = {dst, cap, 0, false};
+
+	if (lahf) {
+		lea_rsp(&b, HW_RSP, -FRAME);
+		mov_rsp(&b, true, HW_RAX, 0);
+		PUT(&b, 0x9f);             // lahf: ah = SF ZF 0 AF 0 PF 1 CF
+		PUT(&b, 0x0f, 0x90, 0xc0); // seto al
+		mov_rsp(&b, true, HW_RAX, SLOT_RAW_FLAGS);
+	} else {
+		lea_rsp(&b, HW_RSP, -(FRAME - 8 * NS_ARCH_PAD_REG_EFLAGS - 8));
+		PUT(&b, 0x9c); // pushfq into the block's eflags slot
+		lea_rsp(&b, HW_RSP, -(8 * NS_ARCH_PAD_REG_EFLAGS));
+		mov_rsp(&b, true, HW_RAX, 0);
+	}
+	for (unsigned r = 1; r < 16; r++)
+		if (r != HW_RSP)
+			mov_rsp(&b, true, r, 8 * gdb_slot[r]);
+	if (lahf) {
+		// Block eflags from the lahf/seto form: ah & 0xd7 | OF << 11 | IF.
+		PUT(&b, 0x0f, 0xb6, 0xcc);                   // movzx ecx, ah
+		PUT(&b, 0x81, 0xe1, 0xd7, 0x00, 0x00, 0x00); // and ecx, 0xd7
+		PUT(&b, 0x0f, 0xb6, 0xc0);                   // movzx eax, al
+		PUT(&b, 0xc1, 0xe0, 0x0b);                   // shl eax, 11
+		PUT(&b, 0x09, 0xc8);                         // or eax, ecx
+		PUT(&b, 0x0d, 0x00, 0x02, 0x00, 0x00);       // or eax, 0x200
+		mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_EFLAGS);
+	}
+	lea_rsp(&b, HW_RAX, FRAME); // the site's rsp
+	mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RSP);
+	mov_imm64(&b, HW_RAX, spec->site);
+	mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RIP);
+	PUT(&b, 0x48, 0x89, 0xe6); // mov rsi, rsp
+	mov_imm64(&b, 7, spec->ctx);
+	PUT(&b, 0x48, 0x89, 0xe3);       // mov rbx, rsp (callee-saved: survives the call)
+	PUT(&b, 0x48, 0x83, 0xe4, 0xf0); // and rsp, -16
+	if (!lahf)
+		PUT(&b, 0xfc); // cld (restored by popfq)
+	int64_t rel = (int64_t)(spec->collector - (spec->pad_addr + b.n + 5));
+	if (fits32(rel)) {
+		put1(&b, 0xe8);
+		put4(&b, (uint32_t)(int32_t)rel);
+	} else {
+		mov_imm64(&b, HW_RAX, spec->collector);
+		PUT(&b, 0xff, 0xd0); // call rax
+	}
+	PUT(&b, 0x48, 0x89, 0xdc); // mov rsp, rbx
+	if (lahf) {
+		mov_rsp(&b, false, HW_RAX, SLOT_RAW_FLAGS);
+		PUT(&b, 0x04, 0x7f); // add al, 0x7f: OF = (al == 1)
+		PUT(&b, 0x9e);       // sahf: SF ZF AF PF CF from ah
+	}
+	for (unsigned r = 1; r < 16; r++)
+		if (r != HW_RSP)
+			mov_rsp(&b, false, r, 8 * gdb_slot[r]);
+	mov_rsp(&b, false, HW_RAX, 0);
+	if (lahf) {
+		lea_rsp(&b, HW_RSP, FRAME);
+	} else {
+		lea_rsp(&b, HW_RSP, 8 * NS_ARCH_PAD_REG_EFLAGS);
+		PUT(&b, 0x9d); // popfq
+		lea_rsp(&b, HW_RSP, FRAME - 8 * NS_ARCH_PAD_REG_EFLAGS - 8);
+	}
+	if (b.overflow)
+		return ns_err_create(NS_ERR_INVALID, "pad buffer too small (%zu bytes)", cap);
+	size_t block_off = b.n;
+	struct ns_arch_reloc rel_out;
+	struct ns_err *err = ns_arch_relocate_block(spec->code, spec->site, spec->window_len,
+	                                            spec->pad_addr + block_off, dst + block_off,
+	                                            cap - block_off, &rel_out);
+	if (err)
+		return ns_err_wrap(err, "jump pad for 0x%llx", (unsigned long long)spec->site);
+	out->len = block_off + rel_out.len;
+	out->block_off = block_off;
+	out->reloc = rel_out;
+	out->flags = mode;
+	return NULL;
+}
