@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/collect.h"
 #include "ax/ax.h"
 #include "base/mem.h"
 #include "frame/frame.h"
@@ -21,7 +22,7 @@ static __thread uint32_t my_tid TLS;
 static __thread uint32_t my_gen TLS;             /* ns_agent__g.gen when claimed */
 static __thread struct ns_agent_shm *my_shm TLS; /* the mapping my_ring is in */
 
-enum { REC_HDR = 8, COND_ACTION = 0xffffffffu };
+enum { REC_HDR = 8 };
 
 static uint32_t tid(void)
 {
@@ -96,47 +97,22 @@ struct hit {
 	struct ns_frame_builder b;
 };
 
-static int ax_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
+static int src_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
 {
 	(void)ctx;
 	return ns_mem_read(dst, addr, len);
 }
 
-static int ax_read_reg(void *ctx, unsigned regno, uint64_t *val)
+static size_t src_read_partial(void *ctx, void *dst, uint64_t addr, size_t len)
+{
+	(void)ctx;
+	return ns_mem_read_partial(dst, addr, len);
+}
+
+static int src_read_reg(void *ctx, unsigned regno, uint64_t *val)
 {
 	struct hit *h = ctx;
 	return ns_agent__read_reg(h->uc, h->addr, regno, val);
-}
-
-// Append a memory block with what is readable of [addr, addr+len).
-static int add_mem(struct ns_frame_builder *b, uint64_t addr, size_t len, bool nul_stop)
-{
-	if (len == 0)
-		return 0;
-	// Never reserve more than the frame has left: a large request is clipped to
-	// what fits, so the block is kept (shorter) instead of dropped whole.
-	size_t room = b->cap - b->len;
-	if (room <= sizeof(struct ns_frame_block) + 8)
-		return -1;
-	if (len > room - sizeof(struct ns_frame_block) - 8)
-		len = room - sizeof(struct ns_frame_block) - 8;
-	uint8_t *p = ns_frame_reserve_mem(b, addr, len);
-	if (!p)
-		return -1;
-	size_t got = ns_mem_read_partial(p, addr, len);
-	if (nul_stop) {
-		void *z = memchr(p, 0, got);
-		if (z)
-			got = (size_t)((uint8_t *)z - p) + 1;
-	}
-	ns_frame_shrink_last(b, got);
-	return 0;
-}
-
-static int ax_trace_mem(void *ctx, uint64_t addr, size_t len, bool nul_stop)
-{
-	struct hit *h = ctx;
-	return add_mem(&h->b, addr, len, nul_stop);
 }
 
 static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
@@ -248,7 +224,8 @@ static void end_frame(struct hit *h, struct ns_agent_ring *r, uint8_t *rec, uint
 	ring_commit(r, rec, head, n);
 }
 
-static void collect_one(struct hit *h, struct ns_agent__tp *tp, uint64_t hit_count)
+static void collect_one(struct hit *h, const struct ns_collect_src *src, struct ns_agent__tp *tp,
+                        uint64_t hit_count)
 {
 	struct ns_agent_ring *r;
 	uint8_t *rec;
@@ -257,44 +234,7 @@ static void collect_one(struct hit *h, struct ns_agent__tp *tp, uint64_t hit_cou
 		return;
 	uint32_t status = 0;
 	uint64_t fault = 0;
-	const struct ns_rsp_tracepoint *d = &tp->def;
-	if (tp->has_regs) {
-		uint64_t regs[NS_FRAME_NREGS];
-		for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
-			if (ns_agent__read_reg(h->uc, h->addr, i, &regs[i]) != 0)
-				regs[i] = 0;
-		ns_frame_add_regs(&h->b, regs);
-	}
-	for (size_t i = 0; i < d->nactions; i++) {
-		const struct ns_rsp_action *a = &d->actions[i];
-		if (a->kind == NS_RSP_ACT_MEM) {
-			uint64_t base = 0;
-			if (a->basereg >= 0 &&
-			    ns_agent__read_reg(h->uc, h->addr, (unsigned)a->basereg, &base) != 0) {
-				if (!status) {
-					status = NS_AX_BAD_REG;
-					fault = (uint64_t)a->basereg;
-				}
-				ns_frame_add_err(&h->b, (uint32_t)i, NS_AX_BAD_REG,
-				                 (uint64_t)a->basereg);
-				continue;
-			}
-			add_mem(&h->b, base + (uint64_t)a->offset,
-			        a->len > NS_AGENT_MAX_FRAME ? NS_AGENT_MAX_FRAME : a->len, false);
-		} else if (a->kind == NS_RSP_ACT_EXPR) {
-			struct ns_ax_env env = {
-			        ax_read_mem, ax_read_reg, ax_trace_mem, NULL, 0, 0, h};
-			struct ns_ax_result res;
-			ns_ax_run(a->code, a->code_len, &env, &res);
-			if (res.status != NS_AX_OK) {
-				if (!status) {
-					status = res.status;
-					fault = res.fault_addr;
-				}
-				ns_frame_add_err(&h->b, (uint32_t)i, res.status, res.fault_addr);
-			}
-		}
-	}
+	ns_collect_actions(&tp->def, src, &h->b, &status, &fault);
 	end_frame(h, r, rec, head, status, fault);
 }
 
@@ -311,22 +251,8 @@ static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
 	uint64_t head;
 	if (!begin_frame(h, tp, atomic_load(&tp->hits), &r, &rec, &head))
 		return;
-	ns_frame_add_err(&h->b, COND_ACTION, res->status, res->fault_addr);
+	ns_frame_add_err(&h->b, NS_COLLECT_COND_ACTION, res->status, res->fault_addr);
 	end_frame(h, r, rec, head, res->status, res->fault_addr);
-}
-
-static bool hit_fires(const struct ns_rsp_tracepoint *d, uint64_t n)
-{
-	switch (d->hit_mode) {
-	case NS_RSP_HIT_EQ:
-		return n == d->hit_n;
-	case NS_RSP_HIT_GE:
-		return n >= d->hit_n;
-	case NS_RSP_HIT_MOD:
-		return d->hit_n == 0 || n % d->hit_n == 0;
-	default:
-		return true;
-	}
 }
 
 void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
@@ -334,6 +260,7 @@ void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
 	struct hit h;
 	h.uc = uc;
 	h.addr = site->addr;
+	struct ns_collect_src src = {src_read_mem, src_read_partial, src_read_reg, &h};
 	atomic_fetch_add_explicit(&__atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE)->hits, 1,
 	                          memory_order_relaxed);
 	for (unsigned i = 0; i < site->ntps; i++) {
@@ -341,22 +268,17 @@ void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
 		const struct ns_rsp_tracepoint *d = &tp->def;
 		if (!d->enabled)
 			continue;
-		if (d->cond) {
-			struct ns_ax_env env = {ax_read_mem, ax_read_reg, NULL, NULL, 0, 0, &h};
-			struct ns_ax_result res;
-			ns_ax_run(d->cond, d->cond_len, &env, &res);
-			if (res.status != NS_AX_OK) {
-				report_cond_error(&h, tp, &res);
-				continue;
-			}
-			if (res.value == 0)
-				continue;
-		}
+		struct ns_ax_result res;
+		int c = ns_collect_cond(d, &src, &res);
+		if (c < 0)
+			report_cond_error(&h, tp, &res);
+		if (c <= 0)
+			continue;
 		uint64_t n = atomic_fetch_add(&tp->hits, 1) + 1;
-		if (!hit_fires(d, n))
+		if (!ns_collect_hit_fires(d, n))
 			continue;
 		if (d->max_frames && atomic_fetch_add(&tp->frames, 1) >= d->max_frames)
 			continue;
-		collect_one(&h, tp, n);
+		collect_one(&h, &src, tp, n);
 	}
 }

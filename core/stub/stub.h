@@ -19,6 +19,8 @@ enum {
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
 };
 
+struct ns_stub_pt;
+
 struct ns_stub_frame {
 	struct ns_stub_frame *next;
 	uint32_t size;
@@ -94,6 +96,10 @@ struct ns_stub {
 	unsigned nstops;
 	bool stop_outstanding; /* %Stop sent, vStopped has not drained the queue yet */
 	struct ns_strbuf maps; /* /proc/PID/maps snapshot for qXfer */
+
+	/* the ptrace tier (stub_ptrace.c): tracepoints without the agent */
+	struct ns_stub_pt *pt; /* non-NULL: the program runs under the ptrace tier */
+	char tier_reason[256]; /* why the agent is not used */
 };
 
 /* stub_target.c */
@@ -134,6 +140,27 @@ size_t ns_stub__drain(struct ns_stub *s);
 uint64_t ns_stub__new_drops(struct ns_stub *s);
 void ns_stub__release_dead_rings(struct ns_stub *s);
 void ns_stub__free_frames(struct ns_stub *s);
+/** Queue one frame (@n bytes) as if it came from a ring (counts hits, bounds the queue). */
+void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n);
+
+/* stub_ptrace.c: the ptrace tier. ns_stub__agent_install/remove/remove_all/resume
+ * route to it when s->pt is set. */
+/** Take over launched @pid, stopped at its exec event (PTRACE_SEIZE'd by the caller);
+ * it stays stopped until ns_stub__pt_resume. @reason: why the agent is not used. */
+struct ns_err *ns_stub__pt_start_held(struct ns_stub *s, pid_t pid, const char *reason);
+/** Seize every thread of running @pid. */
+struct ns_err *ns_stub__pt_attach(struct ns_stub *s, pid_t pid, const char *reason);
+/** The descriptor that turns readable when a traced thread has news (-1: no tier). */
+int ns_stub__pt_fd(const struct ns_stub *s);
+/** Handle every pending ptrace stop and exit (tracepoint hits, signals, new threads). */
+void ns_stub__pt_events(struct ns_stub *s);
+struct ns_err *ns_stub__pt_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp);
+struct ns_err *ns_stub__pt_remove(struct ns_stub *s, uint32_t num);
+struct ns_err *ns_stub__pt_remove_all(struct ns_stub *s);
+void ns_stub__pt_resume(struct ns_stub *s);
+/** Remove every tracepoint and detach every thread (the program runs on). */
+void ns_stub__pt_detach(struct ns_stub *s);
+void ns_stub__pt_kill(struct ns_stub *s);
 
 /* stub_rsp.c */
 enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rsp_packet *pkt);

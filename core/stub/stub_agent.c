@@ -163,6 +163,8 @@ static struct ns_err *request(struct ns_stub *s, void *msg, size_t len, const ch
 
 struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp)
 {
+	if (s->pt)
+		return ns_stub__pt_install(s, tp);
 	void *msg;
 	size_t len;
 	struct ns_err *err = ns_agent_encode_install(tp, 0, &msg, &len);
@@ -175,6 +177,8 @@ struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tra
 
 struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num)
 {
+	if (s->pt)
+		return ns_stub__pt_remove(s, num);
 	struct {
 		struct ns_agent_msg_hdr h;
 		uint32_t id;
@@ -184,12 +188,18 @@ struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num)
 
 struct ns_err *ns_stub__agent_remove_all(struct ns_stub *s)
 {
+	if (s->pt)
+		return ns_stub__pt_remove_all(s);
 	struct ns_agent_msg_hdr h = {.type = NS_AGENT_MSG_REMOVE_ALL};
 	return request(s, &h, sizeof(h), "remove all");
 }
 
 void ns_stub__agent_resume(struct ns_stub *s)
 {
+	if (s->pt) {
+		ns_stub__pt_resume(s);
+		return;
+	}
 	if (!s->held || s->ctl_fd < 0)
 		return;
 	struct ns_agent_msg_hdr h = {
@@ -227,31 +237,36 @@ size_t ns_stub__drain(struct ns_stub *s)
 				break;
 			if (n < 0)
 				continue; // counted in the ring's dropped
-			s->fcreated++;
-			count_hit(s, s->scratch, (size_t)n);
-			if (s->fbytes + (size_t)n > NS_STUB_QUEUE_BYTES) {
-				s->drops_total++;
-				continue;
-			}
-			struct ns_stub_frame *fr = malloc(sizeof(*fr) + (size_t)n);
-			if (!fr) {
-				s->drops_total++;
-				continue;
-			}
-			fr->next = NULL;
-			fr->size = (uint32_t)n;
-			memcpy(fr->data, s->scratch, (size_t)n);
-			if (s->ftail)
-				s->ftail->next = fr;
-			else
-				s->fhead = fr;
-			s->ftail = fr;
-			s->fcount++;
-			s->fbytes += (size_t)n;
+			ns_stub__push_frame(s, s->scratch, (size_t)n);
 			got++;
 		}
 	}
 	return got;
+}
+
+void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
+{
+	s->fcreated++;
+	count_hit(s, f, n);
+	if (s->fbytes + n > NS_STUB_QUEUE_BYTES) {
+		s->drops_total++;
+		return;
+	}
+	struct ns_stub_frame *fr = malloc(sizeof(*fr) + n);
+	if (!fr) {
+		s->drops_total++;
+		return;
+	}
+	fr->next = NULL;
+	fr->size = (uint32_t)n;
+	memcpy(fr->data, f, n);
+	if (s->ftail)
+		s->ftail->next = fr;
+	else
+		s->fhead = fr;
+	s->ftail = fr;
+	s->fcount++;
+	s->fbytes += n;
 }
 
 uint64_t ns_stub__new_drops(struct ns_stub *s)

@@ -62,6 +62,7 @@ struct attach {
 	int ctl_fd; /* the agent's connection, once accepted */
 	int shm_fd;
 	bool seized, stopped;
+	bool busy; /* another stub's agent is attached: no fallback */
 	struct user_regs_struct saved;
 	uint8_t *xstate;
 	size_t xstate_len;
@@ -668,10 +669,12 @@ static struct ns_err *start_agent(struct attach *a, uint64_t fn)
 	if (err)
 		return err;
 	int ret = (int)(uint32_t)rc;
-	if (ret == -EBUSY)
+	if (ret == -EBUSY) {
+		a->busy = true;
 		return ns_err_create(NS_ERR_INVALID,
 		                     "cannot attach to %d: another nonstop-stub is attached to it",
 		                     a->pid);
+	}
 	if (ret != 0)
 		return ns_err_create(NS_ERR_OS,
 		                     "cannot attach to %d: the agent could not start: %s", a->pid,
@@ -703,6 +706,28 @@ static struct ns_err *listen_abstract(struct attach *a)
 	return NULL;
 }
 
+/* The agent cannot be loaded: trace every thread and catch the traps in the stub. */
+static struct ns_err *attach_ptrace_tier(struct ns_stub *s, pid_t pid, const char *reason,
+                                         int64_t pause_us)
+{
+	s->pid = pid;
+	s->attached = true;
+	struct ns_err *err = ns_stub__pt_attach(s, pid, reason);
+	if (err) {
+		ns_stub__pt_detach(s);
+		return ns_err_wrap(err, "cannot attach to %d (ptrace tier, because %s)", pid,
+		                   reason);
+	}
+	fprintf(stderr, "nonstop-stub: attached to %d in %.1f ms (ptrace tier: %s)\n", pid,
+	        (double)pause_us / 1000.0, reason);
+	s->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+	ssize_t len = readlink(path, s->exe, sizeof(s->exe) - 1);
+	s->exe[len > 0 ? len : 0] = 0;
+	return NULL;
+}
+
 struct ns_err *ns_stub__attach(struct ns_stub *s)
 {
 	pid_t pid = s->attach_pid;
@@ -710,12 +735,10 @@ struct ns_err *ns_stub__attach(struct ns_stub *s)
 	if (err)
 		return err;
 	char agent[PATH_MAX];
-	if (!ns_stub__agent_path(s, agent, sizeof(agent)))
-		return ns_err_create(NS_ERR_NOT_FOUND, "agent library not found (%s)",
-		                     s->agent_path ? s->agent_path
-		                                   : "use --agent or NONSTOP_AGENT_LIB");
 	if ((err = ns_stub__agent_rings(s)))
 		return err;
+	if (!ns_stub__agent_path(s, agent, sizeof(agent)))
+		return attach_ptrace_tier(s, pid, "agent library not found", 0);
 
 	struct attach a = {.pid = pid,
 	                   .mem_fd = -1,
@@ -731,6 +754,7 @@ struct ns_err *ns_stub__attach(struct ns_stub *s)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
 	int64_t t0 = 0, t1 = 0;
+	bool fallback = false;
 	if (a.sig_fd < 0) {
 		err = ns_err_errno(errno, "signalfd");
 		goto out;
@@ -747,6 +771,8 @@ struct ns_err *ns_stub__attach(struct ns_stub *s)
 	}
 	a.scratch = (a.saved.rsp - RED_ZONE - 512) & ~(uint64_t)15;
 	uint64_t attach_fn = 0;
+	// From here on, a failure to load or start the agent falls back to the ptrace tier.
+	fallback = true;
 	if ((err = load_agent(&a, agent, &attach_fn)))
 		goto out;
 	if (!attach_fn) {
@@ -771,7 +797,17 @@ out:
 	if (err) {
 		if (a.ctl_fd >= 0)
 			close(a.ctl_fd); // the agent sees EOF and stays idle
-		return err;
+		if (!fallback || a.busy)
+			return err;
+		// The agent cannot run in this program: the stub catches the traps itself.
+		const char *why = err->msg;
+		const char *colon = strstr(why, ": ");
+		if (strncmp(why, "cannot load the agent into ", 27) == 0 && colon)
+			why = colon + 2;
+		char reason[256];
+		snprintf(reason, sizeof(reason), "%s", why);
+		ns_err_destroy(err);
+		return attach_ptrace_tier(s, pid, reason, t1 - t0);
 	}
 	fprintf(stderr, "nonstop-stub: attached to %d in %.1f ms (thread %d paused once)\n", pid,
 	        (double)(t1 - t0) / 1000.0, pid);

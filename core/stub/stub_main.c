@@ -153,6 +153,7 @@ static void leave(struct ns_stub *s, int code)
 	else if (s->ctl_fd >= 0 && !s->exited)
 		ns_err_destroy(ns_stub__agent_remove_all(s));
 	ns_stub__agent_resume(s);
+	ns_stub__pt_detach(s);
 	exit(code);
 }
 
@@ -267,7 +268,7 @@ int main(int argc, char **argv)
 
 	int64_t next_housekeeping = now_ms() + 1000;
 	for (;;) {
-		struct pollfd pf[5];
+		struct pollfd pf[6];
 		int n = 0, i_client = -1, i_listen = -1, i_ctl = -1, i_pid = -1, i_sig = -1;
 		if (s->conn) {
 			i_client = n;
@@ -284,6 +285,8 @@ int main(int argc, char **argv)
 			i_pid = n;
 			pf[n++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
 		}
+		if (ns_stub__pt_fd(s) >= 0 && !s->exited)
+			pf[n++] = (struct pollfd){.fd = ns_stub__pt_fd(s), .events = POLLIN};
 		if (sigfd >= 0) {
 			i_sig = n;
 			pf[n++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
@@ -307,7 +310,8 @@ int main(int argc, char **argv)
 				leave(s, 0);
 			}
 		}
-		if (!s->exited && ((i_pid >= 0 && pf[i_pid].revents) || s->pidfd < 0)) {
+		// The ptrace tier: check_exit handles hits, signals and exits of traced threads.
+		if (!s->exited && ((i_pid >= 0 && pf[i_pid].revents) || s->pidfd < 0 || s->pt)) {
 			if (ns_stub__check_exit(s))
 				on_exit_seen(s);
 		}

@@ -92,7 +92,7 @@ static struct ns_err *remove_all(struct ns_stub *s)
 {
 	for (size_t i = 0; i < s->ntps; i++)
 		s->tps[i].installed = false;
-	if (s->ctl_fd < 0 || s->exited)
+	if ((s->ctl_fd < 0 && !s->pt) || s->exited)
 		return NULL; // nothing is patched in a program that is gone
 	return ns_stub__agent_remove_all(s);
 }
@@ -248,10 +248,10 @@ static void qtstatus(struct ns_stub *s, struct ns_strbuf *r)
 	ns_stub__new_drops(s);
 	ns_strbuf_printf(r,
 	                 "T%d;%s;tframes:%zx;tcreated:%" PRIx64 ";tsize:%zx;tfree:%zx;"
-	                 "circular:0;disconn:0;ns_dropped:%" PRIx64,
+	                 "circular:0;disconn:0;ns_dropped:%" PRIx64 ";ns_tier:%s",
 	                 s->running ? 1 : 0, s->running || !s->ever_run ? "tnotrun:0" : "tstop:0",
 	                 s->fcount, s->fcreated, s->fbytes, (size_t)NS_STUB_QUEUE_BYTES - s->fbytes,
-	                 s->drops_total);
+	                 s->drops_total, s->pt ? "ptrace" : "trap");
 }
 
 /* qTP:n:addr -> V<hits>:<bytes used> */
@@ -263,6 +263,38 @@ static void qtp(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 	struct ns_stub_tp *t = find_tp(s, (uint32_t)num, addr);
 	if (t)
 		ns_strbuf_printf(r, "V%" PRIx64 ":0", t->hits);
+}
+
+/* qNsTPInfo:n -> tier=<trap|ptrace|none>;reason=<hex text>: where tracepoint n runs. */
+static void qnstpinfo(struct ns_stub *s, const char *p, struct ns_strbuf *r)
+{
+	uint64_t num;
+	if (ns_rsp_parse_hex(&p, &num) < 0 || *p) {
+		ns_strbuf_puts(r, "E.malformed qNsTPInfo");
+		return;
+	}
+	bool known = false;
+	for (size_t i = 0; i < s->ntps; i++)
+		known |= s->tps[i].tp.num == num;
+	if (!known) {
+		ns_strbuf_puts(r, "E.no such tracepoint");
+		return;
+	}
+	char reason[320];
+	const char *tier;
+	if (s->pt) {
+		tier = "ptrace";
+		snprintf(reason, sizeof(reason), "ptrace tier: %s", s->tier_reason);
+	} else if (s->ctl_fd >= 0 || s->agent_hello) {
+		tier = "trap";
+		snprintf(reason, sizeof(reason), "in-process trap tier (int3)");
+	} else {
+		tier = "none";
+		snprintf(reason, sizeof(reason),
+		         "no tier: the agent is not running in the program");
+	}
+	ns_strbuf_printf(r, "tier=%s;reason=", tier);
+	ns_strbuf_hex(r, reason, strlen(reason));
 }
 
 /* ---- frame push ---- */
@@ -553,6 +585,8 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 		qtenable(s, p + 10, false, &r);
 	} else if (!strcmp(p, "qTStatus")) {
 		qtstatus(s, &r);
+	} else if (prefix(p, "qNsTPInfo:")) {
+		qnstpinfo(s, p + strlen("qNsTPInfo:"), &r);
 	} else if (prefix(p, "qTP:")) {
 		qtp(s, p + 4, &r);
 	} else if (prefix(p, "QTBuffer:size:") || prefix(p, "QTBuffer:circular:")) {

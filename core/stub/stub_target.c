@@ -14,11 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "base/log.h"
 
 extern char **environ;
 
@@ -103,7 +106,7 @@ static char **build_env(const struct ns_stub *s, const char *agent, int ctl, int
 	return env;
 }
 
-static void child(const struct ns_stub *s, char **env, int ctl, int errfd)
+static void child(const struct ns_stub *s, char **env, int ctl, int errfd, int sync_fd)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -132,6 +135,12 @@ static void child(const struct ns_stub *s, char **env, int ctl, int errfd)
 		fcntl(s->memfd, F_SETFD, 0);
 	}
 	environ = env;
+	if (sync_fd >= 0) {
+		// The ptrace tier: wait until the stub has seized us.
+		char c;
+		while (read(sync_fd, &c, 1) < 0 && errno == EINTR)
+			;
+	}
 	execvp(s->argv[0], s->argv);
 	int e = errno;
 	ssize_t w = write(errfd, &e, sizeof(e));
@@ -139,30 +148,102 @@ static void child(const struct ns_stub *s, char **env, int ctl, int errfd)
 	_exit(127);
 }
 
+/* The file execvp would run for @prog (a path, or searched in $PATH). */
+static bool resolve_prog(const char *prog, char *out, size_t cap)
+{
+	if (strchr(prog, '/')) {
+		snprintf(out, cap, "%s", prog);
+		return true;
+	}
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/bin:/usr/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		snprintf(out, cap, "%.*s%s%s", (int)n, path, n ? "/" : "", prog);
+		if (access(out, X_OK) == 0)
+			return true;
+		path += n;
+		if (*path)
+			path++;
+	}
+	return false;
+}
+
+/* An ELF program without PT_INTERP: LD_PRELOAD cannot load the agent into it. */
+static bool is_static_elf(const char *prog)
+{
+	char path[PATH_MAX];
+	if (!resolve_prog(prog, path, sizeof(path)))
+		return false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	Elf64_Ehdr eh;
+	bool stat_elf = false;
+	if (pread(fd, &eh, sizeof(eh), 0) == sizeof(eh) &&
+	    memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+	    eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum > 0) {
+		stat_elf = true;
+		for (unsigned i = 0; i < eh.e_phnum; i++) {
+			Elf64_Phdr ph;
+			if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * sizeof(ph))) !=
+			    sizeof(ph)) {
+				stat_elf = false;
+				break;
+			}
+			if (ph.p_type == PT_INTERP)
+				stat_elf = false;
+		}
+	}
+	close(fd);
+	return stat_elf;
+}
+
 struct ns_err *ns_stub__launch(struct ns_stub *s)
 {
 	char agent[PATH_MAX];
 	int ctl = -1;
 	bool have_agent = ns_stub__agent_path(s, agent, sizeof(agent));
-	if (!have_agent)
-		fprintf(stderr,
-		        "nonstop-stub: warning: agent library not found (%s): no tracepoints\n",
-		        s->agent_path ? s->agent_path : "use --agent or NONSTOP_AGENT_LIB");
+	const char *pt_reason = NULL;
+	if (is_static_elf(s->argv[0]))
+		pt_reason = "static binary: the agent cannot be preloaded";
+	else if (!have_agent)
+		pt_reason = "agent library not found";
+	if (pt_reason)
+		have_agent = false;
 	struct ns_err *err = ns_stub__agent_prepare(s, &ctl);
 	if (err)
 		return err;
 	char **env = build_env(s, have_agent ? agent : NULL, ctl, s->memfd);
 	if (!env)
 		return &ns_err_nomem;
-	int ep[2];
+	int ep[2], sp[2] = {-1, -1};
 	if (pipe2(ep, O_CLOEXEC) < 0)
+		return ns_err_errno(errno, "pipe");
+	if (pt_reason && pipe2(sp, O_CLOEXEC) < 0)
 		return ns_err_errno(errno, "pipe");
 	pid_t pid = fork();
 	if (pid < 0)
 		return ns_err_errno(errno, "fork");
 	if (pid == 0)
-		child(s, env, have_agent ? ctl : -1, ep[1]);
+		child(s, env, have_agent ? ctl : -1, ep[1], sp[0]);
 	close(ep[1]);
+	if (pt_reason) {
+		// Seize before exec, stop at the exec event: nothing runs untraced.
+		close(sp[0]);
+		long rc = ptrace(PTRACE_SEIZE, pid, 0,
+		                 (void *)(uintptr_t)(PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC));
+		int e = errno;
+		ssize_t w = write(sp[1], "g", 1);
+		(void)w;
+		close(sp[1]);
+		if (rc != 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			return ns_err_errno(e, "cannot trace %s (PTRACE_SEIZE)", s->argv[0]);
+		}
+	}
 	close(ctl);
 	if (s->stdout_fd >= 0)
 		close(s->stdout_fd);
@@ -186,7 +267,32 @@ struct ns_err *ns_stub__launch(struct ns_stub *s)
 	}
 	s->pid = pid;
 	s->held = s->hold && have_agent;
-	if (!have_agent) {
+	if (pt_reason) {
+		int st = 0;
+		pid_t r;
+		do
+			r = waitpid(pid, &st, __WALL);
+		while (r < 0 && errno == EINTR);
+		if (r != pid || !WIFSTOPPED(st) ||
+		    (st >> 8) != (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, __WALL);
+			return ns_err_create(NS_ERR_OS, "%s did not stop at its exec (status 0x%x)",
+			                     s->argv[0], st);
+		}
+		close(s->ctl_fd);
+		s->ctl_fd = -1;
+		err = ns_stub__pt_start_held(s, pid, pt_reason);
+		if (err) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, __WALL);
+			return err;
+		}
+		s->held = true;
+		if (!s->hold)
+			ns_stub__pt_resume(s);
+		ns_log(NS_LOG_INFO, "ptrace tier: %s", pt_reason);
+	} else if (!have_agent) {
 		// No agent will ever answer: do not wait 5 s on every request.
 		close(s->ctl_fd);
 		s->ctl_fd = -1;
@@ -261,6 +367,11 @@ bool ns_stub__check_exit(struct ns_stub *s)
 {
 	if (s->exited)
 		return true;
+	if (s->pt) {
+		// We are the tracer: every exit arrives through waitpid with the stops.
+		ns_stub__pt_events(s);
+		return s->exited;
+	}
 	if (s->attached)
 		return check_exit_attached(s);
 	int st;
@@ -279,6 +390,10 @@ void ns_stub__kill(struct ns_stub *s)
 {
 	if (s->exited)
 		return;
+	if (s->pt) {
+		ns_stub__pt_kill(s);
+		return;
+	}
 	kill(s->pid, SIGKILL);
 	if (s->attached) {
 		for (int i = 0; i < 2000 && !check_exit_attached(s); i++)

@@ -218,7 +218,7 @@ NS_TEST(test_stub_test__session)
 	// A tracepoint: definition + action, then QTStart; the fake agent writes one frame.
 	CHECK_REQ(&st, "qTStatus",
 	          "T0;tnotrun:0;tframes:0;tcreated:0;tsize:0;tfree:4000000;circular:0;"
-	          "disconn:0;ns_dropped:0");
+	          "disconn:0;ns_dropped:0;ns_tier:trap");
 	CHECK_REQ(&st, "QTinit", "OK");
 	CHECK_REQ(&st, "QTDP:1:0000000000401136:E:0:0-", "OK");
 	CHECK_REQ(&st, "QTDP:-1:0000000000401136:R0001ffff", "OK");
