@@ -127,6 +127,12 @@ struct ns_rsp_tracepoint {
 	enum ns_rsp_hit_mode hit_mode;
 	uint64_t hit_n;
 	uint64_t max_frames; /* ":L<n>" extension: stop collecting after n frames; 0 = no limit */
+	/* ":R<lo>-<hi>[,<lo>-<hi>]..." extension: runtime address ranges [lo, hi) of the
+	 * function containing addr (its body and any .cold parts), so the agent can check
+	 * that no jump lands inside the bytes a jump pad would displace. nranges 0: unknown
+	 * (the jump-pad tier is then not used). */
+	size_t nranges;
+	uint64_t ranges[2 * 8];
 	struct ns_rsp_action *actions; /* malloc'd array, owned */
 	size_t nactions;
 };

@@ -116,6 +116,9 @@ struct ns_err *ns_rsp_tp_encode(const struct ns_rsp_tracepoint *tp, size_t max_p
 				                 tp->hit_n);
 			if (tp->max_frames)
 				ns_strbuf_printf(&sb, ":L%" PRIx64, tp->max_frames);
+			for (size_t r = 0; r < tp->nranges; r++)
+				ns_strbuf_printf(&sb, "%s%" PRIx64 "-%" PRIx64, r ? "," : ":R",
+				                 tp->ranges[2 * r], tp->ranges[2 * r + 1]);
 		} else {
 			ns_strbuf_printf(&sb, "QTDP:-%x:%016" PRIx64 ":", tp->num, tp->addr);
 			put_action(&sb, &tp->actions[i - 1]);
@@ -237,6 +240,21 @@ static struct ns_err *parse_definition(const char *pkt, const char *p, struct ns
 		case 'L':
 			if (ns_rsp_parse_hex(&p, &tp->max_frames) < 0)
 				err = bad(pkt, p, "frame limit");
+			break;
+		case 'R':
+			tp->nranges = 0;
+			do {
+				uint64_t lo, hi;
+				if (tp->nranges == sizeof(tp->ranges) / sizeof(tp->ranges[0]) / 2 ||
+				    ns_rsp_parse_hex(&p, &lo) < 0 || !expect(&p, '-') ||
+				    ns_rsp_parse_hex(&p, &hi) < 0 || hi <= lo) {
+					err = bad(pkt, p, "function range");
+					break;
+				}
+				tp->ranges[2 * tp->nranges] = lo;
+				tp->ranges[2 * tp->nranges + 1] = hi;
+				tp->nranges++;
+			} while (expect(&p, ','));
 			break;
 		default:
 			err = bad(pkt, p - 1, "unknown field");

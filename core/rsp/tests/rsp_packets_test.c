@@ -266,3 +266,35 @@ NS_TEST(test_rsp_packets__xfer_reply)
 	NS_CHECK_STR(ns_strbuf_str(&sb), "l");
 	ns_strbuf_deinit(&sb);
 }
+
+NS_TEST(test_rsp_packets__function_ranges_extension)
+{
+	// nonstop's ":R" field: the function's ranges, for the jump-pad window check.
+	struct ns_rsp_tracepoint tp = {.num = 3, .addr = 0x401136, .enabled = true, .nranges = 2};
+	tp.ranges[0] = 0x401120;
+	tp.ranges[1] = 0x4011a0;
+	tp.ranges[2] = 0x401500;
+	tp.ranges[3] = 0x401530;
+	char **pk = NULL;
+	size_t n = 0;
+	NS_CHECK_OK(ns_rsp_tp_encode(&tp, 0, &pk, &n));
+	NS_CHECK_INT(n, 1);
+	NS_CHECK(n == 1 && strstr(pk[0], ":R401120-4011a0,401500-401530") != NULL);
+	struct ns_rsp_tracepoint back;
+	memset(&back, 0, sizeof(back));
+	bool more = true;
+	NS_CHECK_OK(ns_rsp_tp_parse(pk[0], &back, &more));
+	NS_CHECK_INT(back.nranges, 2);
+	NS_CHECK(back.ranges[1] == 0x4011a0 && back.ranges[2] == 0x401500);
+	NS_CHECK(!more);
+	ns_rsp_tp_deinit(&back);
+	ns_rsp_free_packets(pk, n);
+	const char *bad[] = {"QTDP:1:401136:E:0:0:R5-4", "QTDP:1:401136:E:0:0:R5",
+	                     "QTDP:1:401136:E:0:0:R1-2,"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&back, 0, sizeof(back));
+		struct ns_err *err = ns_rsp_tp_parse(bad[i], &back, &more);
+		NS_CHECK(err != NULL);
+		ns_err_destroy(err);
+	}
+}
