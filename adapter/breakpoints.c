@@ -274,6 +274,17 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 	struct ns_err *err = session_scope(s, l->addr, a, &locals, &scope);
 	if (err)
 		goto fail_err;
+	// The function's ranges let the agent check that no jump lands inside the bytes a
+	// jump pad would displace (":R", docs/rsp-extensions.md).
+	struct module *mod = module_for_pc(s, l->addr);
+	struct ns_dwarf *mdw = mod ? module_dwarf(s, mod) : NULL;
+	if (mdw) {
+		uint64_t bias = module_bias(mod);
+		tp.nranges = ns_dwarf_func_ranges(mdw, l->addr - bias, tp.ranges,
+		                                  sizeof(tp.ranges) / sizeof(tp.ranges[0]) / 2);
+		for (size_t i = 0; i < 2 * tp.nranges; i++)
+			tp.ranges[i] += bias;
+	}
 	if (cond && *cond) {
 		struct ns_expr_prog cp;
 		err = ns_expr_compile(cond, &scope, NS_EXPR_CONDITION, a, &cp);

@@ -59,16 +59,16 @@ struct ns_err *ns_dwarf_eh_frame_hdr(struct ns_dwarf *dw, uint64_t *vaddr, uint6
 /* ---- Lines ---- */
 
 struct ns_dwarf_bp_loc {
-	uint64_t addr;	      /* link-time address where the tracepoint goes */
-	unsigned line;	      /* line of that address (== the resolved line) */
+	uint64_t addr; /* link-time address where the tracepoint goes */
+	unsigned line; /* line of that address (== the resolved line) */
 	unsigned column;
 	const char *function; /* enclosing subprogram or inlined subroutine name */
-	bool inlined;	      /* inside an inlined copy */
+	bool inlined;         /* inside an inlined copy */
 };
 
 struct ns_dwarf_bp_lines {
-	const char *file;   /* full path of the matched file as the line table names it */
-	unsigned line;	    /* resolved line: the requested one, or the next with code */
+	const char *file; /* full path of the matched file as the line table names it */
+	unsigned line;    /* resolved line: the requested one, or the next with code */
 	size_t n;
 	struct ns_dwarf_bp_loc *locs; /* sorted by address; from @arena */
 };
@@ -83,24 +83,30 @@ struct ns_dwarf_bp_lines {
  * Errors: NS_ERR_NOT_FOUND "no file <file> in <binary>"; NS_ERR_NOT_FOUND "line N
  * has no code (past the end of <function|file>)". */
 struct ns_err *ns_dwarf_breakpoint_addrs(struct ns_dwarf *dw, const char *file, unsigned line,
-					 struct ns_arena *arena, struct ns_dwarf_bp_lines *out);
+                                         struct ns_arena *arena, struct ns_dwarf_bp_lines *out);
 
 struct ns_dwarf_where {
 	const char *function; /* innermost (inlined) function name, or ELF symbol, or NULL */
 	const char *file;     /* full path, or NULL if no line info */
 	unsigned line, column;
-	uint64_t func_low;    /* start of the (outermost) subprogram, 0 if unknown */
+	uint64_t func_low; /* start of the (outermost) subprogram, 0 if unknown */
 };
 
 /** Function, file and line for link-time @addr (the row whose range contains it). */
 struct ns_err *ns_dwarf_where(struct ns_dwarf *dw, uint64_t addr, struct ns_arena *arena,
-			      struct ns_dwarf_where *out);
+                              struct ns_dwarf_where *out);
+
+/** Link-time ranges [lo, hi) of the subprogram containing link-time @addr (the
+ * outermost one for inlined code): its body and any .cold parts; the ELF symbol's
+ * extent without DWARF. Writes at most @max pairs to @ranges (lo, hi, lo, hi, ...) and
+ * returns how many; 0 if unknown. */
+size_t ns_dwarf_func_ranges(struct ns_dwarf *dw, uint64_t addr, uint64_t *ranges, size_t max);
 
 /* ---- Types ---- */
 
 enum ns_dwarf_type_kind {
 	NS_DT_VOID,
-	NS_DT_BASE,	/* integer, char, bool: see is_signed/is_char/is_bool */
+	NS_DT_BASE, /* integer, char, bool: see is_signed/is_char/is_bool */
 	NS_DT_FLOAT,
 	NS_DT_POINTER,
 	NS_DT_STRUCT,
@@ -110,13 +116,14 @@ enum ns_dwarf_type_kind {
 	NS_DT_TYPEDEF,
 	NS_DT_CONST,
 	NS_DT_VOLATILE,
-	NS_DT_FUNC,	/* subroutine type (for function pointers) */
+	NS_DT_FUNC, /* subroutine type (for function pointers) */
 };
 
 struct ns_dwarf_member {
-	const char *name; /* NULL for an anonymous struct/union member */
-	uint64_t offset;  /* byte offset in the parent */
-	unsigned bit_size, bit_offset; /* bit fields: bit_size > 0, bit_offset from the low bit of the storage unit at offset */
+	const char *name;              /* NULL for an anonymous struct/union member */
+	uint64_t offset;               /* byte offset in the parent */
+	unsigned bit_size, bit_offset; /* bit fields: bit_size > 0, bit_offset from the low bit of
+	                                  the storage unit at offset */
 	struct ns_dwarf_type *type;
 };
 
@@ -127,13 +134,14 @@ struct ns_dwarf_enumerator {
 
 struct ns_dwarf_type {
 	enum ns_dwarf_type_kind kind;
-	const char *name;   /* "int", "item" (tag name without "struct "), typedef name; NULL if anonymous */
-	uint64_t size;	    /* bytes; 0 for void/function/incomplete */
+	const char *name; /* "int", "item" (tag name without "struct "), typedef name; NULL if
+	                     anonymous */
+	uint64_t size;    /* bytes; 0 for void/function/incomplete */
 	bool is_signed, is_char, is_bool;
-	bool incomplete;    /* declaration only */
+	bool incomplete;              /* declaration only */
 	struct ns_dwarf_type *target; /* pointer/typedef/const/volatile target, array element,
-					 enum underlying type; NULL means void */
-	uint64_t count;	    /* arrays: element count of the first dimension */
+	                                 enum underlying type; NULL means void */
+	uint64_t count;               /* arrays: element count of the first dimension */
 	bool count_known;
 	size_t nmembers;
 	struct ns_dwarf_member *members;
@@ -161,14 +169,14 @@ struct ns_dwarf_var {
 	 * entry already chosen), raw DW_OP bytes. loc_len == 0 and !has_const: optimized out. */
 	const uint8_t *loc;
 	size_t loc_len;
-	bool has_const;	    /* DW_AT_const_value */
+	bool has_const; /* DW_AT_const_value */
 	int64_t const_value;
 	unsigned decl_line;
 };
 
 struct ns_dwarf_scope {
-	uint64_t pc;		  /* link-time */
-	const char *function;	  /* innermost function (an inlined one if pc is inside it) */
+	uint64_t pc;               /* link-time */
+	const char *function;      /* innermost function (an inlined one if pc is inside it) */
 	const uint8_t *frame_base; /* DW_AT_frame_base of the enclosing subprogram at pc */
 	size_t frame_base_len;
 	/* Variables visible at pc: innermost lexical block first, then outer blocks, then
@@ -183,15 +191,15 @@ struct ns_dwarf_scope {
 /** Variables in scope at link-time @pc, location lists resolved for @pc. Arrays from
  * @arena; types owned by @dw. NS_ERR_NOT_FOUND if no function contains @pc. */
 struct ns_err *ns_dwarf_scope_at(struct ns_dwarf *dw, uint64_t pc, struct ns_arena *arena,
-				 struct ns_dwarf_scope *out);
+                                 struct ns_dwarf_scope *out);
 /** A global or file-static variable @name (statics of the CU containing @pc win). */
 struct ns_err *ns_dwarf_global(struct ns_dwarf *dw, const char *name, uint64_t pc,
-			       struct ns_arena *arena, struct ns_dwarf_var *out);
+                               struct ns_arena *arena, struct ns_dwarf_var *out);
 
 /* ---- Call frame information ---- */
 
 struct ns_dwarf_cfa {
-	unsigned reg;	/* DWARF register number (7 = rsp, 6 = rbp) */
+	unsigned reg;   /* DWARF register number (7 = rsp, 6 = rbp) */
 	int64_t offset; /* CFA = reg + offset */
 };
 
@@ -205,14 +213,14 @@ struct ns_err *ns_dwarf_cfa_at(struct ns_dwarf *dw, uint64_t pc, struct ns_dwarf
 struct ns_dwarf_call_param {
 	unsigned dwarf_reg;   /* DW_AT_location was this single DW_OP_regN */
 	const uint8_t *value; /* DW_AT_call_value (DW_AT_GNU_call_site_value): a DWARF
-			       * expression in the caller's frame at the call whose result
-			       * is the value itself */
+	                       * expression in the caller's frame at the call whose result
+	                       * is the value itself */
 	size_t value_len;
 };
 
 /** A direct call (DW_TAG_call_site / DW_TAG_GNU_call_site) of some subprogram. */
 struct ns_dwarf_call_site {
-	uint64_t return_pc;	 /* link-time */
+	uint64_t return_pc;             /* link-time */
 	struct ns_dwarf_cfa caller_cfa; /* CFA rule of the caller at return_pc - 1 */
 	bool caller_cfa_known;
 	const uint8_t *caller_frame_base; /* DW_AT_frame_base of the calling subprogram */
@@ -229,13 +237,13 @@ struct ns_dwarf_call_site {
  * error. Results are cached per callee and owned by @dw (@arena is unused today).
  * Errors: NS_ERR_NOT_FOUND if no subprogram contains @pc. */
 struct ns_err *ns_dwarf_call_sites(struct ns_dwarf *dw, uint64_t pc, struct ns_arena *arena,
-				   const struct ns_dwarf_call_site **out, size_t *n);
+                                   const struct ns_dwarf_call_site **out, size_t *n);
 
 enum ns_dwarf_reg_rule_kind {
-	NS_DWARF_RULE_SAME,	 /* same value as in the caller (also: no rule at all) */
+	NS_DWARF_RULE_SAME, /* same value as in the caller (also: no rule at all) */
 	NS_DWARF_RULE_UNDEFINED,
-	NS_DWARF_RULE_OFFSET,	 /* the caller's value is saved at CFA + offset */
-	NS_DWARF_RULE_OTHER,	 /* val_offset, register, expression: not handled */
+	NS_DWARF_RULE_OFFSET, /* the caller's value is saved at CFA + offset */
+	NS_DWARF_RULE_OTHER,  /* val_offset, register, expression: not handled */
 };
 
 struct ns_dwarf_reg_rule {
@@ -246,6 +254,6 @@ struct ns_dwarf_reg_rule {
 /** The rules of DWARF registers 0..16 (16 = return address) at link-time @pc, from the
  * same CFI as ns_dwarf_cfa_at. NS_ERR_NOT_FOUND if no FDE covers @pc. */
 struct ns_err *ns_dwarf_reg_rules_at(struct ns_dwarf *dw, uint64_t pc,
-				     struct ns_dwarf_reg_rule out[17]);
+                                     struct ns_dwarf_reg_rule out[17]);
 
 #endif

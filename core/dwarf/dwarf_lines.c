@@ -620,3 +620,30 @@ struct ns_err *ns_dwarf_where(struct ns_dwarf *dw, uint64_t addr, struct ns_aren
 	*out = w;
 	return NULL;
 }
+
+size_t ns_dwarf_func_ranges(struct ns_dwarf *dw, uint64_t addr, uint64_t *ranges, size_t max)
+{
+	size_t n = 0;
+	struct ns_dwarf__cu *cu = NULL;
+	if (dw->dbg && !ns_dwarf__load_cus(dw))
+		cu = ns_dwarf__cu_at(dw, addr);
+	if (cu && !ns_dwarf__load_nodes(dw, cu)) {
+		int outer = outer_func_node(cu, ns_dwarf__node_at(cu, addr));
+		// The whole subprogram: gcc gives a function split into hot and .cold
+		// parts DW_AT_ranges (DWARF 5 section 2.17.3), one entry per part.
+		for (size_t i = 0; outer >= 0 && i < cu->nodes[outer].nranges && n < max; i++) {
+			ranges[2 * n] = cu->nodes[outer].ranges[i].lo;
+			ranges[2 * n + 1] = cu->nodes[outer].ranges[i].hi;
+			n++;
+		}
+	}
+	if (n == 0 && max > 0) {
+		const struct ns_dwarf__sym *sym = ns_dwarf__sym_at(dw, addr);
+		if (sym && sym->size) {
+			ranges[0] = sym->addr;
+			ranges[1] = sym->addr + sym->size;
+			n = 1;
+		}
+	}
+	return n;
+}

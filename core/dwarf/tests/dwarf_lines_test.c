@@ -479,3 +479,33 @@ NS_TEST(test_dwarf_lines__corrupt_input)
 		}
 	}
 }
+
+/* ns_dwarf_func_ranges against `nm -S` (symbol start and size) for the sample's
+ * functions, from an address in the middle of each. */
+NS_TEST(test_dwarf_lines__func_ranges_match_nm)
+{
+	for (enum tu_build b = TU_O0; b < TU_NBUILDS; b++) {
+		const char *bin = tu_bin(b);
+		struct ns_dwarf *dw = NULL;
+		NS_CHECK_OK(ns_dwarf_open(bin, &dw));
+		if (!dw)
+			continue;
+		const char *funcs[] = {"weigh", "restock", "worker"};
+		for (size_t i = 0; i < 3; i++) {
+			char cmd[512];
+			snprintf(cmd, sizeof(cmd), "nm -S %s | awk '$4 == \"%s\" {print $1, $2}'",
+			         bin, funcs[i]);
+			char *out = ns_test_capture(cmd);
+			unsigned long long start = 0, size = 0;
+			NS_CHECK(out && sscanf(out, "%llx %llx", &start, &size) == 2);
+			free(out);
+			uint64_t r[8];
+			size_t n = ns_dwarf_func_ranges(dw, start + size / 2, r, 4);
+			NS_CHECK(n >= 1);
+			NS_CHECK(n >= 1 && r[0] == start && r[1] == start + size);
+		}
+		uint64_t r[2];
+		NS_CHECK_INT(ns_dwarf_func_ranges(dw, 0x10, r, 1), 0);
+		ns_dwarf_destroy(dw);
+	}
+}
