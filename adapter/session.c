@@ -355,8 +355,40 @@ static struct ns_err *open_debug_info(struct session *s, const char *real, const
 
 /* Open DWARF for the program and work out where it is loaded. The binary is read
  * through the path the stub reports (the file really running) first, then @path. */
+/* Add the stub's --debug-dir directories (qNsDebugDirs) after the client's own. */
+static void add_stub_debug_dirs(struct session *s)
+{
+	struct ns_rsp_packet rep;
+	struct ns_err *err = target_request(&s->tgt, "qNsDebugDirs", &rep);
+	if (err) {
+		ns_err_destroy(err);
+		return;
+	}
+	if (rep.len == 0 || rep.len % 2 || rep.data[0] == 'E')
+		return;
+	char *text = calloc(1, rep.len / 2 + 1);
+	if (!text || ns_hex_decode(rep.data, rep.len, text) != 0) {
+		free(text);
+		return;
+	}
+	size_t n = 0;
+	while (s->debug_dirs && s->debug_dirs[n])
+		n++;
+	char *save = NULL;
+	for (char *d = strtok_r(text, "\n", &save); d; d = strtok_r(NULL, "\n", &save)) {
+		char **nv = realloc(s->debug_dirs, (n + 2) * sizeof(char *));
+		if (!nv)
+			break;
+		s->debug_dirs = nv;
+		s->debug_dirs[n++] = strdup(d);
+		s->debug_dirs[n] = NULL;
+	}
+	free(text);
+}
+
 static struct ns_err *load_program(struct session *s, const char *path)
 {
+	add_stub_debug_dirs(s);
 	char **dirs = s->debug_dirs; // kept: shared libraries are looked up with them too
 	size_t ndirs = 0;
 	while (dirs && dirs[ndirs])

@@ -47,6 +47,10 @@ struct ns_stub {
 	const char *agent_path;
 	char **argv;
 	pid_t attach_pid; /* --attach PID; 0: launch argv */
+	/* --debug-dir DIR (repeatable): where separate debug files live on this host;
+	 * told to the client with qNsDebugDirs. Borrowed from argv. */
+	const char *debug_dirs[16];
+	size_t ndebug_dirs;
 
 	/* the program */
 	pid_t pid;

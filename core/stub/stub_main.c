@@ -30,9 +30,10 @@
 static void usage(void)
 {
 	fprintf(stderr, "usage: nonstop-stub [--listen HOST:PORT | --stdio] [--hold] "
-	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...\n"
+	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] [--debug-dir DIR]...\n"
+	                "                    -- PROGRAM ARGS...\n"
 	                "       nonstop-stub --attach PID [--listen HOST:PORT | --stdio] "
-	                "[--agent PATH]\n");
+	                "[--agent PATH] [--debug-dir DIR]...\n");
 }
 
 static bool parse_fd(const char *s, int *out)
@@ -68,6 +69,10 @@ static bool parse_args(struct ns_stub *s, int argc, char **argv)
 			s->attach_pid = (pid_t)v;
 		} else if (!strcmp(a, "--agent") && has_val) {
 			s->agent_path = argv[++i];
+		} else if (!strcmp(a, "--debug-dir") && has_val) {
+			if (s->ndebug_dirs == sizeof(s->debug_dirs) / sizeof(s->debug_dirs[0]))
+				return false;
+			s->debug_dirs[s->ndebug_dirs++] = argv[++i];
 		} else if (!strcmp(a, "--stdout-fd") && has_val) {
 			if (!parse_fd(argv[++i], &s->stdout_fd))
 				return false;

@@ -552,6 +552,13 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 	} else if (prefix(p, "qXfer:auxv:read:")) {
 		// gdb relocates a PIE program with AT_ENTRY from the auxiliary vector.
 		xfer(s, p + strlen("qXfer:auxv:read:"), "auxv", &r);
+	} else if (!strcmp(p, "qNsDebugDirs")) {
+		// Directories of separate debug files on this host, newline-separated, hex.
+		for (size_t i = 0; i < s->ndebug_dirs; i++) {
+			if (i)
+				ns_strbuf_hex(&r, "\n", 1);
+			ns_strbuf_hex(&r, s->debug_dirs[i], strlen(s->debug_dirs[i]));
+		}
 	} else if (!strcmp(p, "qNsBuildId")) {
 		struct ns_err *err = ns_stub__build_id(s, &r);
 		if (err) {

@@ -493,6 +493,40 @@ def stripped_binary_with_debug_info_dir():
                (have[:3], want[:3], len(have), len(want)))
         d.close()
 
+        # The same through a stub told where debug files are (--debug-dir), attached by
+        # target: the client gives no debugInfo, the stub's directory is used.
+        sk = socket.socket()
+        sk.bind(('127.0.0.1', 0))
+        port = sk.getsockname()[1]
+        sk.close()
+        stub = subprocess.Popen([os.path.join(BIN, 'nonstop-stub'), '--listen', '127.0.0.1:%d' % port, '--hold',
+                                 '--debug-dir', dbg_dir, '--', exe, '50'], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd=TARGETS)
+        try:
+            d = DAP([os.path.join(BIN, 'nonstop-dap')])
+            ALL_SESSIONS.append(d)
+            d.req('initialize', {'clientID': 'e2e', 'adapterID': 'nonstop'})
+            r = None
+            for _ in range(100):
+                r = d.req('attach', {'type': 'nonstop', 'request': 'attach', 'target': '127.0.0.1:%d' % port})
+                if r and r.get('success'):
+                    break
+                time.sleep(0.05)
+            expect(r and r.get('success'), 'attach to the stub with --debug-dir', r)
+            got = d.body('setBreakpoints', {'source': {'path': src('ledger.c')}, 'breakpoints': [
+                {'line': line, 'logMessage': 'moved {t->amount}'}]}).get('breakpoints', [])
+            expect(got and got[0].get('verified'), "verified through the stub's --debug-dir", got)
+            d.req('configurationDone')
+            hits = d.wait_event('output', count=37, timeout=30, pred=lambda e: e['body'].get('output', '').startswith('moved '))
+            rows = ledger_expected(50)
+            expect([h['body']['output'] for h in hits] == ['moved %d\n' % a for (_, a, rr) in rows if rr == 0],
+                   'values', [h['body']['output'] for h in hits][:5])
+            d.req('disconnect', {'terminateDebuggee': False})
+            d.close()
+        finally:
+            stub.terminate()
+            stub.wait(timeout=10)
+
         # Debug info of another build at the build-id path: refused, both ids named.
         # (-D alone changes nothing gcc emits: the extra symbol changes the build-id.)
         other = os.path.join(exe_dir, 'other')
