@@ -546,6 +546,22 @@ def stripped_binary_with_debug_info_dir():
 
 
 
+@case
+def threads_that_block_every_signal_survive_traps():
+    line = tag_line('masked.c', 'TAG_MASKED_WORK')
+    for opt in ('O0', 'O2'):
+        d, _, got = start(prog('masked', opt), [], source=src('masked.c'),
+                          bps=[{'line': line, 'logMessage': 'w{w} i={i}'}])
+        expect(got and got[0].get('verified'), 'verified', got)
+        code = finish(d)
+        expect(code == 0, '%s: the program was not killed by the trap' % opt, code)
+        lines = [o['output'] for o in logpoints(d, 'w')]
+        expect(sorted(lines) == sorted('w%d i=%d\n' % (w, i) for w in range(2) for i in range(200)),
+               'every hit of both masked threads', lines[:4])
+        expect(stdout_of(d) == 'total 19900 19900\n', 'output unchanged', stdout_of(d))
+        d.close()
+
+
 def attach_pid_session(pid, bps=None, source=None, extra=None):
     d = DAP([os.path.join(BIN, 'nonstop-dap')])
     ALL_SESSIONS.append(d)
