@@ -717,6 +717,8 @@ def validate_all():
         import jsonschema
     except ImportError:
         raise Fail('python3-jsonschema is not installed')
+    if not os.path.exists(SCHEMA):
+        raise Fail('the DAP schema is not at %s (shared/ must sit beside the clone)' % SCHEMA)
     schema = json.load(open(SCHEMA))
     defs = schema['definitions']
     bad, n = [], 0
