@@ -1,0 +1,51 @@
+/* Hot-loop target of bench_hotloop.py: the main thread calls hot(i, i * 3, msg) N times
+ * in a tight loop and times the loop itself with CLOCK_MONOTONIC, so a tracer's cost per
+ * hit is (traced elapsed - untraced elapsed) / N whatever the tracer's start-up time.
+ *
+ *   hotloop N
+ *
+ * Prints "elapsed_ns <loop time>", "hits <N>" and "checksum <sum>", then calls
+ * bench_done() (a place for a debugger to stop after the loop, e.g. to read its trace
+ * status). Built by the benchmark with gcc -O2 -g; noipa keeps gcc from cloning hot()
+ * with constant-propagated arguments, so every peer sees the same three arguments. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static const char msg[] = "hello from the hot loop";
+volatile long sink;
+
+void hot(int a, int b, const char *s);
+void bench_done(long long elapsed);
+
+__attribute__((noipa)) void hot(int a, int b, const char *s)
+{
+	sink += (a ^ b) + s[a & 7];
+}
+
+__attribute__((noipa)) void bench_done(long long elapsed)
+{
+	sink += elapsed;
+}
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return 2;
+	int n = atoi(argv[1]);
+	long long t0 = now_ns();
+	for (int i = 0; i < n; i++)
+		hot(i, i * 3, msg);
+	long long t1 = now_ns();
+	printf("elapsed_ns %lld\nhits %d\nchecksum %ld\n", t1 - t0, n, sink);
+	fflush(stdout);
+	bench_done(t1 - t0);
+	return 0;
+}
