@@ -146,78 +146,101 @@ static void set_cloexec(int fd)
 	fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
 }
 
+/* Start nonstop-stub with @argv (argv[0] = its path) on pipes: its stdin/stdout carry
+ * RSP. @fd_out/@fd_err >= 0 become its fds 3 and 4 (the program's stdout/stderr);
+ * @fd_stub_err >= 0 its own stderr. @cwd/@envp: NULL to inherit. Connects t->rsp. */
+static struct ns_err *spawn_stub(struct target *t, char **argv, const char *cwd, char **envp,
+                                 int fd_out, int fd_err, int fd_stub_err)
+{
+	int to_stub[2], from_stub[2];
+	if (pipe2(to_stub, O_CLOEXEC))
+		return ns_err_errno(errno, "pipe");
+	if (pipe2(from_stub, O_CLOEXEC)) {
+		struct ns_err *err = ns_err_errno(errno, "pipe");
+		close(to_stub[0]);
+		close(to_stub[1]);
+		return err;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		struct ns_err *err = ns_err_errno(errno, "fork");
+		close(to_stub[0]);
+		close(to_stub[1]);
+		close(from_stub[0]);
+		close(from_stub[1]);
+		return err;
+	}
+	if (pid == 0) {
+		dup2(to_stub[0], 0);
+		dup2(from_stub[1], 1);
+		if (fd_out >= 0)
+			dup2(fd_out, 3);
+		if (fd_err >= 0)
+			dup2(fd_err, 4);
+		if (fd_stub_err >= 0)
+			dup2(fd_stub_err, 2);
+		if (cwd && *cwd && chdir(cwd) != 0) {
+			dprintf(2, "nonstop-dap: cannot change to directory %s: %s\n", cwd,
+			        strerror(errno));
+			_exit(126);
+		}
+		if (envp)
+			execve(argv[0], argv, envp);
+		else
+			execv(argv[0], argv);
+		dprintf(2, "nonstop-dap: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(to_stub[0]);
+	close(from_stub[1]);
+	t->stub_pid = pid;
+	struct ns_err *err = ns_rsp_conn_create(from_stub[0], to_stub[1], &t->rsp);
+	if (err) {
+		close(from_stub[0]);
+		close(to_stub[1]);
+	}
+	return err;
+}
+
 struct ns_err *target_launch(struct target *t, const struct launch_args *la)
 {
-	int to_stub[2] = {-1, -1}, from_stub[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1};
-	char *stub = stub_path();
-	if (!stub)
-		return &ns_err_nomem;
-	if (pipe2(to_stub, O_CLOEXEC) || pipe2(from_stub, O_CLOEXEC) || pipe2(out, O_CLOEXEC) ||
-	    pipe2(errp, O_CLOEXEC)) {
+	int out[2], errp[2];
+	if (pipe2(out, O_CLOEXEC))
+		return ns_err_errno(errno, "pipe");
+	if (pipe2(errp, O_CLOEXEC)) {
 		struct ns_err *err = ns_err_errno(errno, "pipe");
-		free(stub);
+		close(out[0]);
+		close(out[1]);
 		return err;
 	}
 	size_t argc = 0;
 	while (la->argv[argc])
 		argc++;
+	char *stub = stub_path();
 	char **argv = calloc(argc + 12, sizeof(char *));
-	if (!argv) {
-		free(stub);
-		return &ns_err_nomem;
-	}
-	size_t i = 0;
-	argv[i++] = stub;
-	argv[i++] = "--stdio";
-	argv[i++] = "--hold";
-	argv[i++] = "--stdout-fd";
-	argv[i++] = "3";
-	argv[i++] = "--stderr-fd";
-	argv[i++] = "4";
-	argv[i++] = "--";
-	for (size_t k = 0; k < argc; k++)
-		argv[i++] = la->argv[k];
-	argv[i] = NULL;
-
-	pid_t pid = fork();
-	if (pid < 0) {
-		struct ns_err *err = ns_err_errno(errno, "fork");
-		free(argv);
-		free(stub);
-		return err;
-	}
-	if (pid == 0) {
-		// Child: stdin/stdout are the RSP pipes, 3/4 the program's output pipes.
-		dup2(to_stub[0], 0);
-		dup2(from_stub[1], 1);
-		dup2(out[1], 3);
-		dup2(errp[1], 4);
-		if (la->cwd && *la->cwd && chdir(la->cwd) != 0) {
-			dprintf(2, "nonstop-dap: cannot change to directory %s: %s\n", la->cwd,
-			        strerror(errno));
-			_exit(126);
-		}
-		execve(stub, argv, la->envp);
-		dprintf(2, "nonstop-dap: cannot run %s: %s\n", stub, strerror(errno));
-		_exit(127);
+	struct ns_err *err = NULL;
+	if (!stub || !argv) {
+		err = &ns_err_nomem;
+	} else {
+		size_t i = 0;
+		char *fixed[] = {stub, "--stdio",     "--hold", "--stdout-fd",
+		                 "3",  "--stderr-fd", "4",      "--"};
+		for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+			argv[i++] = fixed[k];
+		for (size_t k = 0; k < argc; k++)
+			argv[i++] = la->argv[k];
+		argv[i] = NULL;
+		err = spawn_stub(t, argv, la->cwd, la->envp, out[1], errp[1], -1);
 	}
 	free(argv);
 	free(stub);
-	close(to_stub[0]);
-	close(from_stub[1]);
 	close(out[1]);
 	close(errp[1]);
-	t->stub_pid = pid;
 	t->out_fd = out[0];
 	t->err_fd = errp[0];
 	t->launched = true;
-	struct ns_err *err = ns_rsp_conn_create(from_stub[0], to_stub[1], &t->rsp);
-	if (err) {
-		close(from_stub[0]);
-		close(to_stub[1]);
-		return err;
-	}
-	err = handshake(t);
+	if (!err)
+		err = handshake(t);
 	if (err)
 		return ns_err_wrap(err, "starting %s under nonstop-stub", la->program);
 	return NULL;
@@ -245,45 +268,23 @@ static char *stub_stderr(struct target *t)
 
 struct ns_err *target_attach_pid(struct target *t, long pid)
 {
-	int to_stub[2] = {-1, -1}, from_stub[2] = {-1, -1}, errp[2] = {-1, -1};
+	int errp[2];
 	char *stub = stub_path();
 	if (!stub)
 		return &ns_err_nomem;
-	if (pipe2(to_stub, O_CLOEXEC) || pipe2(from_stub, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
-		struct ns_err *err = ns_err_errno(errno, "pipe");
+	if (pipe2(errp, O_CLOEXEC)) {
 		free(stub);
-		return err;
+		return ns_err_errno(errno, "pipe");
 	}
 	char pidstr[32];
 	snprintf(pidstr, sizeof(pidstr), "%ld", pid);
 	char *argv[] = {stub, "--stdio", "--attach", pidstr, NULL};
-	pid_t child = fork();
-	if (child < 0) {
-		struct ns_err *err = ns_err_errno(errno, "fork");
-		free(stub);
-		return err;
-	}
-	if (child == 0) {
-		dup2(to_stub[0], 0);
-		dup2(from_stub[1], 1);
-		dup2(errp[1], 2);
-		execv(stub, argv);
-		dprintf(2, "cannot run %s: %s\n", stub, strerror(errno));
-		_exit(127);
-	}
+	struct ns_err *err = spawn_stub(t, argv, NULL, NULL, -1, -1, errp[1]);
 	free(stub);
-	close(to_stub[0]);
-	close(from_stub[1]);
 	close(errp[1]);
-	t->stub_pid = child;
 	t->stub_err_fd = errp[0];
-	struct ns_err *err = ns_rsp_conn_create(from_stub[0], to_stub[1], &t->rsp);
-	if (err) {
-		close(from_stub[0]);
-		close(to_stub[1]);
-		return err;
-	}
-	err = handshake(t);
+	if (!err)
+		err = handshake(t);
 	if (err) {
 		// The stub says why (permissions, no such process, already traced...).
 		char *why = stub_stderr(t);
