@@ -157,4 +157,89 @@ uint8_t *ns_ax_asm_steal(struct ns_ax_asm *a, size_t *len_out);
  * malloc'd string; for tests and debug logs. */
 char *ns_ax_disasm(const uint8_t *code, size_t len);
 
+/* ---- Native code (ax_jit.c) -----------------------------------------------------
+ *
+ * ns_ax_jit_compile() translates a verified program into position-independent x86-64
+ * code (no absolute addresses: helpers are called through the ctx, so the bytes can be
+ * copied anywhere). The generated function is a normal SysV function:
+ *
+ *   uint64_t fn(const uint64_t *regs, struct ns_ax_jit_ctx *ctx);
+ *
+ * It returns the top of the stack at END (0 if empty, 0 on any error) and stores the
+ * status in ctx->status (and ctx->pc; ctx->fault_addr only when status != OK), with the
+ * interpreter's semantics exactly: same values, statuses, fault addresses, pcs, and
+ * the same sequence of read_mem/read_reg/trace_mem calls (except that reads inside a
+ * fast range are not seen by read_mem). It uses general registers only (no SSE/AVX/
+ * x87, no string instructions, DF untouched), keeps the bottom 4 stack items in
+ * r8..r11 and the rest in a frame on the native stack, and calls the helpers with the
+ * stack 16-byte aligned: it obeys the jump pad's collector contract (core/arch/arch.h)
+ * as long as the helpers do.
+ *
+ * Loops are not compiled: a program with a backward jump is refused with
+ * NS_ERR_UNSUPPORTED, and so is one with more reachable instructions than the step
+ * budget (opt->max_steps), so a compiled run never needs a step counter (a forward-only
+ * program executes each instruction at most once). The caller runs such programs with
+ * ns_ax_run() instead and should say so (the error message names the reason). */
+
+/* A range [lo, hi) the generated code may read directly (without read_mem), e.g. the
+ * hitting thread's stack from rsp-128 to its top. Set with ns_ax_jit_set_range(); it
+ * must stay readable for the whole run. */
+struct ns_ax_jit_range {
+	uint64_t lo;
+	uint64_t limit; /* hi - lo - 7: reads of <= 8 bytes at lo + [0, limit); 0: empty */
+};
+
+enum { NS_AX_JIT_NRANGES = 4 };
+
+/* Run-time context of a generated function; the layout is used by the generated code. */
+struct ns_ax_jit_ctx {
+	/* Inputs, same contracts as struct ns_ax_env (called with @user as their first
+	 * argument). read_reg is used only for registers >= opt->nregs. Any may be NULL:
+	 * a NULL read_mem/read_reg fails the read, a NULL trace_mem makes the trace opcodes
+	 * only pop, as in the interpreter. */
+	int (*read_mem)(void *user, void *dst, uint64_t addr, size_t len);
+	int (*read_reg)(void *user, unsigned regno, uint64_t *val);
+	int (*trace_mem)(void *user, uint64_t addr, size_t len, bool nul_stop);
+	void *user;
+	int64_t *tsv; /* may be NULL */
+	uint32_t ntsv;
+	uint32_t reserved;
+	/* Ranges read inline: fast[0] is checked on the hot path, fast[1..nfast-1] out of
+	 * line before falling back to read_mem. Unused entries must be empty (limit 0). */
+	struct ns_ax_jit_range fast[NS_AX_JIT_NRANGES];
+	/* Outputs. pc then status, adjacent (END stores both with one instruction). */
+	uint32_t pc;         /* offset of the instruction that stopped the run (END on success) */
+	uint32_t status;     /* enum ns_ax_status */
+	uint64_t fault_addr; /* NS_AX_FAULT: the address; NS_AX_BAD_REG: the register; else 0 */
+};
+
+typedef uint64_t (*ns_ax_jit_fn)(const uint64_t *regs, struct ns_ax_jit_ctx *ctx);
+
+struct ns_ax_jit_options {
+	/* Registers 0..nregs-1 are read from the block passed as @regs (GDB numbering:
+	 * NS_ARCH_PAD_NREGS = 18 for the jump pad's block, NS_AX_NREGS = 26 for a full
+	 * frame, 0 for none); the others go through ctx->read_reg. */
+	unsigned nregs;
+	/* The step budget the interpreter would use (ns_ax_env.max_steps); 0: default. */
+	unsigned max_steps;
+	/* How many ctx->fast ranges the code checks before calling read_mem (0..4). */
+	unsigned nfast;
+};
+
+/** Set ctx->fast[@i] to [@lo, @hi) (an empty range if @hi < @lo + 8). */
+void ns_ax_jit_set_range(struct ns_ax_jit_ctx *ctx, unsigned i, uint64_t lo, uint64_t hi);
+
+/** Upper bound of the native code size for a program of @len bytes. */
+size_t ns_ax_jit_size_bound(size_t len);
+
+/** Compile @code (verified here again) into @mem (@cap bytes; the caller makes it
+ * executable) and set *@used_out to the bytes written (or needed, if @cap is too small:
+ * NS_ERR_INVALID). NS_ERR_UNSUPPORTED, with a message naming the offset and opcode or
+ * the reason, for programs the JIT does not handle (backward jumps, too long for the
+ * step budget); NS_ERR_INVALID if the program does not verify. Host side or the
+ * agent's control thread (allocates); the generated code is async-signal-safe. */
+struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
+                                 const struct ns_ax_jit_options *opt, void *mem, size_t cap,
+                                 size_t *used_out);
+
 #endif
