@@ -40,6 +40,10 @@
 #define NS_AGENT_ENV_HOLD "NONSTOP_AGENT_HOLD"
 #endif
 
+/* "trap": the agent never uses the jump-pad tier (every site runs as int3). Read and
+ * removed by the constructor like the variables above. */
+#define NS_AGENT_ENV_TIER "NONSTOP_AGENT_TIER"
+
 #define NS_AGENT_SHM_MAGIC 0x4d48534eu /* "NSHM" */
 #define NS_AGENT_PROTO_VERSION 1
 

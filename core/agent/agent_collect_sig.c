@@ -21,6 +21,7 @@ static __thread struct ns_agent_ring *my_ring TLS;
 static __thread uint32_t my_tid TLS;
 static __thread uint32_t my_gen TLS;             /* ns_agent__g.gen when claimed */
 static __thread struct ns_agent_shm *my_shm TLS; /* the mapping my_ring is in */
+__thread bool ns_agent__in_hit TLS;
 
 enum { REC_HDR = 8 };
 
@@ -38,6 +39,69 @@ static uint64_t selector(ucontext_t *uc, unsigned shift)
 	return ((uint64_t)uc->uc_mcontext.gregs[REG_CSGSFS] >> shift) & 0xffff;
 }
 
+// fs_base/gs_base of this thread: rdfsbase/rdgsbase where the kernel enables them
+// (Linux 5.9+, HWCAP2_FSGSBASE), else arch_prctl.
+static int seg_base(unsigned regno, uint64_t *val)
+{
+	unsigned long base;
+	if (ns_agent__g.have_fsgsbase) {
+		if (regno == NS_REG_FS_BASE)
+			__asm__ volatile("rdfsbase %0" : "=r"(base));
+		else
+			__asm__ volatile("rdgsbase %0" : "=r"(base));
+		*val = base;
+		return 0;
+	}
+	if (syscall(SYS_arch_prctl, regno == NS_REG_FS_BASE ? ARCH_GET_FS : ARCH_GET_GS, &base) !=
+	    0)
+		return -1;
+	*val = base;
+	return 0;
+}
+
+// A register at a jump pad: the pad's block (arch.h) and the live segment registers.
+static int pad_read_reg(const uint64_t *regs, uint64_t addr, unsigned regno, uint64_t *val)
+{
+	uint16_t seg;
+	if (regno < 16) {
+		*val = regs[regno];
+		return 0;
+	}
+	switch (regno) {
+	case NS_REG_RIP:
+		*val = addr;
+		return 0;
+	case NS_REG_EFLAGS:
+		*val = regs[NS_ARCH_PAD_REG_EFLAGS];
+		return 0;
+	case NS_REG_CS:
+		__asm__("mov %%cs, %0" : "=r"(seg));
+		break;
+	case NS_REG_SS:
+		__asm__("mov %%ss, %0" : "=r"(seg));
+		break;
+	case NS_REG_DS:
+		__asm__("mov %%ds, %0" : "=r"(seg));
+		break;
+	case NS_REG_ES:
+		__asm__("mov %%es, %0" : "=r"(seg));
+		break;
+	case NS_REG_FS:
+		__asm__("mov %%fs, %0" : "=r"(seg));
+		break;
+	case NS_REG_GS:
+		__asm__("mov %%gs, %0" : "=r"(seg));
+		break;
+	case NS_REG_FS_BASE:
+	case NS_REG_GS_BASE:
+		return seg_base(regno, val);
+	default:
+		return -1;
+	}
+	*val = seg;
+	return 0;
+}
+
 int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *val)
 {
 	static const int map[16] = {REG_RAX, REG_RBX, REG_RCX, REG_RDX, REG_RSI, REG_RDI,
@@ -45,7 +109,6 @@ int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *
 	                            REG_R12, REG_R13, REG_R14, REG_R15};
 	const greg_t *g = uc->uc_mcontext.gregs;
 	uint16_t seg;
-	unsigned long base;
 	if (regno < 16) {
 		*val = (uint64_t)g[map[regno]];
 		return 0;
@@ -81,18 +144,15 @@ int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *
 		return 0;
 	case NS_REG_FS_BASE:
 	case NS_REG_GS_BASE:
-		if (syscall(SYS_arch_prctl, regno == NS_REG_FS_BASE ? ARCH_GET_FS : ARCH_GET_GS,
-		            &base) != 0)
-			return -1;
-		*val = base;
-		return 0;
+		return seg_base(regno, val);
 	default:
 		return -1;
 	}
 }
 
 struct hit {
-	ucontext_t *uc;
+	ucontext_t *uc;       /* trap tier, else NULL */
+	const uint64_t *regs; /* jump pad's register block */
 	uint64_t addr;
 	struct ns_frame_builder b;
 };
@@ -112,6 +172,8 @@ static size_t src_read_partial(void *ctx, void *dst, uint64_t addr, size_t len)
 static int src_read_reg(void *ctx, unsigned regno, uint64_t *val)
 {
 	struct hit *h = ctx;
+	if (!h->uc)
+		return pad_read_reg(h->regs, h->addr, regno, val);
 	return ns_agent__read_reg(h->uc, h->addr, regno, val);
 }
 
@@ -255,10 +317,11 @@ static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
 	end_frame(h, r, rec, head, res->status, res->fault_addr);
 }
 
-void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc)
+void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs)
 {
 	struct hit h;
 	h.uc = uc;
+	h.regs = regs;
 	h.addr = site->addr;
 	struct ns_collect_src src = {src_read_mem, src_read_partial, src_read_reg, &h};
 	atomic_fetch_add_explicit(&__atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE)->hits, 1,

@@ -57,7 +57,7 @@ static _Atomic bool ctl_running;
 
 // All code writes go through /proc/self/mem: it writes through page protection
 // (FOLL_FORCE), so no text page is ever made writable, not even briefly.
-static struct ns_err *write_code(uint64_t addr, const void *buf, size_t len)
+struct ns_err *ns_agent__write_code(uint64_t addr, const void *buf, size_t len)
 {
 	ssize_t n;
 	do
@@ -98,6 +98,8 @@ static struct ns_err *check_executable(uint64_t addr)
 		return ns_err_fault(addr, "0x%" PRIx64 " is not mapped", addr);
 	return err;
 }
+
+#define write_code ns_agent__write_code
 
 /* ---- out-of-line slots ---- */
 
@@ -141,12 +143,14 @@ static struct slot_page *map_slot_page(uint64_t addr)
 	return NULL;
 }
 
-// A fresh slot near @addr. Slots are never reused: a thread may still be running one.
-static struct ns_err *slot_alloc(uint64_t addr, uint64_t *out)
+// A fresh slot (or pad) of @size bytes near @addr. Never reused: a thread may still be
+// running one.
+struct ns_err *ns_agent__code_alloc(uint64_t addr, size_t size, uint64_t *out)
 {
 	struct slot_page *sp;
+	size = (size + 15) & ~(size_t)15;
 	for (sp = slot_pages; sp; sp = sp->next)
-		if (sp->used + NS_AGENT__SLOT_SIZE <= SLOT_PAGE && near(sp->base, addr) &&
+		if (sp->used + size <= SLOT_PAGE && near(sp->base, addr) &&
 		    near(sp->base + SLOT_PAGE, addr))
 			break;
 	if (!sp)
@@ -157,8 +161,13 @@ static struct ns_err *slot_alloc(uint64_t addr, uint64_t *out)
 		                     " for the out-of-line copy",
 		                     addr);
 	*out = sp->base + sp->used;
-	sp->used += NS_AGENT__SLOT_SIZE;
+	sp->used += size;
 	return NULL;
+}
+
+static struct ns_err *slot_alloc(uint64_t addr, uint64_t *out)
+{
+	return ns_agent__code_alloc(addr, NS_AGENT__SLOT_SIZE, out);
 }
 
 static struct ns_err *build_slot(uint64_t addr, const uint8_t *code,
@@ -303,7 +312,39 @@ static struct ns_err *prepare_site(uint64_t addr, struct ns_agent__site *s)
 	return NULL;
 }
 
-static struct ns_err *install(struct ns_rsp_tracepoint *def)
+// A jump-pad site A whose displaced window holds @addr (A < addr < A + wlen) becomes an
+// int3 site (its original tail back) so that @addr can be patched. Returns an error
+// only if code could not be written.
+static struct ns_err *downgrade_covering(uint64_t addr)
+{
+	for (unsigned i = 0; i < NS_AGENT__TABLE_SIZE; i++) {
+		struct ns_agent__entry *e = &ns_agent__g.table[i];
+		struct ns_agent__site *old = atomic_load(&e->site);
+		if (!old || !old->pad_block || addr <= old->addr || addr >= old->addr + old->wlen)
+			continue;
+		struct ns_err *err = NULL;
+		if (old->jumped && (err = ns_agent__jump_unpatch(old, false)))
+			return err;
+		struct ns_agent__site *s = site_new(old, old->ntps);
+		if (!s)
+			return &ns_err_nomem; // still correct: int3 + pad
+		for (unsigned j = 0; j < old->ntps; j++)
+			s->tps[s->ntps++] = old->tps[j];
+		s->pad_block = 0; // the original tail is back: resume through the slot
+		s->jumped = false;
+		s->tier = NS_AGENT_TIER_TRAP;
+		snprintf(s->why, sizeof(s->why),
+		         TRAP_TIER_MSG ": the tracepoint at 0x%" PRIx64 " lies inside its jump-pad "
+		                       "window",
+		         addr);
+		atomic_store(&e->site, s);
+		retire(old, NULL);
+	}
+	return NULL;
+}
+
+static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out, char *why,
+                              size_t why_cap)
 {
 	struct ns_err *err = verify_code(def);
 	if (err)
@@ -311,12 +352,24 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def)
 	struct ns_agent__entry *e = ns_agent__lookup(def->addr);
 	struct ns_agent__site *old = e ? atomic_load(&e->site) : NULL;
 	struct ns_agent__site proto;
+	bool jump = false;
 	if (old) {
 		proto = *old;
 	} else {
 		memset(&proto, 0, sizeof(proto));
+		if ((err = downgrade_covering(def->addr)))
+			return err;
 		if ((err = prepare_site(def->addr, &proto)))
 			return err;
+		if (!e)
+			e = entry_insert(def->addr);
+		if (!e)
+			return ns_err_create(NS_ERR_NOMEM, "too many tracepoint addresses (%d)",
+			                     NS_AGENT__TABLE_SIZE);
+		jump = ns_agent__jump_prepare(&proto, def, e);
+		// From publication on, the window's tail may hold the jmp: whoever
+		// restores the code (removal, a forked child) restores all wlen bytes.
+		proto.jumped = jump;
 	}
 	struct ns_agent__tp *tp = calloc(1, sizeof(*tp));
 	struct ns_agent__site *s = site_new(&proto, (old ? old->ntps : 0) + 1);
@@ -338,14 +391,6 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def)
 			s->tps[s->ntps++] = old->tps[i];
 	}
 	s->tps[s->ntps++] = tp;
-	if (!e)
-		e = entry_insert(def->addr);
-	if (!e) {
-		free(s);
-		free(tp);
-		return ns_err_create(NS_ERR_NOMEM, "too many tracepoint addresses (%d)",
-		                     NS_AGENT__TABLE_SIZE);
-	}
 	atomic_store(&e->site, s);
 	if (!old) {
 		static const uint8_t int3 = 0xcc;
@@ -356,7 +401,34 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def)
 			retire(NULL, tp);
 			return err;
 		}
+		if (jump) {
+			// The site is published with its pad: a thread that hits the int3
+			// from now on resumes in the pad's relocated window.
+			char reason[160];
+			int rc = ns_agent__jump_patch(s, reason, sizeof(reason));
+			struct ns_agent__site *s2 = rc == 1 ? NULL : site_new(s, s->ntps);
+			if (rc == 1) {
+				s->tier = NS_AGENT_TIER_JUMP; // read by this thread only
+			} else if (s2) {
+				for (unsigned j = 0; j < s->ntps; j++)
+					s2->tps[s2->ntps++] = s->tps[j];
+				if (rc == 0) {
+					s2->pad_block = 0; // the tail is original: slot is fine
+					s2->jumped = false;
+				}
+				s2->tier = NS_AGENT_TIER_TRAP;
+				snprintf(s2->why, sizeof(s2->why), TRAP_TIER_MSG ": %s", reason);
+				atomic_store(&e->site, s2);
+				retire(s, NULL);
+				s = s2;
+			} else {
+				// Out of memory: s stays published (int3 + pad, correct).
+				s->tier = NS_AGENT_TIER_TRAP;
+			}
+		}
 	}
+	*tier_out = s->tier ? s->tier : NS_AGENT_TIER_TRAP;
+	snprintf(why, why_cap, "%s", s->why[0] ? s->why : TRAP_TIER_MSG);
 	retire(old, replaced);
 	memset(def, 0, sizeof(*def)); // now owned by tp
 	return NULL;
@@ -380,8 +452,10 @@ static unsigned remove_tps(bool all, uint32_t num, struct ns_err **err_out)
 		if (keep == 0) {
 			// Original byte back first, then unpublish: a thread that trapped
 			// in between still finds the site, one that comes later finds the
-			// original instruction (see the handler).
-			struct ns_err *err = write_code(old->addr, old->orig, 1);
+			// original instruction (see the handler). A jump-pad site: the
+			// whole window, int3 first (agent_jump.c).
+			struct ns_err *err = old->jumped ? ns_agent__jump_unpatch(old, true)
+			                                 : write_code(old->addr, old->orig, 1);
 			if (err) {
 				if (!*err_out)
 					*err_out = err;
@@ -414,10 +488,10 @@ static unsigned remove_tps(bool all, uint32_t num, struct ns_err **err_out)
 
 /* ---- messages ---- */
 
-static void reply(uint32_t req_id, int status, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+static void reply_tier(uint32_t req_id, int status, uint32_t tier, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
 
-static void reply(uint32_t req_id, int status, const char *fmt, ...)
+static void reply_tier(uint32_t req_id, int status, uint32_t tier, const char *fmt, ...)
 {
 	char buf[sizeof(struct ns_agent_reply) + 1024];
 	struct ns_agent_reply *r = (struct ns_agent_reply *)(void *)buf;
@@ -434,9 +508,11 @@ static void reply(uint32_t req_id, int status, const char *fmt, ...)
 	r->h.size = (uint32_t)(sizeof(*r) + (size_t)n + 1);
 	r->h.req_id = req_id;
 	r->status = status;
-	r->tier = status ? NS_AGENT_TIER_NONE : NS_AGENT_TIER_TRAP;
+	r->tier = status ? NS_AGENT_TIER_NONE : tier;
 	send(ns_agent__g.ctl_fd, buf, r->h.size, MSG_NOSIGNAL);
 }
+
+#define reply(req_id, status, ...) reply_tier(req_id, status, NS_AGENT_TIER_TRAP, __VA_ARGS__)
 
 static int err_status(const struct ns_err *err)
 {
@@ -482,12 +558,14 @@ static void handle(const uint8_t *msg, size_t len)
 			reply_err(h.req_id, ns_err_wrap(err, "INSTALL"));
 			break;
 		}
-		err = install(&def);
+		uint32_t tier = NS_AGENT_TIER_TRAP;
+		char why[256];
+		err = install(&def, &tier, why, sizeof(why));
 		ns_rsp_tp_deinit(&def);
 		if (err)
 			reply_err(h.req_id, err);
 		else
-			reply(h.req_id, 0, TRAP_TIER_MSG);
+			reply_tier(h.req_id, 0, tier, "%s", why);
 		break;
 	}
 	case NS_AGENT_MSG_REMOVE: {
@@ -617,7 +695,8 @@ void ns_agent__atfork_child(void)
 	for (unsigned i = 0; i < NS_AGENT__TABLE_SIZE; i++) {
 		struct ns_agent__site *s = atomic_load(&ns_agent__g.table[i].site);
 		if (s && ns_agent__g.mem_fd >= 0)
-			while (pwrite(ns_agent__g.mem_fd, s->orig, 1, (off_t)s->addr) < 0 &&
+			while (pwrite(ns_agent__g.mem_fd, s->orig, s->jumped ? s->wlen : 1,
+			              (off_t)s->addr) < 0 &&
 			       errno == EINTR)
 				;
 	}

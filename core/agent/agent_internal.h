@@ -15,7 +15,7 @@
 enum {
 	NS_AGENT__TABLE_SIZE = 8192, /* open-addressing site table (power of two) */
 	NS_AGENT__SLOT_SIZE = 32,    /* one out-of-line copy: insn (<= 15) + jmp (<= 14) */
-	NS_AGENT__ORIG_MAX = 16,
+	NS_AGENT__ORIG_MAX = 24,     /* >= NS_ARCH_PAD_MAX_WINDOW */
 };
 
 /* One installed tracepoint at one address. Counters are touched by the handler; the
@@ -36,6 +36,17 @@ struct ns_agent__site {
 	uint8_t orig[NS_AGENT__ORIG_MAX]; /* original bytes at addr (orig[0] is replaced) */
 	size_t orig_len;
 	uint64_t slot; /* out-of-line copy (PLAIN/RIPREL, and RET as fallback), 0 if none */
+	/* Jump-pad tier (agent_jump.c): pad != 0 once the pad is written. From then on an
+	 * int3 hit at addr (a thread that trapped while the site was being converted or
+	 * removed) resumes at pad_block, the pad's relocated window, never in the original
+	 * bytes. jumped: "jmp pad" is (being) written over [addr, addr+wlen). */
+	uint64_t pad;       /* the pad's address (never freed nor reused) */
+	uint64_t pad_block; /* pad + block_off */
+	struct ns_arch_pad padinfo;
+	uint8_t wlen; /* window length (bytes displaced) */
+	bool jumped;  /* the tail of the window may hold the jmp: restore wlen bytes */
+	enum ns_agent_tier tier;
+	char why[200]; /* the INSTALL reply's text for this site */
 	unsigned ntps;
 	struct ns_agent__tp *tps[];
 };
@@ -53,6 +64,7 @@ struct ns_agent__state {
 	_Atomic long inflight; /* handlers running right now */
 	_Atomic uint32_t gen;  /* bumped when a re-attach replaces shm (stale TLS ring) */
 	struct sigaction old_trap;
+	bool have_fsgsbase; /* rdfsbase/rdgsbase usable (AT_HWCAP2 FSGSBASE) */
 	struct ns_agent__entry table[NS_AGENT__TABLE_SIZE];
 };
 
@@ -63,9 +75,38 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc);
 struct ns_agent__entry *ns_agent__lookup(uint64_t addr);
 
 /* agent_collect_sig.c */
-/** Conditions, hit counts and collection for every tracepoint of @site. */
-void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc);
+/** Set while this thread collects (either tier): a hit from inside the collection (a
+ * tracepoint in code it calls, or in a signal handler that interrupted it) is not
+ * collected, it only resumes. */
+extern __thread bool ns_agent__in_hit __attribute__((tls_model("initial-exec")));
+/** Conditions, hit counts and collection for every tracepoint of @site, with the
+ * registers from @uc (trap tier) or, if @uc is NULL, from the pad's block @regs
+ * (NS_ARCH_PAD_NREGS, arch.h). */
+void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs);
 int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *val);
+
+/* agent_pad_sig.c */
+/** The collector every pad calls (arch.h contract): @ctx is the site's table entry. */
+void ns_agent__pad_collect(void *ctx, const uint64_t *regs);
+/** Handler of NS_AGENT__MOVE_SIG: moves this thread out of the window being patched. */
+void ns_agent__on_move(int sig, siginfo_t *si, void *uc);
+
+/* A request to move threads out of (lo, lo+len) into the pad's relocated window, and
+ * the threads' acknowledgements (agent_pad_sig.c / agent_jump.c). */
+enum { NS_AGENT__MOVE_MAX_TIDS = 4096 };
+struct ns_agent__move {
+	_Atomic uint64_t lo; /* 0: no request */
+	uint64_t len;
+	uint64_t block; /* pad_block */
+	struct ns_arch_reloc reloc;
+	_Atomic uint32_t gen;
+	unsigned ntids;
+	uint32_t tids[NS_AGENT__MOVE_MAX_TIDS];
+	_Atomic uint32_t acked[NS_AGENT__MOVE_MAX_TIDS]; /* == gen once handled */
+	_Atomic uint64_t moved;                          /* threads moved, ever */
+};
+extern struct ns_agent__move ns_agent__mv;
+#define NS_AGENT__MOVE_SIG (SIGRTMAX - 2)
 
 /* agent_ctl.c */
 /** Start the control thread on the state already set up. */
@@ -76,5 +117,31 @@ bool ns_agent__ctl_running(void);
 void ns_agent__hold_wait(void);
 /** pthread_atfork child handler: restore code, stop collecting. */
 void ns_agent__atfork_child(void);
+
+/** All code writes (through /proc/self/mem, never making a page writable). */
+struct ns_err *ns_agent__write_code(uint64_t addr, const void *buf, size_t len);
+/** @size bytes of fresh executable memory within reach of @addr (never reused). */
+struct ns_err *ns_agent__code_alloc(uint64_t addr, size_t size, uint64_t *out);
+
+/* agent_jump.c: the jump-pad tier (control thread only). */
+/** Once at start: membarrier registration, the move signal, and the tier switch.
+ * @no_jump: the user asked for the int3 tier only (NONSTOP_AGENT_TIER=trap). */
+void ns_agent__jump_init(bool no_jump);
+/** Why the jump-pad tier is not available at all (NULL if it is). */
+const char *ns_agent__jump_unavailable(void);
+/** For a new site @s (prepare_site done, not yet published) of tracepoint @def whose
+ * table entry is @e: choose the window, build and write the pad, and fill s->pad,
+ * pad_block, padinfo, wlen. false (with the reason in s->why) if the site is not
+ * eligible. */
+bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracepoint *def,
+                            struct ns_agent__entry *e);
+/** Turn the published site @s (pad ready, int3 already at s->addr) into "jmp pad":
+ * serialise, move threads out of the window, tail, serialise, first byte, serialise.
+ * Returns 1 done, 0 refused before the tail was touched (threads could not be moved;
+ * the reason in @why), -1 failed after (the site stays int3 + pad; @why says why). */
+int ns_agent__jump_patch(const struct ns_agent__site *s, char *why, size_t cap);
+/** Undo: int3 at addr, serialise, original tail, serialise, and with @restore_first
+ * the original first byte and serialise. */
+struct ns_err *ns_agent__jump_unpatch(const struct ns_agent__site *s, bool restore_first);
 
 #endif

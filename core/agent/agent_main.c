@@ -133,6 +133,8 @@ static void send_hello(void)
 }
 
 static size_t shm_map_size; // of ns_agent__g.shm
+// NONSTOP_AGENT_TIER=trap: never use the jump-pad tier (every site runs as int3).
+static bool no_jump;
 static bool handler_installed;
 
 // Take over the rings (replacing an earlier attach's), the control socket, and start.
@@ -183,6 +185,7 @@ static int run(int ctl_fd, struct ns_agent_shm *shm, size_t map_size, bool hold)
 		pthread_atfork(NULL, NULL, ns_agent__atfork_child);
 		handler_installed = true;
 	}
+	ns_agent__jump_init(no_jump);
 	send_hello();
 	if (ns_agent__ctl_start() != 0)
 		return -1;
@@ -316,6 +319,9 @@ __attribute__((constructor)) static void agent_init(void)
 	int shm_fd = parse_fd(getenv(NS_AGENT_ENV_SHM));
 	const char *hold_s = getenv(NS_AGENT_ENV_HOLD);
 	bool hold = hold_s && strcmp(hold_s, "1") == 0;
+	const char *tier_s = getenv(NS_AGENT_ENV_TIER);
+	no_jump = tier_s && strcmp(tier_s, "trap") == 0;
+	unsetenv(NS_AGENT_ENV_TIER);
 	// The program and its children see the environment they would without us.
 	unsetenv(NS_AGENT_ENV_FD);
 	unsetenv(NS_AGENT_ENV_SHM);

@@ -104,12 +104,18 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
  *
  *   hdr (16) | u32 num | u32 flags (1 = enabled) | u64 addr | u64 step | u64 pass |
  *   u32 hit_mode | u32 cond_len | u64 hit_n | u64 max_frames | u32 nactions | u32 0 |
- *   cond bytes | nactions x action
+ *   cond bytes | nactions x action | u32 nranges | u32 0 | nranges x (u64 lo | u64 hi)
  *   action = u8 kind | u8 0 x3 | i32 basereg | u64 regmask | i64 offset | u64 len |
  *            u32 code_len | code bytes
- * little-endian, unaligned. */
+ * little-endian, unaligned. The ranges are the function's (QTDP ":R"), for the
+ * jump-pad window check: at most 8, each lo < hi. */
 
-enum { FIXED_SIZE = 16 + 4 + 4 + 8 * 3 + 4 + 4 + 8 * 2 + 4 + 4, ACTION_FIXED = 4 + 4 + 8 * 3 + 4 };
+enum {
+	FIXED_SIZE = 16 + 4 + 4 + 8 * 3 + 4 + 4 + 8 * 2 + 4 + 4,
+	ACTION_FIXED = 4 + 4 + 8 * 3 + 4,
+	RANGES_FIXED = 4 + 4,
+	MAX_RANGES = sizeof(((struct ns_rsp_tracepoint *)0)->ranges) / 16,
+};
 
 // Limits well above anything GDB sends; they bound what a corrupt message allocates.
 enum { MAX_ACTIONS = 4096, MAX_CODE = 1 << 20 };
@@ -138,8 +144,9 @@ static void put64(struct wcur *w, uint64_t v)
 struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint32_t req_id,
                                        void **msg, size_t *len)
 {
-	size_t size = FIXED_SIZE + tp->cond_len;
-	if (tp->cond_len > MAX_CODE || tp->nactions > MAX_ACTIONS || (tp->cond_len && !tp->cond))
+	size_t size = FIXED_SIZE + tp->cond_len + RANGES_FIXED + tp->nranges * 16;
+	if (tp->cond_len > MAX_CODE || tp->nactions > MAX_ACTIONS || (tp->cond_len && !tp->cond) ||
+	    tp->nranges > MAX_RANGES)
 		return ns_err_create(NS_ERR_INVALID, "tracepoint %u: too large to install",
 		                     tp->num);
 	for (size_t i = 0; i < tp->nactions; i++) {
@@ -182,6 +189,10 @@ struct ns_err *ns_agent_encode_install(const struct ns_rsp_tracepoint *tp, uint3
 		put32(&w, (uint32_t)a->code_len);
 		put(&w, a->code, a->code_len);
 	}
+	put32(&w, (uint32_t)tp->nranges);
+	put32(&w, 0);
+	for (size_t i = 0; i < 2 * tp->nranges; i++)
+		put64(&w, tp->ranges[i]);
 	*msg = buf;
 	*len = size;
 	return NULL;
@@ -336,6 +347,25 @@ struct ns_err *ns_agent_decode_install(const void *msg, size_t len, struct ns_rs
 		}
 		a->code_len = code_len;
 	}
+	uint32_t nranges = get32(&r);
+	get32(&r);
+	if (r.bad)
+		return truncated(&t, &r, "ranges");
+	if (nranges > MAX_RANGES || (size_t)nranges * 16 > r.left) {
+		free_tp(&t);
+		return ns_err_create(NS_ERR_FORMAT, "tracepoint %u: %u function ranges do not fit",
+		                     t.num, nranges);
+	}
+	for (uint32_t i = 0; i < nranges; i++) {
+		t.ranges[2 * i] = get64(&r);
+		t.ranges[2 * i + 1] = get64(&r);
+		if (t.ranges[2 * i] >= t.ranges[2 * i + 1]) {
+			free_tp(&t);
+			return ns_err_create(NS_ERR_FORMAT,
+			                     "tracepoint %u: empty function range %u", t.num, i);
+		}
+	}
+	t.nranges = nranges;
 	if (r.left) {
 		free_tp(&t);
 		return ns_err_create(NS_ERR_FORMAT, "INSTALL message has %zu trailing bytes",

@@ -11,10 +11,6 @@
 
 struct ns_agent__state ns_agent__g = {.ctl_fd = -1, .mem_fd = -1};
 
-// Set while this thread runs the handler: a trap hit from inside the collection
-// (a tracepoint in code the handler calls) only resumes, it never re-enters.
-static __thread bool in_handler __attribute__((tls_model("initial-exec")));
-
 static unsigned hash(uint64_t addr)
 {
 	// Fibonacci hashing; instruction addresses share their high bits.
@@ -64,6 +60,13 @@ static void resume(const struct ns_agent__site *s, ucontext_t *uc)
 {
 	greg_t *g = uc->uc_mcontext.gregs;
 	uint64_t next = s->addr + s->insn.len;
+	if (s->pad_block) {
+		// A jump-pad site being converted or removed: the original bytes after
+		// the first instruction may be half-written; the pad's relocated window
+		// runs them all and jumps back to addr + wlen.
+		g[REG_RIP] = (greg_t)s->pad_block;
+		return;
+	}
 	switch (s->insn.kind) {
 	case NS_INSN_JMP:
 		g[REG_RIP] = (greg_t)s->insn.target;
@@ -123,11 +126,11 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 			return;
 		}
 	} else {
-		if (!in_handler &&
+		if (!ns_agent__in_hit &&
 		    atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed)) {
-			in_handler = true;
-			ns_agent__collect(s, uc);
-			in_handler = false;
+			ns_agent__in_hit = true;
+			ns_agent__collect(s, uc, NULL);
+			ns_agent__in_hit = false;
 		}
 		resume(s, uc);
 	}

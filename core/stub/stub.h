@@ -29,8 +29,11 @@ struct ns_stub_frame {
 
 struct ns_stub_tp {
 	struct ns_rsp_tracepoint tp;
-	bool installed; /* the agent has it */
-	uint64_t hits;  /* frames seen for it */
+	bool installed;     /* the agent has it */
+	uint64_t hits;      /* frames seen for it */
+	uint32_t tier;      /* enum ns_agent_tier from the agent's INSTALL reply (0: not known) */
+	char tier_msg[200]; /* the reply's text: "jump-pad tier (...)" or "in-process trap
+	                       tier (int3): <why not a jump pad>" */
 };
 
 enum ns_stub_action {
@@ -135,6 +138,9 @@ struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd);
 void ns_stub__agent_input(struct ns_stub *s);
 /** INSTALL @tp; on an agent refusal returns NS_ERR_INVALID with the agent's text. */
 struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp);
+/** As ns_stub__agent_install; the reply's tier and text into @tier / @msg (@cap bytes). */
+struct ns_err *ns_stub__agent_install_tier(struct ns_stub *s, const struct ns_rsp_tracepoint *tp,
+                                           uint32_t *tier, char *msg, size_t cap);
 struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num);
 struct ns_err *ns_stub__agent_remove_all(struct ns_stub *s);
 void ns_stub__agent_resume(struct ns_stub *s);

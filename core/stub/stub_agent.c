@@ -110,7 +110,8 @@ void ns_stub__agent_input(struct ns_stub *s)
 
 /* Send @msg and wait for the REPLY with its req_id; the reply text goes to the error
  * when status != 0. */
-static struct ns_err *request(struct ns_stub *s, void *msg, size_t len, const char *what)
+static struct ns_err *request_tier(struct ns_stub *s, void *msg, size_t len, const char *what,
+                                   uint32_t *tier, char *text_out, size_t text_cap)
 {
 	if (s->exited)
 		return ns_err_create(NS_ERR_CLOSED, "%s: the program has exited", what);
@@ -157,11 +158,21 @@ static struct ns_err *request(struct ns_stub *s, void *msg, size_t len, const ch
 			                     *text ? text : "the agent refused");
 		if (*text)
 			ns_log(NS_LOG_INFO, "agent: %s", text);
+		if (tier)
+			*tier = rep.tier;
+		if (text_out && text_cap)
+			snprintf(text_out, text_cap, "%s", text);
 		return NULL;
 	}
 }
 
-struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp)
+static struct ns_err *request(struct ns_stub *s, void *msg, size_t len, const char *what)
+{
+	return request_tier(s, msg, len, what, NULL, NULL, 0);
+}
+
+struct ns_err *ns_stub__agent_install_tier(struct ns_stub *s, const struct ns_rsp_tracepoint *tp,
+                                           uint32_t *tier, char *text, size_t cap)
 {
 	if (s->pt)
 		return ns_stub__pt_install(s, tp);
@@ -170,9 +181,14 @@ struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tra
 	struct ns_err *err = ns_agent_encode_install(tp, 0, &msg, &len);
 	if (err)
 		return err;
-	err = request(s, msg, len, "install");
+	err = request_tier(s, msg, len, "install", tier, text, cap);
 	free(msg);
 	return err;
+}
+
+struct ns_err *ns_stub__agent_install(struct ns_stub *s, const struct ns_rsp_tracepoint *tp)
+{
+	return ns_stub__agent_install_tier(s, tp, NULL, NULL, 0);
 }
 
 struct ns_err *ns_stub__agent_remove(struct ns_stub *s, uint32_t num)

@@ -99,7 +99,10 @@ static struct ns_err *remove_all(struct ns_stub *s)
 
 static struct ns_err *install(struct ns_stub *s, struct ns_stub_tp *t)
 {
-	struct ns_err *err = ns_stub__agent_install(s, &t->tp);
+	t->tier = 0;
+	t->tier_msg[0] = 0;
+	struct ns_err *err =
+	        ns_stub__agent_install_tier(s, &t->tp, &t->tier, t->tier_msg, sizeof(t->tier_msg));
 	if (err)
 		return ns_err_wrap(err, "tracepoint %u at 0x%" PRIx64, t->tp.num, t->tp.addr);
 	t->installed = true;
@@ -265,7 +268,9 @@ static void qtp(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 		ns_strbuf_printf(r, "V%" PRIx64 ":0", t->hits);
 }
 
-/* qNsTPInfo:n -> tier=<trap|ptrace|none>;reason=<hex text>: where tracepoint n runs. */
+/* qNsTPInfo:n -> tier=<jump|trap|ptrace|none>;reason=<hex text>: where tracepoint n runs
+ * (jump only if every installed location of n runs in the jump-pad tier; otherwise the
+ * first int3 location's reason). */
 static void qnstpinfo(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 {
 	uint64_t num;
@@ -274,8 +279,21 @@ static void qnstpinfo(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 		return;
 	}
 	bool known = false;
-	for (size_t i = 0; i < s->ntps; i++)
-		known |= s->tps[i].tp.num == num;
+	const struct ns_stub_tp *trap_loc = NULL, *jump_loc = NULL;
+	for (size_t i = 0; i < s->ntps; i++) {
+		const struct ns_stub_tp *t = &s->tps[i];
+		if (t->tp.num != num)
+			continue;
+		known = true;
+		if (!t->installed || !t->tier_msg[0])
+			continue;
+		if (t->tier == NS_AGENT_TIER_JUMP) {
+			if (!jump_loc)
+				jump_loc = t;
+		} else if (!trap_loc) {
+			trap_loc = t;
+		}
+	}
 	if (!known) {
 		ns_strbuf_puts(r, "E.no such tracepoint");
 		return;
@@ -285,6 +303,12 @@ static void qnstpinfo(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 	if (s->pt) {
 		tier = "ptrace";
 		snprintf(reason, sizeof(reason), "ptrace tier: %s", s->tier_reason);
+	} else if (jump_loc && !trap_loc) {
+		tier = "jump";
+		snprintf(reason, sizeof(reason), "%s", jump_loc->tier_msg);
+	} else if (trap_loc) {
+		tier = "trap";
+		snprintf(reason, sizeof(reason), "%s", trap_loc->tier_msg);
 	} else if (s->ctl_fd >= 0 || s->agent_hello) {
 		tier = "trap";
 		snprintf(reason, sizeof(reason), "in-process trap tier (int3)");

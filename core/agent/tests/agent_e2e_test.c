@@ -478,7 +478,9 @@ static void entry_test(bool pie)
 	char text[256];
 	int st = install(&p, &tp, text, sizeof(text));
 	NS_CHECK_INT(st, 0);
-	NS_CHECK_STR(text, "in-process trap tier (int3)");
+	// No function ranges given: the jump-pad tier cannot check its window.
+	NS_CHECK_STR(text,
+	             "in-process trap tier (int3): the function's address ranges are unknown");
 	free_tp(&tp);
 	resume(&p);
 	run_until_exit(&p, 20000);

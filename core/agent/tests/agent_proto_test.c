@@ -32,6 +32,11 @@ static void make_tp(struct ns_rsp_tracepoint *tp)
 	tp->actions[2].code = malloc(5);
 	memcpy(tp->actions[2].code, "\x26\x00\x06\x27\x00", 5);
 	tp->actions[2].code_len = 4;
+	tp->nranges = 2;
+	tp->ranges[0] = 0x55555555a000ull;
+	tp->ranges[1] = 0x55555555a200ull;
+	tp->ranges[2] = 0x555555550100ull;
+	tp->ranges[3] = 0x555555550180ull;
 }
 
 static void free_tp(struct ns_rsp_tracepoint *tp)
@@ -77,6 +82,9 @@ NS_TEST(test_agent_proto__install_round_trip)
 		NS_CHECK_INT(back.actions[2].code_len, 4);
 		NS_CHECK(memcmp(back.actions[2].code, "\x26\x00\x06\x27", 4) == 0);
 	}
+	NS_CHECK_INT(back.nranges, 2);
+	NS_CHECK(back.ranges[0] == 0x55555555a000ull && back.ranges[1] == 0x55555555a200ull);
+	NS_CHECK(back.ranges[2] == 0x555555550100ull && back.ranges[3] == 0x555555550180ull);
 	free_tp(&back);
 	free_tp(&tp);
 	free(msg);
@@ -182,6 +190,16 @@ NS_TEST(test_agent_proto__install_corrupt_rejected)
 	size_t act2 = act0 + 36 + 36;
 	v = 0; // the X action without bytecode: 4 trailing bytes remain
 	expect_format(decode_patched(msg, len, act2 + 32, &v, 4), "X action without", __LINE__);
+	// Ranges at the end: nranges, then (lo, hi) pairs.
+	size_t rng = len - 8 - 2 * 16;
+	v = 9; // more ranges than the struct holds
+	expect_format(decode_patched(msg, len, rng, &v, 4), "ranges do not fit", __LINE__);
+	v = 3; // one more range than the message carries
+	expect_format(decode_patched(msg, len, rng, &v, 4), "ranges do not fit", __LINE__);
+	uint64_t lo = 0x55555555a200ull; // lo == hi
+	expect_format(decode_patched(msg, len, rng + 8, &lo, 8), "empty function range", __LINE__);
+	v = 1; // one range: 16 trailing bytes
+	expect_format(decode_patched(msg, len, rng, &v, 4), "trailing", __LINE__);
 	// Trailing garbage.
 	uint8_t *longer = malloc(len + 8);
 	memcpy(longer, msg, len);
