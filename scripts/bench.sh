@@ -58,4 +58,7 @@ python3 "$top/tests/bench/bench_hotloop.py" "$dir" "${quick[@]}" || echo "bench:
 echo
 echo "== tests/bench/bench_coverage.py"
 python3 "$top/tests/bench/bench_coverage.py" "$dir" || echo "bench: bench_coverage.py failed"
+echo
+echo "== tests/bench/bench_server.py"
+python3 "$top/tests/bench/bench_server.py" "$dir" "${quick[@]}" || echo "bench: bench_server.py failed"
 exit 0

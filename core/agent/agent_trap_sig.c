@@ -114,10 +114,13 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 	// site and load of inflight, so a retired site is never still in use.
 	struct ns_agent__site *s = e ? atomic_load(&e->site) : NULL;
 	if (!s) {
-		uint8_t b;
-		if (e && ns_mem_read(&b, addr, 1) == 0 && b != 0xcc) {
-			// A tracepoint removed after this thread trapped: run the
-			// original instruction that is back in place.
+		if (e) {
+			// An address we patched, whose site went away after this thread
+			// trapped (the handler can run late when the thread is preempted).
+			// Run again whatever is at addr now: the original instruction, a
+			// newer tracepoint's int3 (its site is published before its int3 is
+			// written, so the retry finds it) or a finished jump pad. Chaining
+			// here would kill the program: a newer int3 may already be back.
 			uc->uc_mcontext.gregs[REG_RIP] = (greg_t)addr;
 		} else {
 			atomic_fetch_sub(&ns_agent__g.inflight, 1);

@@ -721,7 +721,10 @@ NS_TEST(test_jump_test__stress_insert_remove)
 	       why);
 	NS_CHECK(jumps > GENERATIONS / 2);
 	run_until_exit(&p, 30000);
-	NS_CHECK(exited_ok(&p));
+	if (!exited_ok(&p))
+		ns_test_fail(__FILE__, __LINE__, "stress target did not exit 0: %s %d",
+		             WIFSIGNALED(p.status) ? "killed by signal" : "exit status",
+		             WIFSIGNALED(p.status) ? WTERMSIG(p.status) : WEXITSTATUS(p.status));
 	NS_CHECK_STR(p.output, "started\ncalls ok wrong 0\n");
 	// Per generation and thread, the entry hits are consecutive iterations.
 	struct hitrec *h = calloc(p.nframes + 1, sizeof(*h));
