@@ -504,12 +504,14 @@ static void req_launch(void *ctx, const cJSON *req, const cJSON *args)
 	struct ns_err *err = target_launch(&s->tgt, &la);
 	free_strv(argv);
 	free_strv(envp);
-	s->have_target = true;
 	if (err) {
+		// Nothing half-started stays behind, and the client may try again.
+		target_close(&s->tgt, true);
 		respond_err(s, req, "%s", err->msg);
 		ns_err_destroy(err);
 		return;
 	}
+	s->have_target = true;
 	read_debug_info(args, &s->debug_dirs);
 	after_connect(s, req, program);
 }
@@ -539,12 +541,15 @@ static void req_attach(void *ctx, const cJSON *req, const cJSON *args)
 	s->attached = true;
 	struct ns_err *err =
 	        target ? target_attach(&s->tgt, target) : target_attach_pid(&s->tgt, (long)pid);
-	s->have_target = true;
 	if (err) {
+		// A stub that is not listening yet, say: the client may try again.
+		target_close(&s->tgt, false);
+		s->attached = false;
 		respond_err(s, req, "%s", err->msg);
 		ns_err_destroy(err);
 		return;
 	}
+	s->have_target = true;
 	const char *program = ns_dap_get_str(args, "program", s->tgt.exe_path);
 	read_debug_info(args, &s->debug_dirs);
 	after_connect(s, req, program ? program : "");

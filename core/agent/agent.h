@@ -75,7 +75,10 @@ struct ns_agent_shm {
 	uint64_t rings_offset;
 	uint64_t total_size;
 	_Atomic uint64_t dropped_no_ring; /* hits lost because every ring was taken */
-	_Atomic uint64_t hits;            /* all tracepoint hits seen by the agent */
+	/* All tracepoint hits seen by the agent since this shm was attached. Counted per
+	 * thread and published by the agent's control thread after each message, every
+	 * 100 ms, and when the program exits normally. */
+	_Atomic uint64_t hits;
 	uint64_t reserved[8];
 };
 

@@ -32,6 +32,62 @@ static uint32_t tid(void)
 	return my_tid;
 }
 
+/* ---- per-thread slots ---- */
+
+struct ns_agent__slot ns_agent__slots[NS_AGENT__NSLOTS];
+static __thread struct ns_agent__slot *my_slot TLS;
+static __thread bool my_slot_none TLS; /* every slot was taken at this thread's first hit */
+
+static struct ns_agent__slot *claim_slot(void)
+{
+	uint32_t me = tid();
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++) {
+		struct ns_agent__slot *s = &ns_agent__slots[i];
+		uint32_t free_owner = 0;
+		if (atomic_load_explicit(&s->owner, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong(&s->owner, &free_owner, me))
+			return my_slot = s;
+	}
+	my_slot_none = true;
+	return NULL;
+}
+
+struct ns_agent__slot *ns_agent__enter(void)
+{
+	struct ns_agent__slot *s = my_slot;
+	if (!s && !my_slot_none && ns_agent__g.slots_ok)
+		s = claim_slot();
+	if (!s) {
+		// seq_cst: pairs with the control thread's unpublish and its load.
+		atomic_fetch_add(&ns_agent__g.inflight, 1);
+		return NULL;
+	}
+	// Only this thread writes busy, with one unlocked instruction (a signal lands
+	// before or after it). The "memory" clobber keeps it before the site's load;
+	// the CPU's store-load reordering is the control thread's membarrier's business.
+	__asm__ volatile("incl %0" : "+m"(*(uint32_t *)&s->busy) : : "memory");
+	return s;
+}
+
+void ns_agent__leave(struct ns_agent__slot *s)
+{
+	if (!s) {
+		atomic_fetch_sub(&ns_agent__g.inflight, 1);
+		return;
+	}
+	__asm__ volatile("decl %0" : "+m"(*(uint32_t *)&s->busy) : : "memory");
+}
+
+void ns_agent__count_hit(struct ns_agent__slot *s)
+{
+	if (!s) {
+		atomic_fetch_add_explicit(&ns_agent__g.hits_noslot, 1, memory_order_relaxed);
+		return;
+	}
+	// One unlocked instruction: exact against a nested hit in a signal handler.
+	__asm__ volatile("addq $1, %0" : "+m"(*(uint64_t *)&s->hits));
+}
+
 // Segment selectors packed in REG_CSGSFS: cs, gs, fs, and ss on kernels that save it
 // (UC_SIGCONTEXT_SS), 16 bits each.
 static uint64_t selector(ucontext_t *uc, unsigned shift)
@@ -154,18 +210,52 @@ struct hit {
 	ucontext_t *uc;       /* trap tier, else NULL */
 	const uint64_t *regs; /* jump pad's register block */
 	uint64_t addr;
+	/* Read directly, without a syscall: the hitting thread's stack from rsp - 128
+	 * (rounded down to the page) to the end of its mapping (0, 0 if unknown), and the
+	 * executable's own mappings (maps->st). */
+	uint64_t stk_lo, stk_hi;
+	const struct ns_agent__maps *maps;
+	uint64_t rsp;
+	bool ranges; /* stk_lo, stk_hi and maps are set (hit_ranges, on first need) */
 	struct ns_frame_builder b;
 };
 
+static bool inside(uint64_t lo, uint64_t hi, uint64_t addr, size_t len)
+{
+	return addr >= lo && addr < hi && len <= hi - addr;
+}
+
+static void hit_ranges(struct hit *h);
+
+// [addr, addr+len) lies in memory known readable for the whole hit.
+static bool direct(struct hit *h, uint64_t addr, size_t len)
+{
+	if (!h->ranges)
+		hit_ranges(h);
+	if (inside(h->stk_lo, h->stk_hi, addr, len))
+		return true;
+	const struct ns_agent__maps *m = h->maps;
+	for (unsigned i = 0; m && i < m->nst; i++)
+		if (inside(m->st[2 * i], m->st[2 * i + 1], addr, len))
+			return true;
+	return false;
+}
+
 static int src_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
 {
-	(void)ctx;
+	if (direct(ctx, addr, len)) {
+		memcpy(dst, (const void *)(uintptr_t)addr, len);
+		return 0;
+	}
 	return ns_mem_read(dst, addr, len);
 }
 
 static size_t src_read_partial(void *ctx, void *dst, uint64_t addr, size_t len)
 {
-	(void)ctx;
+	if (direct(ctx, addr, len)) {
+		memcpy(dst, (const void *)(uintptr_t)addr, len);
+		return len;
+	}
 	return ns_mem_read_partial(dst, addr, len);
 }
 
@@ -175,6 +265,31 @@ static int src_read_reg(void *ctx, unsigned regno, uint64_t *val)
 	if (!h->uc)
 		return pad_read_reg(h->regs, h->addr, regno, val);
 	return ns_agent__read_reg(h->uc, h->addr, regno, val);
+}
+
+// Every register at a jump pad in one go (ns_collect_src.read_regs).
+static void src_read_regs_pad(void *ctx, uint64_t *out)
+{
+	const struct hit *h = ctx;
+	uint16_t seg;
+	memcpy(out, h->regs, 16 * sizeof(uint64_t));
+	out[NS_REG_RIP] = h->addr;
+	out[NS_REG_EFLAGS] = h->regs[NS_ARCH_PAD_REG_EFLAGS];
+	__asm__("mov %%cs, %0" : "=r"(seg));
+	out[NS_REG_CS] = seg;
+	__asm__("mov %%ss, %0" : "=r"(seg));
+	out[NS_REG_SS] = seg;
+	__asm__("mov %%ds, %0" : "=r"(seg));
+	out[NS_REG_DS] = seg;
+	__asm__("mov %%es, %0" : "=r"(seg));
+	out[NS_REG_ES] = seg;
+	__asm__("mov %%fs, %0" : "=r"(seg));
+	out[NS_REG_FS] = seg;
+	__asm__("mov %%gs, %0" : "=r"(seg));
+	out[NS_REG_GS] = seg;
+	for (unsigned r = NS_REG_FS_BASE; r <= NS_REG_GS_BASE; r++)
+		if (seg_base(r, &out[r]) != 0)
+			out[r] = 0;
 }
 
 static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
@@ -246,6 +361,27 @@ static void ring_commit(struct ns_agent_ring *r, uint8_t *rec, uint64_t head, si
 	atomic_store_explicit(&r->head, head + len, memory_order_release);
 }
 
+// CLOCK_REALTIME in ns: from the TSC with the control thread's calibration (about
+// 10 ns) while it is fresh, else clock_gettime (about 23 ns; docs/jump-pads.md).
+static uint64_t now_ns(void)
+{
+	struct ns_agent__tsc *t = &ns_agent__tsc;
+	uint32_t seq = atomic_load_explicit(&t->seq, memory_order_acquire);
+	if (seq && !(seq & 1)) {
+		uint64_t tsc = __builtin_ia32_rdtsc();
+		uint64_t base = atomic_load_explicit(&t->base_tsc, memory_order_relaxed);
+		uint64_t ns = atomic_load_explicit(&t->base_ns, memory_order_relaxed);
+		uint64_t mult = atomic_load_explicit(&t->mult, memory_order_relaxed);
+		uint64_t max = atomic_load_explicit(&t->max_delta, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&t->seq, memory_order_relaxed) == seq && tsc - base < max)
+			return ns + (uint64_t)(((unsigned __int128)(tsc - base) * mult) >> 32);
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static bool begin_frame(struct hit *h, const struct ns_agent__tp *tp, uint64_t hit_count,
                         struct ns_agent_ring **ring_out, uint8_t **rec_out, uint64_t *head_out)
 {
@@ -258,14 +394,12 @@ static bool begin_frame(struct hit *h, const struct ns_agent__tp *tp, uint64_t h
 	uint8_t *rec = ring_reserve(shm, r, head_out);
 	if (!rec)
 		return false;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
 	struct ns_frame_hdr hdr;
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.tp_id = tp->def.num;
 	hdr.addr = h->addr;
 	hdr.tid = tid();
-	hdr.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	hdr.time_ns = now_ns();
 	hdr.seq = r->seq++;
 	hdr.hit_count = hit_count;
 	if (ns_frame_begin(&h->b, rec + REC_HDR, NS_AGENT_MAX_FRAME - REC_HDR, &hdr) != 0)
@@ -296,7 +430,8 @@ static void collect_one(struct hit *h, const struct ns_collect_src *src, struct 
 		return;
 	uint32_t status = 0;
 	uint64_t fault = 0;
-	ns_collect_actions(&tp->def, src, &h->b, &status, &fault);
+	ns_collect_actions_regs(&tp->def, src, h->uc ? NULL : src_read_regs_pad, &h->b, &status,
+	                        &fault);
 	end_frame(h, r, rec, head, status, fault);
 }
 
@@ -317,22 +452,130 @@ static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
 	end_frame(h, r, rec, head, res->status, res->fault_addr);
 }
 
-void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs)
+/* ---- native conditions (jump-pad tier) ---- */
+
+static __thread uint64_t stk_lo TLS, stk_hi TLS; /* this thread's stack mapping, or 0 */
+static __thread uint32_t stk_gen TLS;            /* the table generation it is from */
+
+// The readable mapping that holds @rsp in the control thread's table @m (sorted,
+// immutable, never freed), cached per thread and table generation. false if unknown.
+static bool stack_range(const struct ns_agent__maps *m, uint64_t rsp, uint64_t *lo, uint64_t *hi)
+{
+	if (!m)
+		return false;
+	if (m->gen == stk_gen) {
+		*lo = stk_lo;
+		*hi = stk_hi;
+		if (rsp >= stk_lo && rsp < stk_hi)
+			return true;
+	}
+	stk_gen = m->gen;
+	stk_lo = stk_hi = 0;
+	uint32_t a = 0, b = m->n;
+	while (a < b) {
+		uint32_t mid = a + (b - a) / 2;
+		if (rsp < m->r[2 * mid])
+			b = mid;
+		else if (rsp >= m->r[2 * mid + 1])
+			a = mid + 1;
+		else {
+			stk_lo = *lo = m->r[2 * mid];
+			stk_hi = *hi = m->r[2 * mid + 1];
+			return true;
+		}
+	}
+	return false;
+}
+
+static int jit_read_mem(void *user, void *dst, uint64_t addr, size_t len)
+{
+	return src_read_mem(user, dst, addr, len);
+}
+
+static void set_range(struct ns_ax_jit_ctx *c, unsigned i, uint64_t lo, uint64_t hi)
+{
+	c->fast[i].lo = lo;
+	c->fast[i].limit = hi >= lo + 8 ? hi - lo - 7 : 0;
+}
+
+// The stack range and the static mappings of this hit (struct hit).
+static void hit_ranges(struct hit *h)
+{
+	uint64_t lo, hi, rsp = h->rsp;
+	h->ranges = true;
+	h->stk_lo = h->stk_hi = 0;
+	h->maps = atomic_load_explicit(&ns_agent__maps_cur, memory_order_acquire);
+	if (stack_range(h->maps, rsp, &lo, &hi)) {
+		// Below the red zone nothing is the program's: start at rsp - 128
+		// rounded down to the page (a guard page lies below a stack, not above).
+		uint64_t l = (rsp - 128) & ~(uint64_t)4095;
+		h->stk_lo = l < lo ? lo : l;
+		h->stk_hi = hi;
+	}
+}
+
+static int jit_read_reg(void *user, unsigned regno, uint64_t *val)
+{
+	const struct hit *h = user;
+	return pad_read_reg(h->regs, h->addr, regno, val);
+}
+
+// ns_collect_cond for a compiled condition.
+static int jit_cond(struct hit *h, const struct ns_agent__tp *tp, struct ns_ax_result *res)
+{
+	struct ns_ax_jit_ctx c;
+	c.read_mem = jit_read_mem;
+	c.read_reg = jit_read_reg;
+	c.trace_mem = NULL;
+	c.user = h;
+	c.tsv = NULL;
+	c.ntsv = 0;
+	c.reserved = 0;
+	// The native code reads ctx->fast only at a ref opcode (the memory read helper).
+	if (tp->cond_reads_mem) {
+		if (!h->ranges)
+			hit_ranges(h);
+		set_range(&c, 0, h->stk_lo, h->stk_hi);
+		const struct ns_agent__maps *m = h->maps;
+		for (unsigned i = 1; i < NS_AX_JIT_NRANGES; i++)
+			if (m && i - 1 < m->nst)
+				set_range(&c, i, m->st[2 * (i - 1)], m->st[2 * (i - 1) + 1]);
+			else
+				set_range(&c, i, 0, 0);
+	}
+	c.pc = 0;
+	c.status = 0;
+	c.fault_addr = 0;
+	uint64_t v = tp->cond_jit(h->regs, &c);
+	if (c.status != NS_AX_OK) {
+		res->status = (enum ns_ax_status)c.status;
+		res->fault_addr = c.fault_addr;
+		res->value = 0;
+		res->pc = c.pc;
+		return -1;
+	}
+	return v != 0;
+}
+
+void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs,
+                       struct ns_agent__slot *slot)
 {
 	struct hit h;
 	h.uc = uc;
 	h.regs = regs;
 	h.addr = site->addr;
 	struct ns_collect_src src = {src_read_mem, src_read_partial, src_read_reg, &h};
-	atomic_fetch_add_explicit(&__atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE)->hits, 1,
-	                          memory_order_relaxed);
+	h.rsp = uc ? (uint64_t)uc->uc_mcontext.gregs[REG_RSP] : regs[NS_ARCH_PAD_REG_RSP];
+	h.ranges = false;
+	ns_agent__count_hit(slot);
 	for (unsigned i = 0; i < site->ntps; i++) {
 		struct ns_agent__tp *tp = site->tps[i];
 		const struct ns_rsp_tracepoint *d = &tp->def;
 		if (!d->enabled)
 			continue;
 		struct ns_ax_result res;
-		int c = ns_collect_cond(d, &src, &res);
+		int c = regs && tp->cond_jit ? jit_cond(&h, tp, &res)
+		                             : ns_collect_cond(d, &src, &res);
 		if (c < 0)
 			report_cond_error(&h, tp, &res);
 		if (c <= 0)

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ax/ax.h"
@@ -238,10 +240,10 @@ static void free_tp(struct ns_agent__tp *tp)
 }
 
 // Free what was unpublished once no handler can still hold it: every handler that
-// could have loaded an old pointer incremented inflight before loading it.
+// could have loaded an old pointer marked itself busy before loading it.
 static void reclaim(void)
 {
-	if (!retire_list || atomic_load(&ns_agent__g.inflight) != 0)
+	if (!retire_list || !ns_agent__quiescent())
 		return;
 	struct retired *r = retire_list;
 	retire_list = NULL;
@@ -382,6 +384,12 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 	for (size_t i = 0; i < def->nactions; i++)
 		if (def->actions[i].kind == NS_RSP_ACT_REGS)
 			tp->has_regs = true;
+	// A pad site runs its condition natively (the pad's register block); before the
+	// tracepoint is published, so a hit never sees it half set.
+	char jit_why[256] = "";
+	ns_agent__maps_refresh();
+	if (proto.pad)
+		ns_agent__jit_cond(tp, def->addr, jit_why, sizeof(jit_why));
 	// Installing a number that is already at this address replaces it.
 	struct ns_agent__tp *replaced = NULL;
 	for (unsigned i = 0; old && i < old->ntps; i++) {
@@ -428,7 +436,7 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 		}
 	}
 	*tier_out = s->tier ? s->tier : NS_AGENT_TIER_TRAP;
-	snprintf(why, why_cap, "%s", s->why[0] ? s->why : TRAP_TIER_MSG);
+	snprintf(why, why_cap, "%s%s", s->why[0] ? s->why : TRAP_TIER_MSG, jit_why);
 	retire(old, replaced);
 	memset(def, 0, sizeof(*def)); // now owned by tp
 	return NULL;
@@ -605,7 +613,35 @@ static void *ctl_main(void *arg)
 	(void)arg;
 	prctl(PR_SET_NAME, NS_AGENT_THREAD_NAME, 0, 0, 0);
 	int fd = ns_agent__g.ctl_fd;
+	ns_agent__publish_hits(); // this connection's count starts here
+	ns_agent__tsc_calibrate();
+	struct timespec last_tsc;
+	clock_gettime(CLOCK_MONOTONIC, &last_tsc);
+	bool tsc_first = true; // publish the first calibration at the first tick
 	for (;;) {
+		// Every 100 ms without a message: publish the hit count, and every second
+		// refresh the TSC clock's base, give dead threads' slots back, reclaim.
+		struct pollfd pf = {fd, POLLIN, 0};
+		int pr = poll(&pf, 1, 100);
+		if (pr == 0 || (pr < 0 && errno == EINTR)) {
+			ns_agent__publish_hits();
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (tsc_first) {
+				tsc_first = false;
+				ns_agent__tsc_calibrate();
+			}
+			if (now.tv_sec - last_tsc.tv_sec >= 1 &&
+			    (now.tv_sec - last_tsc.tv_sec) * 1000000000l +
+			                    (now.tv_nsec - last_tsc.tv_nsec) >=
+			            1000000000l) {
+				last_tsc = now;
+				ns_agent__tsc_calibrate();
+				ns_agent__reap_slots();
+				reclaim();
+			}
+			continue;
+		}
 		// SOCK_SEQPACKET: peek with MSG_TRUNC for the datagram's real size.
 		ssize_t n = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
 		if (n < 0 && errno == EINTR)
@@ -625,6 +661,7 @@ static void *ctl_main(void *arg)
 			handle(buf, (size_t)n);
 		free(buf);
 		reclaim();
+		ns_agent__publish_hits();
 		if (n <= 0)
 			break;
 	}
@@ -637,6 +674,7 @@ static void *ctl_main(void *arg)
 		usleep(1000);
 		reclaim();
 	}
+	ns_agent__publish_hits();
 	atomic_store(&ctl_running, false);
 	return NULL;
 }

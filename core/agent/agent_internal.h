@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "arch/arch.h"
+#include "ax/ax.h"
 
 enum {
 	NS_AGENT__TABLE_SIZE = 8192, /* open-addressing site table (power of two) */
@@ -26,6 +27,10 @@ struct ns_agent__tp {
 	_Atomic uint64_t hits;        /* hits where the condition held */
 	_Atomic uint64_t frames;      /* frames collected (for max_frames) */
 	_Atomic bool cond_err_sent;   /* the one condition-error frame was emitted */
+	/* The condition compiled to native code (agent_jit.c), run at jump-pad hits (the
+	 * pad's register block); NULL: interpreted. Code memory is never freed. */
+	ns_ax_jit_fn cond_jit;
+	bool cond_reads_mem; /* the condition has a ref opcode (needs ctx->fast) */
 };
 
 /* One patched address. Immutable once published: adding or removing a tracepoint
@@ -61,14 +66,47 @@ struct ns_agent__state {
 	int ctl_fd;
 	int mem_fd;            /* /proc/self/mem, O_RDWR: all code writes go through it */
 	_Atomic bool collect;  /* false in a forked child */
-	_Atomic long inflight; /* handlers running right now */
-	_Atomic uint32_t gen;  /* bumped when a re-attach replaces shm (stale TLS ring) */
+	_Atomic long inflight; /* handlers running right now without a thread slot */
+	/* membarrier(PRIVATE_EXPEDITED_SYNC_CORE) is registered: hits may use per-thread
+	 * slots (struct ns_agent__slot) instead of the shared inflight counter. */
+	bool slots_ok;
+	_Atomic uint64_t hits_noslot; /* hits of threads without a slot */
+	_Atomic uint32_t gen;         /* bumped when a re-attach replaces shm (stale TLS ring) */
 	struct sigaction old_trap;
 	bool have_fsgsbase; /* rdfsbase/rdgsbase usable (AT_HWCAP2 FSGSBASE) */
 	struct ns_agent__entry table[NS_AGENT__TABLE_SIZE];
 };
 
 extern struct ns_agent__state ns_agent__g;
+
+/* Per-thread hit state, claimed by a thread at its first hit (agent_collect_sig.c):
+ * written by that thread only, so a hit touches no cache line shared with other
+ * threads. The control thread reads busy after a membarrier (asymmetric fence: a hit
+ * stores busy, compiler barrier, loads the site; the control thread unpublishes,
+ * membarrier, loads busy), and sums hits into shm->hits. */
+enum { NS_AGENT__NSLOTS = 1024 };
+struct ns_agent__slot {
+	_Atomic uint32_t owner; /* tid, 0 = free */
+	_Atomic uint32_t busy;  /* collectors running on this thread (nested in handlers) */
+	_Atomic uint64_t hits;  /* hits seen on this thread */
+	char pad[48];
+} __attribute__((aligned(64)));
+extern struct ns_agent__slot ns_agent__slots[NS_AGENT__NSLOTS];
+/** Start of a hit (before any site is loaded): this thread's slot marked busy, or
+ * NULL if it has none (the shared inflight counter was incremented instead). */
+struct ns_agent__slot *ns_agent__enter(void);
+/** End of a hit started by ns_agent__enter (which returned @slot). */
+void ns_agent__leave(struct ns_agent__slot *slot);
+/** Count one hit (shm->hits, published by the control thread). */
+void ns_agent__count_hit(struct ns_agent__slot *slot);
+
+/* agent_jit.c (control thread): no hit that may have loaded something unpublished
+ * before this call is still running. */
+bool ns_agent__quiescent(void);
+/** Publish the hit count into shm->hits (and on a new shm, start counting from 0). */
+void ns_agent__publish_hits(void);
+/** Threads that exited give their slots back (their hits are kept). */
+void ns_agent__reap_slots(void);
 
 /* agent_trap_sig.c */
 void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc);
@@ -82,7 +120,8 @@ extern __thread bool ns_agent__in_hit __attribute__((tls_model("initial-exec")))
 /** Conditions, hit counts and collection for every tracepoint of @site, with the
  * registers from @uc (trap tier) or, if @uc is NULL, from the pad's block @regs
  * (NS_ARCH_PAD_NREGS, arch.h). */
-void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs);
+void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs,
+                       struct ns_agent__slot *slot);
 int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *val);
 
 /* agent_pad_sig.c */
@@ -107,6 +146,44 @@ struct ns_agent__move {
 };
 extern struct ns_agent__move ns_agent__mv;
 #define NS_AGENT__MOVE_SIG (SIGRTMAX - 2)
+
+/* agent_jit.c (control thread) */
+/** Read NONSTOP_AGENT_NO_JIT once at start. */
+void ns_agent__jit_init(void);
+/** Compile @tp's condition for the pad's register block into code near @near (sets
+ * tp->cond_jit). If it stays interpreted, appends "; condition interpreted: <reason>"
+ * to @why (@cap bytes). */
+void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap);
+/** Rebuild the table of readable anonymous mappings (thread stacks) that hits look
+ * their stack range up in (lock-free; the old table is never freed). */
+void ns_agent__maps_refresh(void);
+
+/* Sorted, immutable table of [lo, hi) readable anonymous/stack mappings (where a
+ * thread's stack is looked up), and the readable runs of the main executable's own
+ * mappings with its .bss (never unmapped while the program runs): both read directly,
+ * without a syscall, at hits. */
+enum { NS_AGENT__NSTATIC = 3 };
+struct ns_agent__maps {
+	uint32_t gen;
+	uint32_t n;
+	uint32_t nst;
+	uint64_t st[2 * NS_AGENT__NSTATIC];
+	uint64_t r[]; /* lo0, hi0, lo1, hi1, ... */
+};
+extern _Atomic(struct ns_agent__maps *) ns_agent__maps_cur;
+
+/* TSC to CLOCK_REALTIME (agent_jit.c computes it, agent_collect_sig.c uses it): ns =
+ * base_ns + ((tsc - base_tsc) * mult >> 32). Published with a seqlock. */
+struct ns_agent__tsc {
+	_Atomic uint32_t seq; /* odd while being written; 0: no calibration */
+	_Atomic uint64_t base_tsc, base_ns, mult;
+	_Atomic uint64_t max_delta; /* ticks after base_tsc the base is trusted for (~2 s) */
+};
+extern struct ns_agent__tsc ns_agent__tsc;
+/** Calibrate (control thread): the first call takes a (tsc, realtime) pair, later
+ * ones (>= 10 ms on) publish the rate since that pair and a new base. Does nothing
+ * without an invariant TSC. */
+void ns_agent__tsc_calibrate(void);
 
 /* agent_ctl.c */
 /** Start the control thread on the state already set up. */

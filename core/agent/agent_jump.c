@@ -58,17 +58,22 @@ void ns_agent__jump_init(bool no_jump)
 	if (inited)
 		return;
 	inited = true;
+	ns_agent__jit_init();
 #ifndef HWCAP2_FSGSBASE
 #define HWCAP2_FSGSBASE (1 << 1)
 #endif
 	ns_agent__g.have_fsgsbase = (getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE) != 0;
+	// Also what lets hits use per-thread slots (ns_agent__quiescent), in either tier.
+	int mb = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+	                      0, 0);
+	int mb_errno = errno;
+	ns_agent__g.slots_ok = mb == 0;
 	if (no_jump) {
 		set_unavailable("the jump-pad tier is turned off (NONSTOP_AGENT_TIER=trap)");
 		return;
 	}
-	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) !=
-	    0) {
-		set_unavailable("membarrier(SYNC_CORE) is not available: %s", strerror(errno));
+	if (mb != 0) {
+		set_unavailable("membarrier(SYNC_CORE) is not available: %s", strerror(mb_errno));
 		return;
 	}
 	int sig = NS_AGENT__MOVE_SIG;

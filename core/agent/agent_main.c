@@ -158,9 +158,10 @@ static int run(int ctl_fd, struct ns_agent_shm *shm, size_t map_size, bool hold)
 	if (old) {
 		// Unmap the old rings once no handler can still be writing into them
 		// (leak them rather than wait long).
-		for (int i = 0; i < 100 && atomic_load(&ns_agent__g.inflight); i++)
+		bool q = false;
+		for (int i = 0; i < 100 && !(q = ns_agent__quiescent()); i++)
 			usleep(1000);
-		if (!atomic_load(&ns_agent__g.inflight))
+		if (q)
 			munmap(old, old_size);
 	}
 	ns_agent__g.ctl_fd = hide_fd(ctl_fd);
@@ -335,4 +336,12 @@ __attribute__((constructor)) static void agent_init(void)
 		return;
 	}
 	ns_agent_start(ctl_fd, shm_fd, hold);
+}
+
+// The program exits normally: the last hits reach shm->hits (the control thread
+// publishes them every 100 ms otherwise). Not in a forked child (no control thread).
+__attribute__((destructor)) static void agent_fini(void)
+{
+	if (ns_agent__ctl_running())
+		ns_agent__publish_hits();
 }

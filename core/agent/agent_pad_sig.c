@@ -17,17 +17,17 @@ void ns_agent__pad_collect(void *ctx, const uint64_t *regs)
 	// program's, as in a signal handler.
 	int saved_errno = errno;
 	struct ns_agent__entry *e = ctx;
-	atomic_fetch_add(&ns_agent__g.inflight, 1);
-	// seq_cst: pairs with the control thread's unpublish and its load of inflight
-	// (agent_ctl.c, reclaim), as in the SIGTRAP handler.
+	struct ns_agent__slot *slot = ns_agent__enter();
+	// seq_cst (a plain load on x86): pairs with the control thread's unpublish and
+	// ns_agent__quiescent.
 	struct ns_agent__site *s = atomic_load(&e->site);
 	if (s && !ns_agent__in_hit &&
 	    atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed)) {
 		ns_agent__in_hit = true;
-		ns_agent__collect(s, NULL, regs);
+		ns_agent__collect(s, NULL, regs, slot);
 		ns_agent__in_hit = false;
 	}
-	atomic_fetch_sub(&ns_agent__g.inflight, 1);
+	ns_agent__leave(slot);
 	errno = saved_errno;
 }
 

@@ -106,12 +106,12 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 {
 	int saved_errno = errno;
 	ucontext_t *uc = uc_;
-	atomic_fetch_add(&ns_agent__g.inflight, 1);
+	struct ns_agent__slot *slot = ns_agent__enter();
 	uint64_t addr = (uint64_t)uc->uc_mcontext.gregs[REG_RIP] - 1;
 	// int3 reports SI_KERNEL; raise(), single-steps and hardware breakpoints do not.
 	struct ns_agent__entry *e = si && si->si_code == SI_KERNEL ? ns_agent__lookup(addr) : NULL;
-	// seq_cst (a plain load on x86): pairs with the control thread's store of the
-	// site and load of inflight, so a retired site is never still in use.
+	// Pairs with the control thread's unpublish and ns_agent__quiescent, so a
+	// retired site is never still in use.
 	struct ns_agent__site *s = e ? atomic_load(&e->site) : NULL;
 	if (!s) {
 		if (e) {
@@ -123,7 +123,7 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 			// here would kill the program: a newer int3 may already be back.
 			uc->uc_mcontext.gregs[REG_RIP] = (greg_t)addr;
 		} else {
-			atomic_fetch_sub(&ns_agent__g.inflight, 1);
+			ns_agent__leave(slot);
 			errno = saved_errno;
 			chain(sig, si, uc_);
 			return;
@@ -132,11 +132,11 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 		if (!ns_agent__in_hit &&
 		    atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed)) {
 			ns_agent__in_hit = true;
-			ns_agent__collect(s, uc, NULL);
+			ns_agent__collect(s, uc, NULL, slot);
 			ns_agent__in_hit = false;
 		}
 		resume(s, uc);
 	}
-	atomic_fetch_sub(&ns_agent__g.inflight, 1);
+	ns_agent__leave(slot);
 	errno = saved_errno;
 }

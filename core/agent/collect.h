@@ -45,4 +45,11 @@ bool ns_collect_hit_fires(const struct ns_rsp_tracepoint *d, uint64_t n);
 void ns_collect_actions(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
                         struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out);
 
+/** ns_collect_actions, with @read_regs (if not NULL) reading all NS_FRAME_NREGS
+ * registers at once for an R action (0 for one that is not available) instead of
+ * src->read_reg for each. */
+void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
+                             void (*read_regs)(void *ctx, uint64_t *regs),
+                             struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out);
+
 #endif

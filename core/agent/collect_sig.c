@@ -84,6 +84,13 @@ bool ns_collect_hit_fires(const struct ns_rsp_tracepoint *d, uint64_t n)
 void ns_collect_actions(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
                         struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out)
 {
+	ns_collect_actions_regs(d, src, NULL, b, status_out, fault_out);
+}
+
+void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
+                             void (*read_regs)(void *ctx, uint64_t *regs),
+                             struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out)
+{
 	struct run r = {src, b};
 	uint32_t status = 0;
 	uint64_t fault = 0;
@@ -93,9 +100,12 @@ void ns_collect_actions(const struct ns_rsp_tracepoint *d, const struct ns_colle
 			has_regs = true;
 	if (has_regs) {
 		uint64_t regs[NS_FRAME_NREGS];
-		for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
-			if (src->read_reg(src->ctx, i, &regs[i]) != 0)
-				regs[i] = 0;
+		if (read_regs)
+			read_regs(src->ctx, regs);
+		else
+			for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
+				if (src->read_reg(src->ctx, i, &regs[i]) != 0)
+					regs[i] = 0;
 		ns_frame_add_regs(b, regs);
 	}
 	for (size_t i = 0; i < d->nactions; i++) {

@@ -91,6 +91,7 @@ struct proc {
 	int status;
 	bool exited;
 	uint32_t req;
+	uint32_t tier; // the tier every INSTALL must report (0: the int3 tier)
 	// drained frames
 	uint8_t **frames;
 	size_t nframes;
@@ -127,6 +128,9 @@ static bool recv_timeout(int fd, void *buf, size_t cap, ssize_t *n, int ms)
 	return *n > 0;
 }
 
+// The next launch runs the agent with NONSTOP_AGENT_NO_JIT=1 (interpreted conditions).
+static bool launch_no_jit;
+
 // Launch @exe with the agent (held until RESUME) unless @agent is false.
 static bool launch(struct proc *p, const char *exe, const char *const *args, bool agent, bool pie)
 {
@@ -160,6 +164,10 @@ static bool launch(struct proc *p, const char *exe, const char *const *args, boo
 			setenv(NS_AGENT_ENV_SHM, b, 1);
 			setenv("NONSTOP_AGENT_HOLD", "1", 1);
 			setenv("LD_PRELOAD", NS_AGENT_SO, 1);
+			if (launch_no_jit)
+				setenv("NONSTOP_AGENT_NO_JIT", "1", 1);
+			else
+				unsetenv("NONSTOP_AGENT_NO_JIT");
 		} else {
 			unsetenv("LD_PRELOAD");
 		}
@@ -210,7 +218,7 @@ static int request(struct proc *p, void *msg, size_t len, char *text, size_t tex
 		memcpy(text, buf + sizeof(*r), tl);
 		text[tl] = 0;
 		if (r->status == 0)
-			NS_CHECK_INT(r->tier, NS_AGENT_TIER_TRAP);
+			NS_CHECK_INT(r->tier, p->tier ? p->tier : NS_AGENT_TIER_TRAP);
 		return r->status;
 	}
 	return -1;
@@ -900,4 +908,298 @@ NS_TEST(test_agent_e2e__stub_gone_restores_code)
 	NS_CHECK(exited_ok(&p));
 	NS_CHECK_STR(p.output, ref);
 	cleanup(&p);
+}
+
+/* ---- jump-pad tier: native (JIT) conditions against the interpreter ---- */
+
+// [lo, hi) of function @sym from nm -S (link-time addresses), false if not found.
+static bool nm_range(const char *exe, const char *sym, uint64_t *lo, uint64_t *hi)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "nm -S '%s' | awk '$4 == \"%s\" {print $1, $2}'", exe, sym);
+	char *out = ns_test_capture(cmd);
+	unsigned long long a = 0, n = 0;
+	bool ok = out && sscanf(out, "%llx %llx", &a, &n) == 2 && n > 0;
+	free(out);
+	*lo = a;
+	*hi = a + n;
+	return ok;
+}
+
+static uint8_t *cond_code(int which, uint64_t counter_addr, size_t *len)
+{
+	struct ns_ax_asm a;
+	ns_ax_asm_init(&a);
+	switch (which) {
+	case 0: // (rdi & 1) == 0: registers only
+		ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+		ns_ax_emit_const(&a, 1);
+		ns_ax_emit(&a, NS_AX_BIT_AND);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		break;
+	case 1: // (*(u64 *)rsp != 0) & (rdi % 3 == 0): a stack read (the return address)
+		ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+		ns_ax_emit(&a, NS_AX_REF64);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+		ns_ax_emit_const(&a, 3);
+		ns_ax_emit(&a, NS_AX_REM_UNSIGNED);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		ns_ax_emit(&a, NS_AX_BIT_AND);
+		break;
+	case 2: // *(int *)&counter < 30000: a read outside the stack
+		ns_ax_emit_const(&a, (int64_t)counter_addr);
+		ns_ax_emit(&a, NS_AX_REF32);
+		ns_ax_emit_u8(&a, NS_AX_EXT, 32);
+		ns_ax_emit_const(&a, 30000);
+		ns_ax_emit(&a, NS_AX_LESS_SIGNED);
+		break;
+	case 3: { // x = 0; do x++ while (x < 5); (x == 5) & (rdi % 5 == 0): a loop
+		ns_ax_emit_const(&a, 0);
+		size_t top = a.len;
+		ns_ax_emit_const(&a, 1);
+		ns_ax_emit(&a, NS_AX_ADD);
+		ns_ax_emit(&a, NS_AX_DUP);
+		ns_ax_emit_const(&a, 5);
+		ns_ax_emit(&a, NS_AX_LESS_SIGNED);
+		size_t j = ns_ax_emit_jump(&a, NS_AX_IF_GOTO);
+		ns_ax_patch_jump(&a, j, top);
+		ns_ax_emit_const(&a, 5);
+		ns_ax_emit(&a, NS_AX_EQUAL);
+		ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+		ns_ax_emit_const(&a, 5);
+		ns_ax_emit(&a, NS_AX_REM_UNSIGNED);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		ns_ax_emit(&a, NS_AX_BIT_AND);
+		break;
+	}
+	default: // *(int *)0: faults
+		ns_ax_emit_const(&a, 0);
+		ns_ax_emit(&a, NS_AX_REF32);
+		break;
+	}
+	return steal(&a, len);
+}
+
+// Frames of tracepoints 10..14 at work()'s entry in the jump-pad tier, with conditions
+// compiled (or, with @no_jit, interpreted); counts in @counts.
+static void jump_cond_run(bool no_jit, size_t counts[5], uint32_t *fault_status)
+{
+	struct target t;
+	get_target(&t, false);
+	uint64_t lo, hi;
+	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
+	const char *args[] = {"1000", NULL};
+	char ref[4096];
+	reference_output(t.exe, args, ref, sizeof(ref));
+	struct proc p;
+	launch_no_jit = no_jit;
+	bool ok = launch(&p, t.exe, args, true, false);
+	launch_no_jit = false;
+	if (!ok) {
+		cleanup(&p);
+		return;
+	}
+	p.tier = NS_AGENT_TIER_JUMP;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_REALTIME, &t0);
+	for (int k = 0; k < 5; k++) {
+		struct ns_rsp_tracepoint tp = {0};
+		tp.num = 10 + (uint32_t)k;
+		tp.addr = t.work;
+		tp.enabled = true;
+		tp.nranges = 1;
+		tp.ranges[0] = lo;
+		tp.ranges[1] = hi;
+		add_actions(&tp, t.counter);
+		tp.cond = cond_code(k, t.counter, &tp.cond_len);
+		char text[256];
+		NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
+		NS_CHECK(strncmp(text, "jump-pad tier", 13) == 0);
+		const char *interp = strstr(text, "; condition interpreted: ");
+		if (no_jit)
+			NS_CHECK(interp && strstr(interp, "NONSTOP_AGENT_NO_JIT=1"));
+		else if (k == 3)
+			NS_CHECK(interp != NULL); // the loop: the JIT refuses backward jumps
+		else
+			NS_CHECK(interp == NULL);
+		if (!no_jit && k == 3)
+			printf("loop condition: %s\n", text);
+		free_tp(&tp);
+	}
+	resume(&p);
+	run_until_exit(&p, 20000);
+	NS_CHECK(exited_ok(&p));
+	NS_CHECK_STR(p.output, ref);
+	clock_gettime(CLOCK_REALTIME, &t1);
+	// Frame times (the agent's TSC clock, or clock_gettime): CLOCK_REALTIME inside the
+	// run, never going back on the (one) thread.
+	uint64_t lo_ns = (uint64_t)t0.tv_sec * 1000000000ull + (uint64_t)t0.tv_nsec;
+	uint64_t hi_ns = (uint64_t)t1.tv_sec * 1000000000ull + (uint64_t)t1.tv_nsec, prev = 0;
+	for (size_t i = 0; i < p.nframes; i++) {
+		struct ns_frame f;
+		struct ns_err *err = ns_frame_parse(p.frames[i], 1 << 20, &f);
+		if (err) {
+			ns_err_destroy(err);
+			continue;
+		}
+		if (f.hdr.time_ns < lo_ns || f.hdr.time_ns > hi_ns || f.hdr.time_ns < prev) {
+			ns_test_fail(__FILE__, __LINE__,
+			             "frame %zu: time %lu outside [%lu, %lu] or < %lu", i,
+			             f.hdr.time_ns, lo_ns, hi_ns, prev);
+			break;
+		}
+		prev = f.hdr.time_ns;
+	}
+	for (int k = 0; k < 5; k++)
+		counts[k] = frames_of(&p, 10 + (uint32_t)k, frames_buf, 4 * N);
+	check_entry_frames(&p, &t, 10, N / 2, true);
+	struct ns_frame f;
+	if (frames_of(&p, 14, &f, 1) == 1)
+		*fault_status = f.hdr.status;
+	cleanup(&p);
+}
+
+NS_TEST(test_agent_e2e__jump_jit_conditions_match_interpreter)
+{
+	size_t jit[5] = {0}, interp[5] = {0};
+	uint32_t st_jit = 0, st_interp = 0;
+	jump_cond_run(false, jit, &st_jit);
+	jump_cond_run(true, interp, &st_interp);
+	// Hand-computed over work(0..999): even, multiple of 3, counter 3k(k-1)/2 < 30000
+	// (k <= 141), multiple of 5, and one error frame for the faulting condition.
+	static const size_t want[5] = {500, 334, 142, 200, 1};
+	for (int k = 0; k < 5; k++) {
+		NS_CHECK_INT(jit[k], want[k]);
+		NS_CHECK_INT(interp[k], want[k]);
+	}
+	NS_CHECK_INT(st_jit, NS_AX_FAULT);
+	NS_CHECK_INT(st_interp, NS_AX_FAULT);
+}
+
+// Worker threads (stacks created after the INSTALL) with a condition that reads the stack.
+NS_TEST(test_agent_e2e__jump_jit_condition_threads)
+{
+	struct target t;
+	get_target(&t, false);
+	uint64_t lo, hi;
+	NS_CHECK(nm_range(t.exe, "work2", &lo, &hi));
+	const char *args[] = {"500", "0", "threads", NULL};
+	struct proc p;
+	if (!launch(&p, t.exe, args, true, false)) {
+		cleanup(&p);
+		return;
+	}
+	p.tier = NS_AGENT_TIER_JUMP;
+	struct ns_rsp_tracepoint tp = {0};
+	tp.num = 32;
+	tp.addr = lo;
+	tp.enabled = true;
+	tp.nranges = 1;
+	tp.ranges[0] = lo;
+	tp.ranges[1] = hi;
+	tp.nactions = 1;
+	tp.actions = calloc(1, sizeof(*tp.actions));
+	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.cond = cond_code(1, 0, &tp.cond_len); // return address != 0, rdi % 3 == 0
+	char text[256];
+	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
+	NS_CHECK(strstr(text, "interpreted") == NULL);
+	free_tp(&tp);
+	resume(&p);
+	run_until_exit(&p, 20000);
+	NS_CHECK(exited_ok(&p));
+	size_t n = frames_of(&p, 32, frames_buf, 4 * N);
+	NS_CHECK_INT(n, 4 * 167); // 0, 3, ..., 498 per thread
+	for (size_t i = 0; i < n; i++) {
+		uint64_t rdi = 1;
+		NS_CHECK(ns_frame_reg(&frames_buf[i], NS_REG_RDI, &rdi) == 0 && rdi % 3 == 0);
+	}
+	cleanup(&p);
+}
+
+/* ---- per-hit cost (printed, never asserted) ---- */
+
+static double bench_once(int mode)
+{
+	struct target t;
+	get_target(&t, false);
+	uint64_t lo, hi;
+	NS_CHECK(nm_range(t.exe, "work", &lo, &hi));
+	const char *args[] = {"2000", "0", "bench", NULL};
+	struct proc p;
+	// For comparison by hand: E2E_BENCH_NO_JIT=1 interprets the condition.
+	launch_no_jit = getenv("E2E_BENCH_NO_JIT") != NULL;
+	bool ok = launch(&p, t.exe, args, true, false);
+	launch_no_jit = false;
+	if (!ok) {
+		cleanup(&p);
+		return 0;
+	}
+	if (mode) {
+		p.tier = NS_AGENT_TIER_JUMP;
+		struct ns_rsp_tracepoint tp = {0};
+		tp.num = 40;
+		tp.addr = t.work;
+		tp.enabled = true;
+		tp.nranges = 1;
+		tp.ranges[0] = lo;
+		tp.ranges[1] = hi;
+		struct ns_ax_asm a;
+		if (mode == 1) { // false condition: rdi == -1
+			ns_ax_asm_init(&a);
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+			ns_ax_emit_const(&a, -1);
+			ns_ax_emit(&a, NS_AX_EQUAL);
+			tp.cond = steal(&a, &tp.cond_len);
+		}
+		// mode 1: R (never runs); mode 2: the two-int logpoint, R + 2 X actions
+		tp.nactions = 3;
+		tp.actions = calloc(3, sizeof(*tp.actions));
+		tp.actions[0].kind = NS_RSP_ACT_REGS;
+		tp.actions[0].regmask = ~0ull;
+		for (int k = 1; k < 3; k++) {
+			ns_ax_asm_init(&a);
+			if (k == 1)
+				ns_ax_emit_const(&a, (int64_t)t.counter);
+			else
+				ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+			ns_ax_emit_const(&a, 4);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			tp.actions[k].kind = NS_RSP_ACT_EXPR;
+			tp.actions[k].code = steal(&a, &tp.actions[k].code_len);
+		}
+		char text[256];
+		NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
+		free_tp(&tp);
+	}
+	resume(&p);
+	run_until_exit(&p, 30000);
+	double ns = 0;
+	NS_CHECK(sscanf(p.output, "bench %lf ns/call", &ns) == 1);
+	if (mode == 2) {
+		uint64_t dropped = 0;
+		for (unsigned r = 0; r < NRINGS; r++)
+			dropped += atomic_load(&ns_agent_shm_ring(p.shm, r)->dropped);
+		NS_CHECK_INT(p.nframes + dropped, 10 * 2000);
+	}
+	if (mode == 1)
+		NS_CHECK_INT(p.nframes, 0);
+	cleanup(&p);
+	return ns;
+}
+
+NS_TEST(test_agent_e2e__jump_ns_per_hit)
+{
+	double best[3] = {1e18, 1e18, 1e18};
+	for (int rep = 0; rep < 3; rep++)
+		for (int m = 0; m < 3; m++) {
+			double v = bench_once(m);
+			if (v > 0 && v < best[m])
+				best[m] = v;
+		}
+	printf("jump-pad tier, ns per hit (best of 3 runs x 10 passes x 2000 calls): untraced "
+	       "call %.1f ns; false condition +%.1f ns; two-int logpoint (R + 2 X) +%.1f ns\n",
+	       best[0], best[1] - best[0], best[2] - best[0]);
 }

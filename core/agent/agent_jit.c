@@ -1,0 +1,291 @@
+/* Native conditions for the jump-pad tier, and the tables the hit path reads without
+ * locks (the stack mappings, the TSC calibration). Control thread only (malloc,
+ * /proc reads). */
+#define _GNU_SOURCE
+#include "agent/agent_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/membarrier.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static bool no_jit;
+static uint32_t maps_gen;
+_Atomic(struct ns_agent__maps *) ns_agent__maps_cur;
+
+void ns_agent__jit_init(void)
+{
+	const char *v = getenv("NONSTOP_AGENT_NO_JIT");
+	no_jit = v && strcmp(v, "1") == 0;
+}
+
+static void append(char *why, size_t cap, const char *fmt, const char *arg)
+{
+	size_t n = strlen(why);
+	if (n < cap)
+		snprintf(why + n, cap - n, fmt, arg);
+}
+
+void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap)
+{
+	const struct ns_rsp_tracepoint *d = &tp->def;
+	tp->cond_jit = NULL;
+	if (!d->cond)
+		return;
+	if (no_jit) {
+		append(why, cap, "; condition interpreted: %s", "NONSTOP_AGENT_NO_JIT=1");
+		return;
+	}
+	struct ns_ax_jit_options opt = {
+	        .nregs = NS_ARCH_PAD_NREGS, .max_steps = 0, .nfast = NS_AX_JIT_NRANGES};
+	size_t bound = ns_ax_jit_size_bound(d->cond_len);
+	uint8_t *buf = malloc(bound);
+	if (!buf) {
+		append(why, cap, "; condition interpreted: %s", "out of memory");
+		return;
+	}
+	size_t used = 0;
+	uint64_t mem = 0;
+	struct ns_err *err = ns_ax_jit_compile(d->cond, d->cond_len, &opt, buf, bound, &used);
+	if (!err && used > 60 * 1024)
+		err = ns_err_create(NS_ERR_UNSUPPORTED, "native code too large (%zu bytes)", used);
+	if (!err)
+		err = ns_agent__code_alloc(near, used, &mem);
+	if (!err)
+		err = ns_agent__write_code(mem, buf, used);
+	free(buf);
+	if (err) {
+		append(why, cap, "; condition interpreted: %s", err->msg);
+		ns_err_destroy(err);
+		return;
+	}
+	// Whether it reads memory (a ref8..ref64): only then does a hit set up the ranges
+	// the native code reads inline. Unknown (no listing): assume it does.
+	char *dis = ns_ax_disasm(d->cond, d->cond_len);
+	tp->cond_reads_mem = !dis || strstr(dis, " ref") != NULL;
+	free(dis);
+	tp->cond_jit = (ns_ax_jit_fn)(uintptr_t)mem;
+}
+
+void ns_agent__maps_refresh(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return;
+	char exe[512];
+	ssize_t el = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[el > 0 ? el : 0] = 0;
+	size_t cap = 64, n = 0;
+	struct ns_agent__maps *m = calloc(1, sizeof(*m) + cap * 2 * sizeof(uint64_t));
+	char line[512];
+	bool after_exe = false; // the previous line was the executable's
+	while (m && fgets(line, sizeof(line), f)) {
+		uint64_t lo, hi, off;
+		char perms[5];
+		unsigned long inode;
+		int pos = 0;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %*s %lu %n", &lo, &hi,
+		           perms, &off, &inode, &pos) < 5)
+			continue;
+		const char *name = line + pos;
+		size_t nl = strcspn(name, "\n");
+		bool is_exe = exe[0] && nl == strlen(exe) && strncmp(name, exe, nl) == 0;
+		// The executable's readable mappings, and the anonymous one right after
+		// its last (.bss), as merged runs.
+		if (perms[0] == 'r' && (is_exe || (after_exe && inode == 0 && nl == 0))) {
+			if (m->nst && m->st[2 * m->nst - 1] == lo)
+				m->st[2 * m->nst - 1] = hi;
+			else if (m->nst < NS_AGENT__NSTATIC) {
+				m->st[2 * m->nst] = lo;
+				m->st[2 * m->nst + 1] = hi;
+				m->nst++;
+			}
+		}
+		after_exe = is_exe;
+		// Readable and writable, anonymous: thread stacks (and heaps, harmlessly).
+		if (perms[0] != 'r' || perms[1] != 'w' || inode != 0 ||
+		    (name[0] && name[0] != '\n' && strncmp(name, "[stack]", 7) != 0))
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			struct ns_agent__maps *m2 =
+			        realloc(m, sizeof(*m) + cap * 2 * sizeof(uint64_t));
+			if (!m2) {
+				free(m);
+				m = NULL;
+				break;
+			}
+			m = m2;
+		}
+		m->r[2 * n] = lo;
+		m->r[2 * n + 1] = hi;
+		n++;
+	}
+	fclose(f);
+	if (!m)
+		return;
+	m->n = (uint32_t)n;
+	struct ns_agent__maps *cur = atomic_load(&ns_agent__maps_cur);
+	if (cur && cur->n == m->n && cur->nst == m->nst &&
+	    memcmp(cur->st, m->st, sizeof(m->st)) == 0 &&
+	    memcmp(cur->r, m->r, n * 2 * sizeof(uint64_t)) == 0) {
+		free(m); // unchanged
+		return;
+	}
+	m->gen = ++maps_gen;
+	// The old table is leaked on purpose: a hit may still be searching it.
+	atomic_store_explicit(&ns_agent__maps_cur, m, memory_order_release);
+}
+
+/* ---- TSC clock ---- */
+
+struct ns_agent__tsc ns_agent__tsc;
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// A (tsc, CLOCK_REALTIME) pair, the tsc taken as close to the clock as possible.
+static void pair(uint64_t *tsc, uint64_t *ns)
+{
+	uint64_t best = UINT64_MAX;
+	for (int i = 0; i < 5; i++) {
+		uint64_t a = __builtin_ia32_rdtsc();
+		uint64_t n = realtime_ns();
+		uint64_t b = __builtin_ia32_rdtsc();
+		if (b - a < best) {
+			best = b - a;
+			*tsc = a + (b - a) / 2;
+			*ns = n;
+		}
+	}
+}
+
+static bool invariant_tsc(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "re");
+	if (!f)
+		return false;
+	char line[4096];
+	bool c = false, n = false;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "flags", 5) == 0) {
+			c = strstr(line, " constant_tsc") != NULL;
+			n = strstr(line, " nonstop_tsc") != NULL;
+			break;
+		}
+	fclose(f);
+	return c && n;
+}
+
+void ns_agent__tsc_calibrate(void)
+{
+	static int state; // 0: not tried, 1: first pair taken, -1: no invariant TSC
+	static uint64_t tsc0, ns0;
+	struct ns_agent__tsc *t = &ns_agent__tsc;
+	if (state < 0)
+		return;
+	if (state == 0) {
+		if (!invariant_tsc()) {
+			state = -1;
+			return;
+		}
+		pair(&tsc0, &ns0);
+		state = 1;
+		return;
+	}
+	uint64_t tsc, ns;
+	pair(&tsc, &ns);
+	// At least 10 ms between the pairs (the rate's error is then ~1e-5 at worst).
+	if (tsc <= tsc0 || ns < ns0 + 10 * 1000 * 1000)
+		return;
+	// ns per tick, 32.32 fixed point, over the whole time since the first pair.
+	uint64_t mult = (uint64_t)(((unsigned __int128)(ns - ns0) << 32) / (tsc - tsc0));
+	if (mult == 0)
+		return;
+	uint32_t seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
+	atomic_store_explicit(&t->seq, seq | 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&t->base_tsc, tsc, memory_order_relaxed);
+	atomic_store_explicit(&t->base_ns, ns, memory_order_relaxed);
+	atomic_store_explicit(&t->mult, mult, memory_order_relaxed);
+	// Trusted for 2 s of ticks: the control thread refreshes it every second.
+	atomic_store_explicit(&t->max_delta, (uint64_t)((2000000000ull << 32) / mult),
+	                      memory_order_relaxed);
+	atomic_store_explicit(&t->seq, (seq | 1) + 1, memory_order_release);
+}
+
+/* ---- quiescence and hit counts ---- */
+
+bool ns_agent__quiescent(void)
+{
+	// Every running thread executes a full barrier (and serialises) before this
+	// returns: a hit that had stored busy before it is seen; one that had not yet
+	// stored it loads the site after our unpublish.
+	if (ns_agent__g.slots_ok &&
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) != 0)
+		return false;
+	if (atomic_load(&ns_agent__g.inflight) != 0)
+		return false;
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++)
+		if (atomic_load(&ns_agent__slots[i].owner) && atomic_load(&ns_agent__slots[i].busy))
+			return false;
+	return true;
+}
+
+static uint64_t dead_hits; /* hits of slots given back */
+
+static uint64_t total_hits(void)
+{
+	uint64_t n = dead_hits + atomic_load(&ns_agent__g.hits_noslot);
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++)
+		n += atomic_load_explicit(&ns_agent__slots[i].hits, memory_order_relaxed);
+	return n;
+}
+
+void ns_agent__publish_hits(void)
+{
+	static struct ns_agent_shm *last;
+	static uint64_t base;
+	struct ns_agent_shm *shm = __atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE);
+	if (!shm)
+		return;
+	uint64_t n = total_hits();
+	if (shm != last) {
+		// A new stub's rings: its count starts now.
+		last = shm;
+		base = n;
+	}
+	atomic_store_explicit(&shm->hits, n - base, memory_order_relaxed);
+}
+
+void ns_agent__reap_slots(void)
+{
+	unsigned used = 0;
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++)
+		used += atomic_load(&ns_agent__slots[i].owner) != 0;
+	if (used < NS_AGENT__NSLOTS / 2)
+		return;
+	pid_t pid = getpid();
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++) {
+		struct ns_agent__slot *s = &ns_agent__slots[i];
+		uint32_t owner = atomic_load(&s->owner);
+		// A thread that exited (tgkill with signal 0: ESRCH) never touches its slot
+		// again. (A reused tid keeps the slot: a leak, not an error.)
+		if (!owner || syscall(SYS_tgkill, pid, owner, 0) == 0 || errno != ESRCH)
+			continue;
+		dead_hits += atomic_load(&s->hits);
+		atomic_store(&s->hits, 0);
+		atomic_store(&s->busy, 0);
+		atomic_store(&s->owner, 0);
+	}
+}
