@@ -120,66 +120,54 @@ static bool param_reg(const uint8_t *loc, size_t len, unsigned *out)
 	return false;
 }
 
+struct params_ctx {
+	struct ns_dwarf_call_param *v;
+	size_t n, cap;
+};
+
+static struct ns_err *param_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
+{
+	struct params_ctx *p = ctx;
+	const uint8_t *loc = NULL, *val = NULL;
+	size_t loc_len = 0, val_len = 0;
+	unsigned reg;
+	struct ns_err *err;
+
+	if (tag != DW_TAG_call_site_parameter && tag != DW_TAG_GNU_call_site_parameter)
+		return NULL;
+	err = ns_dwarf__location(dw, child, DW_AT_location, 0, &dw->arena, &loc, &loc_len);
+	if (!err)
+		err = ns_dwarf__location(dw, child, DW_AT_call_value, 0, &dw->arena, &val,
+		                         &val_len);
+	if (!err && !val_len)
+		err = ns_dwarf__location(dw, child, DW_AT_GNU_call_site_value, 0, &dw->arena, &val,
+		                         &val_len);
+	if (err || !val_len || !param_reg(loc, loc_len, &reg))
+		return err;
+	if (!ns_dwarf__grow((void **)&p->v, &p->cap, p->n + 1, sizeof(*p->v)))
+		return &ns_err_nomem;
+	p->v[p->n].dwarf_reg = reg;
+	p->v[p->n].value = val;
+	p->v[p->n].value_len = val_len;
+	p->n++;
+	return NULL;
+}
+
 static struct ns_err *read_params(struct ns_dwarf *dw, Dwarf_Die site, struct ns_dwarf__csite *cs)
 {
-	Dwarf_Die child = NULL, next;
-	Dwarf_Error de = NULL;
-	struct ns_err *err = NULL;
-	struct ns_dwarf_call_param *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc;
+	struct params_ctx p = {0};
+	struct ns_err *err;
 
-	rc = dwarf_child(site, &child, &de);
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading call site parameters");
-	while (rc == DW_DLV_OK && !err) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK) {
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-			break;
-		}
-		if (tag == DW_TAG_call_site_parameter || tag == DW_TAG_GNU_call_site_parameter) {
-			const uint8_t *loc = NULL, *val = NULL;
-			size_t loc_len = 0, val_len = 0;
-			unsigned reg;
-			err = ns_dwarf__location(dw, child, DW_AT_location, 0, &dw->arena, &loc,
-			                         &loc_len);
-			if (!err)
-				err = ns_dwarf__location(dw, child, DW_AT_call_value, 0, &dw->arena,
-				                         &val, &val_len);
-			if (!err && !val_len)
-				err = ns_dwarf__location(dw, child, DW_AT_GNU_call_site_value, 0,
-				                         &dw->arena, &val, &val_len);
-			if (!err && val_len && param_reg(loc, loc_len, &reg)) {
-				if (!ns_dwarf__grow((void **)&v, &cap, n + 1, sizeof(*v))) {
-					err = &ns_err_nomem;
-					break;
-				}
-				v[n].dwarf_reg = reg;
-				v[n].value = val;
-				v[n].value_len = val_len;
-				n++;
-			}
-		}
-		if (err)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
-	if (!err && n) {
-		cs->params = ns_arena_calloc(&dw->arena, n, sizeof(*v));
+	err = ns_dwarf__for_each_child(dw, site, "reading call site parameters", param_cb, &p);
+	if (!err && p.n) {
+		cs->params = ns_arena_calloc(&dw->arena, p.n, sizeof(*p.v));
 		if (!cs->params)
 			err = &ns_err_nomem;
 		else
-			memcpy(cs->params, v, n * sizeof(*v));
-		cs->nparams = cs->params ? n : 0;
+			memcpy(cs->params, p.v, p.n * sizeof(*p.v));
+		cs->nparams = cs->params ? p.n : 0;
 	}
-	free(v);
+	free(p.v);
 	return err;
 }
 
@@ -228,44 +216,33 @@ static bool walk_tag(Dwarf_Half tag)
 	       tag == DW_TAG_class_type || tag == DW_TAG_structure_type;
 }
 
+struct walk_ctx {
+	Dwarf_Off caller;
+	int depth;
+};
+
+static struct ns_err *walk_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	struct walk_ctx sub = {w->caller, w->depth + 1};
+	Dwarf_Error de = NULL;
+
+	if (tag == DW_TAG_call_site || tag == DW_TAG_GNU_call_site)
+		return add_site(dw, child, tag, w->caller);
+	if (!walk_tag(tag) || w->depth >= 64)
+		return NULL;
+	if (tag == DW_TAG_subprogram && dwarf_dieoffset(child, &sub.caller, &de) != DW_DLV_OK) {
+		ns_dwarf__drop(dw, de);
+		sub.caller = 0;
+	}
+	return ns_dwarf__for_each_child(dw, child, "reading DIE children", walk_cb, &sub);
+}
+
 static struct ns_err *walk(struct ns_dwarf *dw, Dwarf_Die parent, Dwarf_Off caller, int depth)
 {
-	Dwarf_Die child = NULL, next;
-	Dwarf_Error de = NULL;
-	struct ns_err *err = NULL;
-	int rc;
+	struct walk_ctx w = {caller, depth};
 
-	rc = dwarf_child(parent, &child, &de);
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading DIE children");
-	while (rc == DW_DLV_OK && !err) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK) {
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-			break;
-		}
-		if (tag == DW_TAG_call_site || tag == DW_TAG_GNU_call_site) {
-			err = add_site(dw, child, tag, caller);
-		} else if (walk_tag(tag) && depth < 64) {
-			Dwarf_Off c = caller;
-			if (tag == DW_TAG_subprogram &&
-			    dwarf_dieoffset(child, &c, &de) != DW_DLV_OK) {
-				ns_dwarf__drop(dw, de);
-				c = 0;
-			}
-			err = walk(dw, child, c, depth + 1);
-		}
-		if (err)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
-	return err;
+	return ns_dwarf__for_each_child(dw, parent, "reading DIE children", walk_cb, &w);
 }
 
 static struct ns_err *load_csites(struct ns_dwarf *dw)

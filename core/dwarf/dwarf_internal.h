@@ -174,6 +174,19 @@ struct ns_err *ns_dwarf__section(struct ns_dwarf *dw, const char *name, const ui
 /** Growable array helper: ensure room for @need elements; false on OOM. */
 bool ns_dwarf__grow(void **p, size_t *cap, size_t need, size_t elem);
 
+/** Callback of ns_dwarf__for_each_child: @child (with tag @tag) is borrowed and freed
+ * after the call. Return NULL to go on, an error to stop with it, or NS_DWARF__STOP to
+ * stop early without error. */
+typedef struct ns_err *(*ns_dwarf__child_fn)(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag,
+                                             void *ctx);
+extern struct ns_err ns_dwarf__stop;
+#define NS_DWARF__STOP (&ns_dwarf__stop)
+/** Call @fn on each direct child of @parent in order, owning the child DIEs; stops at the
+ * first error (NULL when @fn returned NS_DWARF__STOP). A failing dwarf_child gives
+ * "<what>: <libdwarf message>". */
+struct ns_err *ns_dwarf__for_each_child(struct ns_dwarf *dw, Dwarf_Die parent, const char *what,
+                                        ns_dwarf__child_fn fn, void *ctx);
+
 /* ---- dwarf_lines.c ---- */
 
 struct ns_err *ns_dwarf__load_lines(struct ns_dwarf *dw, struct ns_dwarf__cu *cu);

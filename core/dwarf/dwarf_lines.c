@@ -155,77 +155,70 @@ static bool is_scope_tag(int tag)
 	       tag == DW_TAG_lexical_block;
 }
 
+struct nodes_ctx {
+	struct ns_dwarf__cu *cu;
+	int pidx, depth;
+	size_t *cap;
+	uint64_t cu_base;
+};
+
+static struct ns_err *node_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
+{
+	struct nodes_ctx *c = ctx;
+	struct ns_dwarf__cu *cu = c->cu;
+	struct ns_dwarf__range *r = NULL;
+	size_t nr = 0;
+	struct nodes_ctx sub = *c;
+	Dwarf_Error de = NULL;
+	struct ns_err *err;
+
+	if (!is_scope_tag(tag))
+		return NULL;
+	err = ns_dwarf__die_ranges(dw, child, c->cu_base, &r, &nr);
+	if (!err && nr) {
+		struct ns_dwarf__node *nd;
+		Dwarf_Addr low = 0;
+		uint64_t dl = 0;
+		if (!ns_dwarf__grow((void **)&cu->nodes, c->cap, cu->nnodes + 1,
+		                    sizeof(*cu->nodes)))
+			return &ns_err_nomem;
+		nd = &cu->nodes[cu->nnodes];
+		memset(nd, 0, sizeof(*nd));
+		dwarf_dieoffset(child, &nd->off, &de);
+		nd->tag = tag;
+		nd->parent = c->pidx;
+		nd->ranges = r;
+		nd->nranges = nr;
+		nd->low = r[0].lo;
+		for (size_t k = 1; k < nr; k++)
+			if (r[k].lo < nd->low)
+				nd->low = r[k].lo;
+		if (dwarf_lowpc(child, &low, &de) == DW_DLV_OK)
+			nd->low = low;
+		else
+			ns_dwarf__drop(dw, de);
+		if (tag != DW_TAG_lexical_block) {
+			nd->name = ns_dwarf__die_name(dw, child);
+			if (ns_dwarf__attr_udata_o(dw, child, DW_AT_decl_line, &dl))
+				nd->decl_line = (unsigned)dl;
+		}
+		sub.pidx = (int)cu->nnodes++;
+	}
+	// A lexical block without ranges is transparent; an abstract or
+	// declared subprogram owns no code.
+	if (!err && (nr || tag == DW_TAG_lexical_block) && c->depth < 64) {
+		sub.depth = c->depth + 1;
+		err = ns_dwarf__for_each_child(dw, child, "reading DIE children", node_cb, &sub);
+	}
+	return err;
+}
+
 static struct ns_err *walk_nodes(struct ns_dwarf *dw, struct ns_dwarf__cu *cu, Dwarf_Die parent,
                                  int pidx, int depth, size_t *cap, uint64_t cu_base)
 {
-	Dwarf_Die child = NULL, next;
-	Dwarf_Error de = NULL;
-	struct ns_err *err = NULL;
-	int rc;
+	struct nodes_ctx c = {cu, pidx, depth, cap, cu_base};
 
-	rc = dwarf_child(parent, &child, &de);
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading DIE children");
-	while (rc == DW_DLV_OK && !err) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK) {
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-			break;
-		}
-		if (is_scope_tag(tag)) {
-			struct ns_dwarf__range *r = NULL;
-			size_t nr = 0;
-			int idx = pidx;
-
-			err = ns_dwarf__die_ranges(dw, child, cu_base, &r, &nr);
-			if (!err && nr) {
-				struct ns_dwarf__node *nd;
-				Dwarf_Addr low = 0;
-				uint64_t dl = 0;
-				if (!ns_dwarf__grow((void **)&cu->nodes, cap, cu->nnodes + 1,
-				                    sizeof(*cu->nodes))) {
-					err = &ns_err_nomem;
-					break;
-				}
-				nd = &cu->nodes[cu->nnodes];
-				memset(nd, 0, sizeof(*nd));
-				dwarf_dieoffset(child, &nd->off, &de);
-				nd->tag = tag;
-				nd->parent = pidx;
-				nd->ranges = r;
-				nd->nranges = nr;
-				nd->low = r[0].lo;
-				for (size_t k = 1; k < nr; k++)
-					if (r[k].lo < nd->low)
-						nd->low = r[k].lo;
-				if (dwarf_lowpc(child, &low, &de) == DW_DLV_OK)
-					nd->low = low;
-				else
-					ns_dwarf__drop(dw, de);
-				de = NULL;
-				if (tag != DW_TAG_lexical_block) {
-					nd->name = ns_dwarf__die_name(dw, child);
-					if (ns_dwarf__attr_udata_o(dw, child, DW_AT_decl_line, &dl))
-						nd->decl_line = (unsigned)dl;
-				}
-				idx = (int)cu->nnodes++;
-			}
-			// A lexical block without ranges is transparent; an abstract or
-			// declared subprogram owns no code.
-			if (!err && (nr || tag == DW_TAG_lexical_block) && depth < 64)
-				err = walk_nodes(dw, cu, child, idx, depth + 1, cap, cu_base);
-		}
-		if (err)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
-	return err;
+	return ns_dwarf__for_each_child(dw, parent, "reading DIE children", node_cb, &c);
 }
 
 struct ns_err *ns_dwarf__load_nodes(struct ns_dwarf *dw, struct ns_dwarf__cu *cu)

@@ -37,6 +37,38 @@ void ns_dwarf__drop(struct ns_dwarf *dw, Dwarf_Error e)
 		dwarf_dealloc_error(dw->dbg, e);
 }
 
+/* Never returned to a caller: only compared against. */
+struct ns_err ns_dwarf__stop = {.code = NS_ERR_OK, .msg = "stop walking DIE children"};
+
+struct ns_err *ns_dwarf__for_each_child(struct ns_dwarf *dw, Dwarf_Die parent, const char *what,
+                                        ns_dwarf__child_fn fn, void *ctx)
+{
+	Dwarf_Die child = NULL, next;
+	Dwarf_Error de = NULL;
+	struct ns_err *err = NULL;
+	int rc = dwarf_child(parent, &child, &de);
+
+	if (rc == DW_DLV_ERROR)
+		return ns_dwarf__err(dw, de, what);
+	while (rc == DW_DLV_OK) {
+		Dwarf_Half tag = 0;
+		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK)
+			err = ns_dwarf__err(dw, de, "reading DIE tag");
+		else
+			err = fn(dw, child, tag, ctx);
+		if (err)
+			break;
+		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
+		dwarf_dealloc_die(child);
+		child = rc == DW_DLV_OK ? next : NULL;
+		if (rc == DW_DLV_ERROR)
+			err = ns_dwarf__err(dw, de, "reading DIE sibling");
+	}
+	if (child)
+		dwarf_dealloc_die(child);
+	return err == NS_DWARF__STOP ? NULL : err;
+}
+
 struct ns_err *ns_dwarf__need_dwarf(struct ns_dwarf *dw)
 {
 	if (!dw->dbg)

@@ -274,48 +274,47 @@ static struct ns_err *read_var(struct ns_dwarf *dw, Dwarf_Die die, enum ns_dwarf
 	return NULL;
 }
 
+struct collect_ctx {
+	bool want_params;
+	enum ns_dwarf_var_kind kind;
+	uint64_t pc;
+	struct ns_arena *arena;
+	struct var_vec *vv;
+};
+
+static struct ns_err *collect_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
+{
+	struct collect_ctx *c = ctx;
+	struct var_vec *vv = c->vv;
+	struct ns_err *err;
+
+	if (!((c->want_params && tag == DW_TAG_formal_parameter) ||
+	      (!c->want_params && tag == DW_TAG_variable &&
+	       !ns_dwarf__attr_flag(dw, child, DW_AT_declaration))))
+		return NULL;
+	if (!ns_dwarf__grow((void **)&vv->v, &vv->cap, vv->n + 1, sizeof(*vv->v)))
+		return &ns_err_nomem;
+	err = read_var(dw, child, c->kind, c->pc, c->arena, &vv->v[vv->n]);
+	if (!err && vv->v[vv->n].name)
+		vv->n++;
+	return err;
+}
+
 /* Append the DW_TAG_formal_parameter (want_params) or DW_TAG_variable children of the
  * DIE at @off. */
 static struct ns_err *collect(struct ns_dwarf *dw, Dwarf_Off off, bool want_params,
                               enum ns_dwarf_var_kind kind, uint64_t pc, struct ns_arena *arena,
                               struct var_vec *vv)
 {
-	Dwarf_Die die, child = NULL, next;
-	Dwarf_Error de = NULL;
+	struct collect_ctx c = {want_params, kind, pc, arena, vv};
+	Dwarf_Die die;
 	struct ns_err *err;
-	int rc;
 
 	err = ns_dwarf__offdie(dw, off, &die);
 	if (err)
 		return err;
-	rc = dwarf_child(die, &child, &de);
+	err = ns_dwarf__for_each_child(dw, die, "reading scope children", collect_cb, &c);
 	dwarf_dealloc_die(die);
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading scope children");
-	while (rc == DW_DLV_OK && !err) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK) {
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-		} else if ((want_params && tag == DW_TAG_formal_parameter) ||
-		           (!want_params && tag == DW_TAG_variable &&
-		            !ns_dwarf__attr_flag(dw, child, DW_AT_declaration))) {
-			if (!ns_dwarf__grow((void **)&vv->v, &vv->cap, vv->n + 1, sizeof(*vv->v)))
-				err = &ns_err_nomem;
-			else
-				err = read_var(dw, child, kind, pc, arena, &vv->v[vv->n]);
-			if (!err && vv->v[vv->n].name)
-				vv->n++;
-		}
-		if (err)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
 	return err;
 }
 
@@ -386,44 +385,45 @@ struct ns_err *ns_dwarf_scope_at(struct ns_dwarf *dw, uint64_t pc, struct ns_are
 
 /* ---- globals ---- */
 
+struct global_ctx {
+	const char *name;
+	uint64_t pc;
+	struct ns_arena *arena;
+	struct ns_dwarf_var *out;
+	bool *found;
+};
+
+static struct ns_err *global_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
+{
+	struct global_ctx *c = ctx;
+	const char *n;
+	struct ns_err *err;
+
+	if (tag != DW_TAG_variable || ns_dwarf__attr_flag(dw, child, DW_AT_declaration))
+		return NULL;
+	n = ns_dwarf__die_name(dw, child);
+	if (!n || strcmp(n, c->name) != 0)
+		return NULL;
+	err = read_var(dw, child, NS_DWARF_GLOBAL, c->pc, c->arena, c->out);
+	*c->found = !err && (c->out->loc_len || c->out->has_const);
+	return err ? err : *c->found ? NS_DWARF__STOP : NULL;
+}
+
 static struct ns_err *find_global(struct ns_dwarf *dw, struct ns_dwarf__cu *cu, const char *name,
                                   uint64_t pc, struct ns_arena *arena, struct ns_dwarf_var *out,
                                   bool *found)
 {
-	Dwarf_Die die, child = NULL, next;
-	Dwarf_Error de = NULL;
+	struct global_ctx c = {name, pc, arena, out, found};
+	Dwarf_Die die;
 	struct ns_err *err;
-	int rc;
 
+	if (*found)
+		return NULL;
 	err = ns_dwarf__offdie(dw, cu->die_off, &die);
 	if (err)
 		return err;
-	rc = dwarf_child(die, &child, &de);
+	err = ns_dwarf__for_each_child(dw, die, "reading CU children", global_cb, &c);
 	dwarf_dealloc_die(die);
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading CU children");
-	while (rc == DW_DLV_OK && !err && !*found) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK) {
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-		} else if (tag == DW_TAG_variable &&
-		           !ns_dwarf__attr_flag(dw, child, DW_AT_declaration)) {
-			const char *n = ns_dwarf__die_name(dw, child);
-			if (n && strcmp(n, name) == 0) {
-				err = read_var(dw, child, NS_DWARF_GLOBAL, pc, arena, out);
-				*found = !err && (out->loc_len || out->has_const);
-			}
-		}
-		if (err || *found)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
 	return err;
 }
 

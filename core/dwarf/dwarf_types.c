@@ -165,45 +165,13 @@ static struct ns_err *read_member(struct ns_dwarf *dw, Dwarf_Die die, int depth,
 	return NULL;
 }
 
-typedef struct ns_err *(*child_fn)(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, int depth,
-                                   void *ctx);
-
-static struct ns_err *each_child(struct ns_dwarf *dw, Dwarf_Die die, int depth, child_fn fn,
-                                 void *ctx)
-{
-	Dwarf_Die child = NULL, next;
-	Dwarf_Error de = NULL;
-	struct ns_err *err = NULL;
-	int rc = dwarf_child(die, &child, &de);
-
-	if (rc == DW_DLV_ERROR)
-		return ns_dwarf__err(dw, de, "reading DIE children");
-	while (rc == DW_DLV_OK && !err) {
-		Dwarf_Half tag = 0;
-		if (dwarf_tag(child, &tag, &de) != DW_DLV_OK)
-			err = ns_dwarf__err(dw, de, "reading DIE tag");
-		else
-			err = fn(dw, child, tag, depth, ctx);
-		if (err)
-			break;
-		rc = dwarf_siblingof_b(dw->dbg, child, 1, &next, &de);
-		dwarf_dealloc_die(child);
-		child = rc == DW_DLV_OK ? next : NULL;
-		if (rc == DW_DLV_ERROR)
-			err = ns_dwarf__err(dw, de, "reading DIE sibling");
-	}
-	if (child)
-		dwarf_dealloc_die(child);
-	return err;
-}
-
 struct vec {
 	void *p;
 	size_t n, cap;
+	int depth; /* member_cb: of the struct being read */
 };
 
-static struct ns_err *member_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, int depth,
-                                void *ctx)
+static struct ns_err *member_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
 {
 	struct vec *v = ctx;
 	struct ns_dwarf_member *m;
@@ -214,17 +182,15 @@ static struct ns_err *member_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half
 		return &ns_err_nomem;
 	m = (struct ns_dwarf_member *)v->p + v->n++;
 	memset(m, 0, sizeof(*m));
-	return read_member(dw, child, depth, m);
+	return read_member(dw, child, v->depth, m);
 }
 
-static struct ns_err *enum_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, int depth,
-                              void *ctx)
+static struct ns_err *enum_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
 {
 	struct vec *v = ctx;
 	struct ns_dwarf_enumerator *e;
 	uint64_t u;
 
-	(void)depth;
 	if (tag != DW_TAG_enumerator)
 		return NULL;
 	if (!ns_dwarf__grow(&v->p, &v->cap, v->n + 1, sizeof(*e)))
@@ -243,14 +209,12 @@ struct dim {
 	bool known;
 };
 
-static struct ns_err *subrange_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, int depth,
-                                  void *ctx)
+static struct ns_err *subrange_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *ctx)
 {
 	struct vec *v = ctx;
 	struct dim *d;
 	uint64_t c, lo = 0;
 
-	(void)depth;
 	if (tag != DW_TAG_subrange_type && tag != DW_TAG_enumeration_type)
 		return NULL;
 	if (!ns_dwarf__grow(&v->p, &v->cap, v->n + 1, sizeof(*d)))
@@ -296,7 +260,7 @@ static struct ns_err *build_array(struct ns_dwarf *dw, Dwarf_Die die, int depth,
 
 	err = die_type(dw, die, depth, &elem);
 	if (!err)
-		err = each_child(dw, die, depth, subrange_cb, &v);
+		err = ns_dwarf__for_each_child(dw, die, "reading DIE children", subrange_cb, &v);
 	if (err) {
 		free(v.p);
 		return err;
@@ -430,9 +394,9 @@ static struct ns_err *type_at(struct ns_dwarf *dw, Dwarf_Off off, int depth,
 	case DW_TAG_structure_type:
 	case DW_TAG_class_type:
 	case DW_TAG_union_type: {
-		struct vec v = {0};
+		struct vec v = {.depth = depth};
 		t->kind = tag == DW_TAG_union_type ? NS_DT_UNION : NS_DT_STRUCT;
-		err = each_child(dw, die, depth, member_cb, &v);
+		err = ns_dwarf__for_each_child(dw, die, "reading DIE children", member_cb, &v);
 		t->nmembers = v.n;
 		t->members = vec_to_arena(dw, &v, sizeof(*t->members));
 		if (t->nmembers && !t->members)
@@ -450,7 +414,8 @@ static struct ns_err *type_at(struct ns_dwarf *dw, Dwarf_Off off, int depth,
 			t->is_signed = true;
 		}
 		if (!err)
-			err = each_child(dw, die, depth, enum_cb, &v);
+			err = ns_dwarf__for_each_child(dw, die, "reading DIE children", enum_cb,
+			                               &v);
 		t->nenums = v.n;
 		t->enums = vec_to_arena(dw, &v, sizeof(*t->enums));
 		if (t->nenums && !t->enums)
@@ -627,15 +592,13 @@ struct find_ctx {
 	bool have, have_decl;
 };
 
-static struct ns_err *find_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, int depth,
-                              void *vctx)
+static struct ns_err *find_cb(struct ns_dwarf *dw, Dwarf_Die child, Dwarf_Half tag, void *vctx)
 {
 	struct find_ctx *c = vctx;
 	char *name = NULL;
 	Dwarf_Error de = NULL;
 	bool match = false;
 
-	(void)depth;
 	if (c->have)
 		return NULL;
 	if (c->tag ? tag != c->tag : (tag != DW_TAG_typedef && tag != DW_TAG_base_type))
@@ -677,7 +640,7 @@ static void search_cu(struct ns_dwarf *dw, struct ns_dwarf__cu *cu, struct find_
 		ns_err_destroy(err);
 		return;
 	}
-	err = each_child(dw, die, 0, find_cb, c);
+	err = ns_dwarf__for_each_child(dw, die, "reading DIE children", find_cb, c);
 	ns_err_destroy(err);
 	dwarf_dealloc_die(die);
 }
