@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from nsrsp import Rsp, drain_frames, qtdp_packets  # noqa: E402
+
 BUILD = os.path.abspath(sys.argv[1])
 STUB = os.path.join(BUILD, 'bin', 'nonstop-stub')
 AGENT = os.path.join(BUILD, 'lib', 'libnonstop-agent.so')
@@ -70,93 +73,6 @@ class Line:
                 break
             self.all += d
         return self.all.decode(errors='replace')
-
-
-class Rsp:
-    """A minimal RSP client over the stub's stdin/stdout."""
-
-    def __init__(self, proc):
-        self.p = proc
-        self.fd = proc.stdout.fileno()
-        self.buf = b''
-        self.ack = True
-        self.notes = []
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        pkt = b'$' + data + b'#%02x' % (sum(data) & 0xff)
-        self.p.stdin.write(pkt)
-        self.p.stdin.flush()
-
-    def _fill(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError('no reply from the stub')
-        r, _, _ = select.select([self.fd], [], [], left)
-        if not r:
-            raise TimeoutError('no reply from the stub')
-        d = os.read(self.fd, 1 << 20)
-        if not d:
-            raise EOFError('stub closed the connection')
-        self.buf += d
-
-    def _packet(self, deadline):
-        while True:
-            while self.buf[:1] in (b'+', b'-'):
-                self.buf = self.buf[1:]
-            if self.buf[:1] in (b'$', b'%'):
-                h = self.buf.find(b'#')
-                if h >= 0 and len(self.buf) >= h + 3:
-                    kind, body = self.buf[:1], self.buf[1:h]
-                    self.buf = self.buf[h + 3:]
-                    if kind == b'$' and self.ack:
-                        self.p.stdin.write(b'+')
-                        self.p.stdin.flush()
-                    out = bytearray()
-                    i = 0
-                    while i < len(body):
-                        if body[i:i + 1] == b'}':
-                            out.append(body[i + 1] ^ 0x20)
-                            i += 2
-                        else:
-                            out.append(body[i])
-                            i += 1
-                    return kind.decode(), out.decode()
-            elif self.buf:
-                self.buf = self.buf[1:]
-                continue
-            self._fill(deadline)
-
-    def recv(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            kind, data = self._packet(deadline)
-            if kind == '%':
-                self.notes.append(data)
-                continue
-            return data
-
-    def cmd(self, data, timeout=10.0):
-        self.send(data)
-        return self.recv(timeout)
-
-    def wait_note(self, prefix, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, n in enumerate(self.notes):
-                if n.startswith(prefix):
-                    return self.notes.pop(i)
-            kind, data = self._packet(deadline)
-            if kind == '%':
-                self.notes.append(data)
-
-    def handshake(self):
-        r = self.cmd('qSupported:multiprocess+;NsFramePush+')
-        self.cmd('QStartNoAckMode')
-        self.ack = False
-        self.cmd('QNonStop:1')
-        return r
 
 
 def start_stub(pid, extra=(), user=None):
@@ -306,28 +222,6 @@ def mem_bytes(pid, addr, n):
         return f.read(n)
 
 
-def parse_frames(reply):
-    """[(tp_id, addr, tid, {mem addr: bytes})] and other items of a qNsFrames reply."""
-    frames, items = [], []
-    for item in reply.split(';'):
-        if item.startswith('F'):
-            b = bytes.fromhex(item[1:])
-            magic, ver, hsz, size, tp, addr, tid = struct.unpack_from('<IHHIIQQ', b, 0)
-            nblocks, = struct.unpack_from('<I', b, 48)
-            mem = {}
-            off = hsz
-            for _ in range(nblocks):
-                btype, blen, baddr = struct.unpack_from('<B3xIQ', b, off)
-                payload = b[off + 16:off + 16 + blen]
-                if btype == ord('M'):
-                    mem[baddr] = payload
-                off += 16 + ((blen + 7) & ~7)
-            frames.append((magic, tp, addr, tid, mem))
-        else:
-            items.append(item)
-    return frames, items
-
-
 def collect_frames(rsp, want, timeout=5.0):
     frames, items = [], []
     deadline = time.monotonic() + timeout
@@ -336,20 +230,15 @@ def collect_frames(rsp, want, timeout=5.0):
             rsp.wait_note('NsFrames', max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             break
-        while True:
-            r = rsp.cmd('qNsFrames')
-            if r == 'OK':
-                break
-            f, i = parse_frames(r)
-            frames += f
-            items += i
+        f, i = drain_frames(rsp)
+        frames += [(fr['magic'], fr['tp'], fr['addr'], fr['tid'], dict(fr['mem'])) for fr in f]
+        items += i
     return frames, items
 
 
 def set_tracepoint(rsp, addr, counter):
     r1 = rsp.cmd('QTinit')
-    r2 = rsp.cmd('QTDP:1:%x:E:0:0-' % addr)
-    r3 = rsp.cmd('QTDP:-1:%x:MFFFFFFFF,%x,4' % (addr, counter))
+    r2, r3 = [rsp.cmd(pkt) for pkt in qtdp_packets(1, addr, actions=['MFFFFFFFF,%x,4' % counter])]
     r4 = rsp.cmd('QTStart')
     return (r1, r2, r3, r4) == ('OK', 'OK', 'OK', 'OK'), (r1, r2, r3, r4)
 

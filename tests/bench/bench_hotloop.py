@@ -30,6 +30,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
+# Bytes replies, notifications dropped: fast enough to drain a million frames. bench_server
+# imports Rsp, define and x_act from here.
+from nsrsp import RawRsp as Rsp, define, x_act  # noqa: E402,F401
+
 SRC = os.path.join(HERE, 'hotloop.c')
 QUICK = '--quick' in sys.argv
 ARGS = [a for a in sys.argv[1:] if not a.startswith('--')]
@@ -81,68 +86,6 @@ def elapsed_of(text):
     return int(m.group(1)) if m else None
 
 
-class Rsp:
-    """A minimal RSP client over the stub's pipes, bytes-based and fast enough to drain
-    a million frames (no per-byte Python loop unless a packet holds an escape)."""
-
-    def __init__(self, proc):
-        self.p = proc
-        self.fd = proc.stdout.fileno()
-        self.buf = b''
-        self.ack = True
-
-    def send(self, data):
-        data = data.encode()
-        self.p.stdin.write(b'$' + data + b'#%02x' % (sum(data) & 0xff))
-        self.p.stdin.flush()
-
-    def _packet(self, deadline):
-        while True:
-            i = 0
-            while i < len(self.buf) and self.buf[i] not in b'$%':
-                i += 1
-            self.buf = self.buf[i:]
-            h = self.buf.find(b'#')
-            if self.buf and h >= 0 and len(self.buf) >= h + 3:
-                kind, body = self.buf[:1], self.buf[1:h]
-                self.buf = self.buf[h + 3:]
-                if kind == b'$' and self.ack:
-                    self.p.stdin.write(b'+')
-                    self.p.stdin.flush()
-                if b'}' in body:
-                    body = re.sub(rb'\}(.)', lambda m: bytes([m.group(1)[0] ^ 0x20]), body,
-                                  flags=re.S)
-                return kind, body
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError('no reply from the stub')
-            r, _, _ = select.select([self.fd], [], [], left)
-            if not r:
-                raise TimeoutError('no reply from the stub')
-            d = os.read(self.fd, 1 << 20)
-            if not d:
-                raise EOFError('stub closed the connection')
-            self.buf += d
-
-    def cmd(self, data, timeout=10.0):
-        self.send(data)
-        deadline = time.monotonic() + timeout
-        while True:
-            kind, body = self._packet(deadline)
-            if kind == b'$':
-                return body
-
-    def handshake(self):
-        self.cmd('qSupported:multiprocess+;NsFramePush+')
-        self.cmd('QStartNoAckMode')
-        self.ack = False
-        self.cmd('QNonStop:1')
-
-
-def hexs(b):
-    return b.hex()
-
-
 def nm_syms(path):
     """{name: (addr, size)} of text symbols."""
     out = subprocess.run(['nm', '-S', path], capture_output=True, text=True).stdout
@@ -158,25 +101,6 @@ def func_ranges(syms, name):
     """The ':R' field: the function's body and its .cold part, if any."""
     rs = [syms[name]] + ([syms[name + '.cold']] if name + '.cold' in syms else [])
     return ':R' + ','.join('%x-%x' % (a, a + s) for a, s in rs)
-
-
-def define(rsp, num, addr, ranges, cond, actions):
-    d = 'QTDP:%x:%x:E:0:0' % (num, addr)
-    if cond:
-        d += ':X%x,%s' % (len(cond), hexs(cond))
-    d += ranges
-    r = rsp.cmd(d + ('-' if actions else ''))
-    if r != b'OK':
-        return r.decode(errors='replace')
-    for i, act in enumerate(actions):
-        r = rsp.cmd('QTDP:-%x:%x:%s%s' % (num, addr, act, '-' if i + 1 < len(actions) else ''))
-        if r != b'OK':
-            return r.decode(errors='replace')
-    return None
-
-
-def x_act(code):
-    return 'X%x,%s' % (len(code), hexs(code))
 
 
 def read_fd(fd, deadline):

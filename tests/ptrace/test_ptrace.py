@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from nsrsp import Rsp, qtdp_packets, split_frames, x_act  # noqa: E402
+
 BUILD = os.path.abspath(sys.argv[1])
 STUB = os.path.join(BUILD, 'bin', 'nonstop-stub')
 AGENT = os.path.join(BUILD, 'lib', 'libnonstop-agent.so')
@@ -34,78 +37,6 @@ def check(name, ok, detail=''):
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
 libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-class Rsp:
-    """A minimal RSP client over the stub's stdin/stdout."""
-
-    def __init__(self, proc):
-        self.p = proc
-        self.fd = proc.stdout.fileno()
-        self.buf = b''
-        self.ack = True
-        self.notes = []
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.p.stdin.write(b'$' + data + b'#%02x' % (sum(data) & 0xff))
-        self.p.stdin.flush()
-
-    def _fill(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError('no reply from the stub')
-        r, _, _ = select.select([self.fd], [], [], left)
-        if not r:
-            raise TimeoutError('no reply from the stub')
-        d = os.read(self.fd, 1 << 20)
-        if not d:
-            raise EOFError('stub closed the connection')
-        self.buf += d
-
-    def _packet(self, deadline):
-        while True:
-            while self.buf[:1] in (b'+', b'-'):
-                self.buf = self.buf[1:]
-            if self.buf[:1] in (b'$', b'%'):
-                h = self.buf.find(b'#')
-                if h >= 0 and len(self.buf) >= h + 3:
-                    kind, body = self.buf[:1], self.buf[1:h]
-                    self.buf = self.buf[h + 3:]
-                    if kind == b'$' and self.ack:
-                        self.p.stdin.write(b'+')
-                        self.p.stdin.flush()
-                    out = bytearray()
-                    i = 0
-                    while i < len(body):
-                        if body[i:i + 1] == b'}':
-                            out.append(body[i + 1] ^ 0x20)
-                            i += 2
-                        else:
-                            out.append(body[i])
-                            i += 1
-                    return kind.decode(), out.decode()
-            elif self.buf:
-                self.buf = self.buf[1:]
-                continue
-            self._fill(deadline)
-
-    def cmd(self, data, timeout=10.0):
-        self.send(data)
-        deadline = time.monotonic() + timeout
-        while True:
-            kind, d = self._packet(deadline)
-            if kind == '%':
-                self.notes.append(d)
-                continue
-            return d
-
-    def handshake(self):
-        self.cmd('qSupported:multiprocess+;NsFramePush+')
-        self.cmd('QStartNoAckMode')
-        self.ack = False
-        self.cmd('QNonStop:1')
 
 
 def nm_addr(path, sym):
@@ -137,43 +68,16 @@ def proc_bytes(pid, addr, n):
         return f.read(n)
 
 
-def parse_frame(b):
-    magic, ver, hsz, size, tp, addr, tid, tns, seq, nblk, status, fault, hits = struct.unpack_from(
-        '<IHHIIQQQQIIQQ', b, 0)
-    assert magic == 0x5246534e, hex(magic)
-    fr = {'tp': tp, 'addr': addr, 'tid': tid, 'seq': seq, 'status': status, 'hits': hits,
-          'regs': None, 'mem': [], 'err': []}
-    off = hsz
-    for _ in range(nblk):
-        typ, ln, baddr = struct.unpack_from('<B3xIQ', b, off)
-        pay = b[off + 16:off + 16 + ln]
-        if typ == ord('R'):
-            fr['regs'] = struct.unpack_from('<26Q', pay)
-        elif typ == ord('M'):
-            fr['mem'].append((baddr, pay))
-        elif typ == ord('E'):
-            fr['err'].append((baddr, struct.unpack_from('<IxxxxQ', pay)))
-        off += 16 + ((ln + 7) & ~7)
-    return fr
-
-
-def reg_hex(v):
-    return ''.join('%02x' % x for x in v)
-
-
 RDI, RSI = 5, 4
 X_ACC = bytes([0x26, 0x00, RSI, 0x22, 0x04, 0x0c, 0x27])  # trace 4 bytes at rsi
 COND_EVEN = bytes([0x26, 0x00, RDI, 0x22, 0x01, 0x0f, 0x0e, 0x27])  # !(rdi & 1)
 
 
 def define_tp(rsp, num, addr, cond=None):
-    d = 'QTDP:%x:%x:E:0:0' % (num, addr)
-    if cond:
-        d += ':X%x,%s' % (len(cond), reg_hex(cond))
-    assert rsp.cmd(d + '-') == 'OK'
-    assert rsp.cmd('QTDP:-%x:%x:R3ffffff-' % (num, addr)) == 'OK'
-    r = rsp.cmd('QTDP:-%x:%x:X%x,%s' % (num, addr, len(X_ACC), reg_hex(X_ACC)))
-    return r
+    d, regs, x = qtdp_packets(num, addr, cond, actions=['R3ffffff', x_act(X_ACC)])
+    assert rsp.cmd(d) == 'OK'
+    assert rsp.cmd(regs) == 'OK'
+    return rsp.cmd(x)
 
 
 def tier(rsp, num):
@@ -193,10 +97,10 @@ def drain(rsp, until_exit=True, timeout=30.0, stop_after=None):
                 break
             time.sleep(0.02)
             continue
-        for item in r.split(';'):
-            if item.startswith('F'):
-                frames.append(parse_frame(bytes.fromhex(item[1:])))
-            elif item[:1] in ('W', 'X'):
+        f, items = split_frames(r, strict=True)
+        frames += f
+        for item in items:
+            if item[:1] in ('W', 'X'):
                 exit_item = item
         if exit_item and until_exit:
             break
@@ -400,6 +304,21 @@ def test_stub_killed(N=100, GAP=20000):
     rsp.cmd('vCont;c')
     drain(rsp, until_exit=False, stop_after=5)
     check('killed_patched', proc_bytes(pid, addr, 1) == b'\xcc')
+    # Kill between two hits: wait until no thread of the program is in a tracing stop
+    # (state 't': the stub is handling a hit), then kill at once. On a loaded machine a
+    # hit can stay in the stub for milliseconds; this keeps the kill out of that window.
+    def in_trace_stop():
+        for tid in os.listdir('/proc/%d/task' % pid):
+            try:
+                st = open('/proc/%d/task/%s/stat' % (pid, tid)).read()
+            except OSError:
+                continue
+            if st.rsplit(')', 1)[1].split()[0] == 't':
+                return True
+        return False
+    deadline = time.monotonic() + 5
+    while in_trace_stop() and time.monotonic() < deadline:
+        time.sleep(0.0005)
     p.kill()
     p.wait()
     deadline = time.monotonic() + 2
