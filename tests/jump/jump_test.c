@@ -48,7 +48,7 @@ struct bin {
 	size_t nstmts;
 };
 
-static void load_bin(struct bin *b, const char *exe)
+static void load_bin_uncached(struct bin *b, const char *exe)
 {
 	memset(b, 0, sizeof(*b));
 	b->exe = exe;
@@ -84,6 +84,23 @@ static void load_bin(struct bin *b, const char *exe)
 	}
 	free(out);
 	NS_CHECK(b->nsyms > 0 && b->nstmts > 0);
+}
+
+/* Each binary's tables are read once and kept for the whole run (shared by the tests
+ * that use it; reachable, so LeakSanitizer does not report them). */
+static void load_bin(struct bin *b, const char *exe)
+{
+	static struct bin cache[16];
+	static size_t ncache;
+	for (size_t i = 0; i < ncache; i++) {
+		if (strcmp(cache[i].exe, exe) == 0) {
+			*b = cache[i];
+			return;
+		}
+	}
+	load_bin_uncached(b, exe);
+	if (ncache < sizeof(cache) / sizeof(cache[0]))
+		cache[ncache++] = *b;
 }
 
 static const struct sym *sym_at(const struct bin *b, uint64_t a)
