@@ -563,13 +563,17 @@ const char *ns_dwarf__die_name(struct ns_dwarf *dw, Dwarf_Die die)
 	return res;
 }
 
-bool ns_dwarf__attr_udata_o(struct ns_dwarf *dw, Dwarf_Die die, Dwarf_Half at, uint64_t *out)
+/* Ask @get on @die, then along its DW_AT_abstract_origin / DW_AT_specification chain
+ * (at most 4 hops), until it answers. */
+static bool follow_origins(struct ns_dwarf *dw, Dwarf_Die die,
+                           bool (*get)(struct ns_dwarf *dw, Dwarf_Die d, Dwarf_Half at, void *out),
+                           Dwarf_Half at, void *out)
 {
 	Dwarf_Die cur = die, next;
 	bool ok = false;
 
-	for (int hop = 0; hop < 4 && !ok; hop++) {
-		ok = ns_dwarf__attr_udata(dw, cur, at, out);
+	for (int hop = 0; hop < 4; hop++) {
+		ok = get(dw, cur, at, out);
 		if (ok || !origin_of(dw, cur, &next))
 			break;
 		if (cur != die)
@@ -581,22 +585,24 @@ bool ns_dwarf__attr_udata_o(struct ns_dwarf *dw, Dwarf_Die die, Dwarf_Half at, u
 	return ok;
 }
 
+static bool get_udata(struct ns_dwarf *dw, Dwarf_Die d, Dwarf_Half at, void *out)
+{
+	return ns_dwarf__attr_udata(dw, d, at, out);
+}
+
+static bool get_ref(struct ns_dwarf *dw, Dwarf_Die d, Dwarf_Half at, void *out)
+{
+	return ns_dwarf__attr_ref(dw, d, at, out);
+}
+
+bool ns_dwarf__attr_udata_o(struct ns_dwarf *dw, Dwarf_Die die, Dwarf_Half at, uint64_t *out)
+{
+	return follow_origins(dw, die, get_udata, at, out);
+}
+
 bool ns_dwarf__attr_ref_o(struct ns_dwarf *dw, Dwarf_Die die, Dwarf_Half at, Dwarf_Off *out)
 {
-	Dwarf_Die cur = die, next;
-	bool ok = false;
-
-	for (int hop = 0; hop < 4 && !ok; hop++) {
-		ok = ns_dwarf__attr_ref(dw, cur, at, out);
-		if (ok || !origin_of(dw, cur, &next))
-			break;
-		if (cur != die)
-			dwarf_dealloc_die(cur);
-		cur = next;
-	}
-	if (cur != die)
-		dwarf_dealloc_die(cur);
-	return ok;
+	return follow_origins(dw, die, get_ref, at, out);
 }
 
 bool ns_dwarf__ranges_contain(const struct ns_dwarf__range *r, size_t n, uint64_t pc)
