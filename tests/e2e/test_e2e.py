@@ -517,10 +517,13 @@ def stripped_binary_with_debug_info_dir():
                 {'line': line, 'logMessage': 'moved {t->amount}'}]}).get('breakpoints', [])
             expect(got and got[0].get('verified'), "verified through the stub's --debug-dir", got)
             d.req('configurationDone')
-            hits = d.wait_event('output', count=37, timeout=30, pred=lambda e: e['body'].get('output', '').startswith('moved '))
             rows = ledger_expected(50)
-            expect([h['body']['output'] for h in hits] == ['moved %d\n' % a for (_, a, rr) in rows if rr == 0],
-                   'values', [h['body']['output'] for h in hits][:5])
+            want = ['moved %d\n' % a for (_, a, rr) in rows if rr == 0]
+            hits = d.wait_event('output', count=len(want), timeout=30,
+                                pred=lambda e: e['body'].get('output', '').startswith('moved '))
+            expect([h['body']['output'] for h in hits] == want, 'values',
+                   ([h['body']['output'] for h in hits][:5], len(hits), len(want),
+                    'adapter closed' if d.closed else 'adapter open', d.stderr[-1500:]))
             d.req('disconnect', {'terminateDebuggee': False})
             d.close()
         finally:
