@@ -11,55 +11,7 @@
 #include "dwarf/dwarf.h"
 #include "expr/expr.h"
 
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	char *buf = malloc(1 << 20);
-	size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-	fclose(f);
-	if (buf)
-		buf[n] = 0;
-	if (len)
-		*len = n;
-	return buf;
-}
-
-static unsigned tag_line(const char *src, const char *tag)
-{
-	size_t len;
-	char *text = read_file(src, &len);
-	unsigned line = 0;
-	if (!text)
-		return 0;
-	char *p = strstr(text, tag);
-	if (p) {
-		line = 1;
-		for (char *q = text; q < p; q++)
-			line += *q == '\n';
-	}
-	free(text);
-	return line;
-}
-
-struct dw_ctx {
-	struct ns_dwarf *dw;
-	uint64_t pc;
-};
-
-static struct ns_err *lookup_global(void *ctx, const char *name, struct ns_arena *arena,
-                                    struct ns_dwarf_var *out)
-{
-	struct dw_ctx *c = ctx;
-	return ns_dwarf_global(c->dw, name, c->pc, arena, out);
-}
-
-static struct ns_dwarf_type *lookup_type(void *ctx, const char *name)
-{
-	struct dw_ctx *c = ctx;
-	return ns_dwarf_find_type(c->dw, name, c->pc);
-}
+#include "expr_dwarf_util.h"
 
 /* What gdb saw at the breakpoint. */
 struct mem_block {
