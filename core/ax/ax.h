@@ -226,6 +226,37 @@ struct ns_ax_jit_options {
 	unsigned nfast;
 };
 
+/* Guard mode: the condition inline in a jump pad (core/arch), before the pad has saved
+ * the program's registers, deciding only whether the pad must run its full path. The
+ * code is a fragment, not a function: it runs with the program's registers live, uses
+ * no ctx and no @regs pointer, makes no call and has no frame, and ends by falling
+ * through its last byte with
+ *   rax == 0  the condition is certainly false (the interpreter would finish OK with 0),
+ *   rax != 0  it holds, or the guard cannot tell (a memory read outside the thread's
+ *             stack range, a fault, a division by zero): run the full path, which
+ *             evaluates the condition again with the complete semantics.
+ * It writes rax, rcx, rdx, the pool registers r8.. it needs (*@clobber_out, a mask of
+ * GDB register numbers) and the flags, nothing else. A read of a clobbered register
+ * comes from [rsp + block + 8 * GDB number], which the pad fills before the guard runs;
+ * other registers are read live; rsp reads rsp + rsp_add and rip reads @rip. Memory is
+ * read only inside [lo, lo + limit + 7) from this thread's fs:[tls_lo] and
+ * fs:[tls_limit] (initial-exec TLS, ns_ax_jit_range form; limit 0 = nothing). Programs
+ * deeper than 4 items, or with trace, tsv, float or registers other than the 16 general
+ * ones and rip, are refused with NS_ERR_UNSUPPORTED. */
+struct ns_ax_jit_guard {
+	int32_t block;   /* the clobbered registers' slots: [rsp + block + 8 * regno] */
+	int32_t rsp_add; /* the program's rsp = rsp + rsp_add */
+	uint64_t rip;    /* value of register rip (the tracepoint's address) */
+	bool tls;        /* reads check fs:[tls_lo] / fs:[tls_limit]; false: never read */
+	int32_t tls_lo, tls_limit;
+};
+
+/** Compile @code as a guard fragment into @mem (see above); *@used_out and *@clobber_out
+ * as described. Other errors as ns_ax_jit_compile. */
+struct ns_err *ns_ax_jit_compile_guard(const uint8_t *code, size_t len,
+                                       const struct ns_ax_jit_guard *g, void *mem, size_t cap,
+                                       size_t *used_out, uint32_t *clobber_out);
+
 /** Set ctx->fast[@i] to [@lo, @hi) (an empty range if @hi < @lo + 8). */
 void ns_ax_jit_set_range(struct ns_ax_jit_ctx *ctx, unsigned i, uint64_t lo, uint64_t hi);
 

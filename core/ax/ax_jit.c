@@ -75,6 +75,13 @@ struct jit {
 	bool oom;
 	bool has_frame;
 	uint32_t frame;
+	/* Guard mode (ax.h): the registers written (hardware numbers), the shared exit
+	 * for "cannot tell" (cold, made on first use) and the fragment's end. */
+	const struct ns_ax_jit_guard *guard;
+	unsigned clobber_hw;
+	unsigned bail, end;
+	bool have_bail;
+	size_t end_jmp_at, end_jmp_fix; /* the last "jmp end" in main (SIZE_MAX: none) */
 };
 
 /* ---- emission ---------------------------------------------------------------- */
@@ -321,8 +328,12 @@ static void set_imm(struct jit *j, unsigned i, uint64_t v)
 
 // Cold exit: status @st at @pc with the fault address from item @fslot (if >= 0) or
 // @fault. Returns its label.
+static unsigned guard_bail(struct jit *j);
+
 static unsigned stub(struct jit *j, enum ns_ax_status st, size_t pc, int fslot, uint64_t fault)
 {
+	if (j->guard)
+		return guard_bail(j);
 	unsigned l = new_label(j);
 	int saved = j->cur;
 	j->cur = 1;
@@ -340,6 +351,33 @@ static unsigned stub(struct jit *j, enum ns_ax_status st, size_t pc, int fslot, 
 	epilogue(j);
 	j->cur = saved;
 	return l;
+}
+
+// Guard mode: rax = 1 ("run the full path") and on to the end, in the cold section.
+static unsigned guard_bail(struct jit *j)
+{
+	if (j->have_bail)
+		return j->bail;
+	j->have_bail = true;
+	j->bail = new_label(j);
+	int saved = j->cur;
+	j->cur = 1;
+	bind(j, j->bail);
+	mov_imm(j, RAX, 1);
+	jmp(j, j->end);
+	j->cur = saved;
+	return j->bail;
+}
+
+// opc reg, fs:[disp32] (an absolute address in the fs segment: ModRM rm=100, SIB 0x25).
+static void op_fs(struct jit *j, uint8_t opc, unsigned reg, int32_t disp)
+{
+	b1(j, 0x64);
+	b1(j, (uint8_t)(0x48 | ((reg & 8) ? 4 : 0)));
+	b1(j, opc);
+	b1(j, (uint8_t)((reg & 7) << 3 | 4));
+	b1(j, 0x25);
+	b32(j, (uint32_t)disp);
 }
 
 static void save_live(struct jit *j, unsigned live)
@@ -400,6 +438,21 @@ static void range_check(struct jit *j, unsigned r, unsigned i)
 
 static void emit_ref(struct jit *j, unsigned d, unsigned n, size_t pc)
 {
+	if (j->guard) {
+		// Only this thread's stack range (TLS), else "cannot tell".
+		unsigned bail = guard_bail(j);
+		unsigned r = slot(d - 1).r;
+		if (!j->guard->tls) {
+			jmp(j, bail);
+			return;
+		}
+		mov_r_rm(j, RCX, reg_(r));
+		op_fs(j, 0x2b, RCX, j->guard->tls_lo);    // sub rcx, fs:[lo]
+		op_fs(j, 0x3b, RCX, j->guard->tls_limit); // cmp rcx, fs:[limit]
+		jcc(j, CC_AE, bail);
+		load_sized(j, r, mem_(r, 0), n);
+		return;
+	}
 	unsigned nfast = j->opt->nfast;
 	// the exit first: it goes to the cold section too, and must not land at "cold"
 	unsigned flt = stub(j, NS_AX_FAULT, pc, (int)d - 1, 0);
@@ -451,9 +504,25 @@ static void emit_trace(struct jit *j, unsigned d, unsigned addr, int lenslot, ui
 	bind(j, skip);
 }
 
+// GDB register number to hardware number (rax=0, rcx=1, rdx=2, rbx=3, rsp=4, ...).
+static const uint8_t gdb_hw[16] = {0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15};
+
 static void emit_reg(struct jit *j, unsigned d, unsigned regno, size_t pc)
 {
 	struct rm dst = slot(d);
+	if (j->guard) { // depth <= NPOOL: dst is a register
+		const struct ns_ax_jit_guard *g = j->guard;
+		if (regno == 7) {
+			op(j, true, 0x8d, dst.r, mem_(RSP, g->rsp_add)); // lea
+		} else if (regno == 16) {
+			mov_imm(j, dst.r, g->rip);
+		} else if (j->clobber_hw & (1u << gdb_hw[regno])) {
+			mov_r_rm(j, dst.r, mem_(RSP, g->block + (int32_t)(8 * regno)));
+		} else {
+			mov_r_rm(j, dst.r, reg_(gdb_hw[regno]));
+		}
+		return;
+	}
 	if (regno < j->opt->nregs) {
 		struct rm src = mem_(REGS, (int32_t)(8 * regno));
 		if (!dst.mem) {
@@ -582,6 +651,12 @@ static bool alu_info(uint8_t o, uint32_t *opc, unsigned *digit, bool *commutes)
 // END at @pc with the result already in rax.
 static void emit_end(struct jit *j, size_t pc)
 {
+	if (j->guard) {
+		j->end_jmp_at = j->cur == 0 ? j->s[0].len : SIZE_MAX;
+		j->end_jmp_fix = j->nfix;
+		jmp(j, j->end);
+		return;
+	}
 	op(j, true, 0xc7, 0, mem_(CTX, offsetof(struct ns_ax_jit_ctx, pc))); // pc, status 0
 	b32(j, (uint32_t)pc);
 	epilogue(j);
@@ -973,10 +1048,26 @@ static struct ns_err *analyse(struct jit *j, unsigned max_depth)
 		case NS_AX_TRACE_QUICK:
 		case NS_AX_TRACE16:
 			calls = true;
+			if (j->guard && in.op != NS_AX_REF8 && in.op != NS_AX_REF16 &&
+			    in.op != NS_AX_REF32 && in.op != NS_AX_REF64)
+				err = ns_err_create(NS_ERR_UNSUPPORTED, "offset %zu: trace in a guard",
+				                    pc);
 			break;
 		case NS_AX_REG:
+			if (j->guard && in.imm > 16)
+				err = ns_err_create(NS_ERR_UNSUPPORTED,
+				                    "offset %zu: register %llu is not read by a "
+				                    "guard",
+				                    pc, (unsigned long long)in.imm);
 			if (in.imm >= j->opt->nregs)
 				calls = true;
+			break;
+		case NS_AX_GETV:
+		case NS_AX_SETV:
+		case NS_AX_TRACEV:
+			if (j->guard)
+				err = ns_err_create(NS_ERR_UNSUPPORTED,
+				                    "offset %zu: trace state variables in a guard", pc);
 			break;
 		case NS_AX_FLOAT:
 			err = ns_err_create(NS_ERR_UNSUPPORTED, "offset %zu: float not compiled",
@@ -1016,6 +1107,17 @@ static struct ns_err *analyse(struct jit *j, unsigned max_depth)
 		                     "%zu instructions exceed the step budget of %u: not compiled "
 		                     "to native code",
 		                     ninsns, max_steps);
+	if (j->guard) {
+		if (max_depth > NPOOL)
+			return ns_err_create(NS_ERR_UNSUPPORTED,
+			                     "%u stack items: a guard keeps at most %d", max_depth,
+			                     NPOOL);
+		j->has_frame = false;
+		j->clobber_hw = 1u << RAX | 1u << RCX | 1u << RDX;
+		for (unsigned i = 0; i < max_depth; i++)
+			j->clobber_hw |= 1u << pool[i];
+		return NULL;
+	}
 	j->has_frame = calls || max_depth > NPOOL;
 	if (j->has_frame) {
 		uint32_t f = OFF_SLOTS + 8 * (max_depth > NPOOL ? max_depth - NPOOL : 0);
@@ -1041,9 +1143,9 @@ size_t ns_ax_jit_size_bound(size_t len)
 	return 64 + 400 * len;
 }
 
-struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
-                                 const struct ns_ax_jit_options *opt, void *mem, size_t cap,
-                                 size_t *used_out)
+static struct ns_err *compile(const uint8_t *code, size_t len, const struct ns_ax_jit_options *opt,
+                              const struct ns_ax_jit_guard *guard, void *mem, size_t cap,
+                              size_t *used_out, uint32_t *clobber_out)
 {
 	unsigned max_depth = 0;
 	struct ns_err *err;
@@ -1056,7 +1158,8 @@ struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
 	if (len > INT32_MAX)
 		return ns_err_create(NS_ERR_UNSUPPORTED, "program too long to compile");
 
-	struct jit j = {.code = code, .len = len, .opt = opt};
+	struct jit j = {.code = code, .len = len, .opt = opt, .guard = guard,
+	                .end_jmp_at = SIZE_MAX};
 	j.depth = malloc(len * sizeof(*j.depth));
 	j.target = calloc(len, 1);
 	if (!j.depth || !j.target) {
@@ -1067,6 +1170,7 @@ struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
 		goto out;
 	for (size_t i = 0; i < len; i++)
 		new_label(&j);
+	j.end = new_label(&j);
 
 	if (j.has_frame) {
 		op(&j, true, 0x81, 5, reg_(RSP)); // sub rsp, frame
@@ -1079,6 +1183,26 @@ struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
 		}
 		bind(&j, (unsigned)pc);
 		pc = emit_insn(&j, pc);
+	}
+	size_t skip_fix = SIZE_MAX;
+	if (guard) {
+		// The fragment ends after the cold section; a "jmp end" that is the last
+		// thing before an empty cold section is dropped (it would jump to the
+		// next byte).
+		j.cur = 1;
+		bind(&j, j.end);
+		j.cur = 0;
+		if (j.s[1].len == 0 && j.end_jmp_at != SIZE_MAX && j.end_jmp_at + 5 == j.s[0].len) {
+			j.s[0].len -= 5;
+			skip_fix = j.end_jmp_fix;
+		}
+		if (clobber_out) {
+			uint32_t m = 0;
+			for (unsigned g = 0; g < 16; g++)
+				if (j.clobber_hw & (1u << gdb_hw[g]))
+					m |= 1u << g;
+			*clobber_out = m;
+		}
 	}
 	if (j.oom) {
 		err = &ns_err_nomem;
@@ -1099,6 +1223,8 @@ struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
 		memcpy(dst + main_len, j.s[1].p, j.s[1].len);
 	size_t base[2] = {0, main_len};
 	for (size_t i = 0; i < j.nfix; i++) {
+		if (i == skip_fix)
+			continue;
 		const struct fixup *f = &j.fix[i];
 		const struct label *l = &j.labels[f->label];
 		if (!l->bound) {
@@ -1120,4 +1246,20 @@ out:
 	free(j.labels);
 	free(j.fix);
 	return err;
+}
+
+struct ns_err *ns_ax_jit_compile(const uint8_t *code, size_t len,
+                                 const struct ns_ax_jit_options *opt, void *mem, size_t cap,
+                                 size_t *used_out)
+{
+	return compile(code, len, opt, NULL, mem, cap, used_out, NULL);
+}
+
+struct ns_err *ns_ax_jit_compile_guard(const uint8_t *code, size_t len,
+                                       const struct ns_ax_jit_guard *g, void *mem, size_t cap,
+                                       size_t *used_out, uint32_t *clobber_out)
+{
+	static const struct ns_ax_jit_options opt = {.nregs = 0, .max_steps = 0, .nfast = 0};
+	*clobber_out = 0;
+	return compile(code, len, &opt, g, mem, cap, used_out, clobber_out);
 }
