@@ -180,6 +180,16 @@ struct ns_arch_pad_spec {
 	uint64_t collector;  /* void (*)(void *ctx, const uint64_t *regs), see above */
 	uint64_t ctx;        /* passed in rdi */
 	enum ns_arch_pad_flags_mode flags;
+	/* Optional guard (LAHF mode only; ignored with PUSHF): position-independent code
+	 * run right after the flags are saved, on the program's live registers, with the
+	 * registers in @guard_clobber (GDB numbers) stored first at [rsp + 8 * number] and
+	 * reloaded after. It falls through its end with rax == 0 to skip the collector (the
+	 * window then runs at once) or rax != 0 to call it (ns_ax_jit_compile_guard makes
+	 * such code). The pad runs it only while its armed byte (pad + armed_off) is not 0,
+	 * so the owner can switch it off without rewriting code. */
+	const uint8_t *guard;
+	size_t guard_len;
+	uint32_t guard_clobber; /* rax, rcx, rdx, r8..r11 only */
 };
 
 struct ns_arch_pad {
@@ -187,6 +197,7 @@ struct ns_arch_pad {
 	size_t block_off;                  /* offset of the relocated window in the pad */
 	struct ns_arch_reloc reloc;        /* new_off relative to block_off */
 	enum ns_arch_pad_flags_mode flags; /* the mode used (never AUTO) */
+	size_t armed_off;                  /* the guard's armed byte (1 as written), 0: none */
 };
 
 /** Generate the pad for @spec into @dst (@cap bytes; NS_ARCH_PAD_MAX_LEN is always
@@ -195,7 +206,9 @@ struct ns_arch_pad {
 struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *dst, size_t cap,
                                 struct ns_arch_pad *out);
 
-enum { NS_ARCH_PAD_MAX_LEN = 384 };
+/* A pad without a guard fits NS_ARCH_PAD_MAX_LEN bytes; one with a guard, that plus
+ * NS_ARCH_PAD_GUARD_EXTRA plus the guard's length. */
+enum { NS_ARCH_PAD_MAX_LEN = 384, NS_ARCH_PAD_GUARD_EXTRA = 160 };
 
 /** Whether this CPU has LAHF/SAHF in 64-bit mode (CPUID 0x80000001 ECX bit 0). */
 bool ns_arch_have_lahf64(void);

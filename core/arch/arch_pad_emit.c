@@ -278,6 +278,107 @@ static void mov_imm64(struct buf *b, unsigned reg, uint64_t imm)
 		put(b, s_, sizeof(s_));                    \
 	} while (0)
 
+static void rel32_at(struct buf *b, size_t at, size_t target)
+{
+	if (b->overflow)
+		return;
+	int32_t rel = (int32_t)((int64_t)target - (int64_t)(at + 4));
+	memcpy(b->p + at, &rel, 4);
+}
+
+// LAHF mode: rax and the raw flags saved, rsp lowered by FRAME.
+static void lahf_entry(struct buf *b)
+{
+	lea_rsp(b, HW_RSP, -FRAME);
+	mov_rsp(b, true, HW_RAX, 0);
+	PUT(b, 0x9f);             // lahf: ah = SF ZF 0 AF 0 PF 1 CF
+	PUT(b, 0x0f, 0x90, 0xc0); // seto al
+	mov_rsp(b, true, HW_RAX, SLOT_RAW_FLAGS);
+}
+
+// LAHF mode: flags and rax back, rsp raised by FRAME.
+static void lahf_tail(struct buf *b)
+{
+	mov_rsp(b, false, HW_RAX, SLOT_RAW_FLAGS);
+	PUT(b, 0x04, 0x7f); // add al, 0x7f: OF = (al == 1)
+	PUT(b, 0x9e);       // sahf: SF ZF AF PF CF from ah
+	mov_rsp(b, false, HW_RAX, 0);
+	lea_rsp(b, HW_RSP, FRAME);
+}
+
+// The call to the collector. On entry the pad's rsp is FRAME below the site's (the
+// block at [rsp]); LAHF mode: rax and raw flags already saved, the other registers
+// live; PUSHF mode: everything but the block's eflags slot live. Leaves every register
+// but rax (and, PUSHF mode, the flags) as it was.
+static void full_path(struct buf *b, const struct ns_arch_pad_spec *spec, bool lahf)
+{
+	if (!lahf)
+		mov_rsp(b, true, HW_RAX, 0);
+	for (unsigned r = 1; r < 16; r++)
+		if (r != HW_RSP)
+			mov_rsp(b, true, r, 8 * gdb_slot[r]);
+	if (lahf) {
+		// Block eflags from the lahf/seto form: ah & 0xd7 | OF << 11 | IF.
+		mov_rsp(b, false, HW_RAX, SLOT_RAW_FLAGS);
+		PUT(b, 0x0f, 0xb6, 0xcc);                   // movzx ecx, ah
+		PUT(b, 0x81, 0xe1, 0xd7, 0x00, 0x00, 0x00); // and ecx, 0xd7
+		PUT(b, 0x0f, 0xb6, 0xc0);                   // movzx eax, al
+		PUT(b, 0xc1, 0xe0, 0x0b);                   // shl eax, 11
+		PUT(b, 0x09, 0xc8);                         // or eax, ecx
+		PUT(b, 0x0d, 0x00, 0x02, 0x00, 0x00);       // or eax, 0x200
+		mov_rsp(b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_EFLAGS);
+	}
+	lea_rsp(b, HW_RAX, FRAME); // the site's rsp
+	mov_rsp(b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RSP);
+	mov_imm64(b, HW_RAX, spec->site);
+	mov_rsp(b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RIP);
+	PUT(b, 0x48, 0x89, 0xe6); // mov rsi, rsp
+	mov_imm64(b, 7, spec->ctx);
+	PUT(b, 0x48, 0x89, 0xe3);       // mov rbx, rsp (callee-saved: survives the call)
+	PUT(b, 0x48, 0x83, 0xe4, 0xf0); // and rsp, -16
+	if (!lahf)
+		PUT(b, 0xfc); // cld (restored by popfq)
+	int64_t rel = (int64_t)(spec->collector - (spec->pad_addr + b->n + 5));
+	if (fits32(rel)) {
+		put1(b, 0xe8);
+		put4(b, (uint32_t)(int32_t)rel);
+	} else {
+		mov_imm64(b, HW_RAX, spec->collector);
+		PUT(b, 0xff, 0xd0); // call rax
+	}
+	PUT(b, 0x48, 0x89, 0xdc); // mov rsp, rbx
+	for (unsigned r = 1; r < 16; r++)
+		if (r != HW_RSP)
+			mov_rsp(b, false, r, 8 * gdb_slot[r]);
+}
+
+// The guard's clobbered registers (GDB mask, rax excluded: it is saved anyway) stored
+// into or loaded from their block slots.
+static void clobbers(struct buf *b, uint32_t mask, bool store)
+{
+	for (unsigned r = 1; r < 16; r++)
+		if (r != HW_RSP && (mask & (1u << gdb_slot[r])))
+			mov_rsp(b, store, r, 8 * gdb_slot[r]);
+}
+
+static struct ns_err *block(const struct ns_arch_pad_spec *spec, struct buf *b,
+                            struct ns_arch_pad *out)
+{
+	if (b->overflow)
+		return ns_err_create(NS_ERR_INVALID, "pad buffer too small (%zu bytes)", b->cap);
+	size_t block_off = b->n;
+	struct ns_arch_reloc rel_out;
+	struct ns_err *err = ns_arch_relocate_block(spec->code, spec->site, spec->window_len,
+	                                            spec->pad_addr + block_off, b->p + block_off,
+	                                            b->cap - block_off, &rel_out);
+	if (err)
+		return ns_err_wrap(err, "jump pad for 0x%llx", (unsigned long long)spec->site);
+	b->n += rel_out.len;
+	out->block_off = block_off;
+	out->reloc = rel_out;
+	return NULL;
+}
+
 struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *dst, size_t cap,
                                 struct ns_arch_pad *out)
 {
@@ -286,79 +387,70 @@ struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *ds
 		mode = ns_arch_have_lahf64() ? NS_ARCH_PAD_FLAGS_LAHF : NS_ARCH_PAD_FLAGS_PUSHF;
 	bool lahf = mode == NS_ARCH_PAD_FLAGS_LAHF;
 	struct buf b = {dst, cap, 0, false};
+	struct ns_err *err;
+	out->armed_off = 0;
+	out->flags = mode;
 
-	if (lahf) {
-		lea_rsp(&b, HW_RSP, -FRAME);
-		mov_rsp(&b, true, HW_RAX, 0);
-		PUT(&b, 0x9f);             // lahf: ah = SF ZF 0 AF 0 PF 1 CF
-		PUT(&b, 0x0f, 0x90, 0xc0); // seto al
-		mov_rsp(&b, true, HW_RAX, SLOT_RAW_FLAGS);
-	} else {
+	if (!lahf) {
 		lea_rsp(&b, HW_RSP, -(FRAME - 8 * NS_ARCH_PAD_REG_EFLAGS - 8));
 		PUT(&b, 0x9c); // pushfq into the block's eflags slot
 		lea_rsp(&b, HW_RSP, -(8 * NS_ARCH_PAD_REG_EFLAGS));
-		mov_rsp(&b, true, HW_RAX, 0);
-	}
-	for (unsigned r = 1; r < 16; r++)
-		if (r != HW_RSP)
-			mov_rsp(&b, true, r, 8 * gdb_slot[r]);
-	if (lahf) {
-		// Block eflags from the lahf/seto form: ah & 0xd7 | OF << 11 | IF.
-		PUT(&b, 0x0f, 0xb6, 0xcc);                   // movzx ecx, ah
-		PUT(&b, 0x81, 0xe1, 0xd7, 0x00, 0x00, 0x00); // and ecx, 0xd7
-		PUT(&b, 0x0f, 0xb6, 0xc0);                   // movzx eax, al
-		PUT(&b, 0xc1, 0xe0, 0x0b);                   // shl eax, 11
-		PUT(&b, 0x09, 0xc8);                         // or eax, ecx
-		PUT(&b, 0x0d, 0x00, 0x02, 0x00, 0x00);       // or eax, 0x200
-		mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_EFLAGS);
-	}
-	lea_rsp(&b, HW_RAX, FRAME); // the site's rsp
-	mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RSP);
-	mov_imm64(&b, HW_RAX, spec->site);
-	mov_rsp(&b, true, HW_RAX, 8 * NS_ARCH_PAD_REG_RIP);
-	PUT(&b, 0x48, 0x89, 0xe6); // mov rsi, rsp
-	mov_imm64(&b, 7, spec->ctx);
-	PUT(&b, 0x48, 0x89, 0xe3);       // mov rbx, rsp (callee-saved: survives the call)
-	PUT(&b, 0x48, 0x83, 0xe4, 0xf0); // and rsp, -16
-	if (!lahf)
-		PUT(&b, 0xfc); // cld (restored by popfq)
-	int64_t rel = (int64_t)(spec->collector - (spec->pad_addr + b.n + 5));
-	if (fits32(rel)) {
-		put1(&b, 0xe8);
-		put4(&b, (uint32_t)(int32_t)rel);
-	} else {
-		mov_imm64(&b, HW_RAX, spec->collector);
-		PUT(&b, 0xff, 0xd0); // call rax
-	}
-	PUT(&b, 0x48, 0x89, 0xdc); // mov rsp, rbx
-	if (lahf) {
-		mov_rsp(&b, false, HW_RAX, SLOT_RAW_FLAGS);
-		PUT(&b, 0x04, 0x7f); // add al, 0x7f: OF = (al == 1)
-		PUT(&b, 0x9e);       // sahf: SF ZF AF PF CF from ah
-	}
-	for (unsigned r = 1; r < 16; r++)
-		if (r != HW_RSP)
-			mov_rsp(&b, false, r, 8 * gdb_slot[r]);
-	mov_rsp(&b, false, HW_RAX, 0);
-	if (lahf) {
-		lea_rsp(&b, HW_RSP, FRAME);
-	} else {
+		full_path(&b, spec, false);
+		mov_rsp(&b, false, HW_RAX, 0);
 		lea_rsp(&b, HW_RSP, 8 * NS_ARCH_PAD_REG_EFLAGS);
 		PUT(&b, 0x9d); // popfq
 		lea_rsp(&b, HW_RSP, FRAME - 8 * NS_ARCH_PAD_REG_EFLAGS - 8);
+		if ((err = block(spec, &b, out)))
+			return err;
+		out->len = b.n;
+		return NULL;
 	}
+	lahf_entry(&b);
+	if (!spec->guard_len) {
+		full_path(&b, spec, true);
+		lahf_tail(&b);
+		if ((err = block(spec, &b, out)))
+			return err;
+		out->len = b.n;
+		return NULL;
+	}
+	if (spec->guard_clobber & ~0x0f0du)
+		return ns_err_create(NS_ERR_INVALID,
+		                     "guard clobbers 0x%x: only rax rcx rdx r8-r11 may be",
+		                     (unsigned)spec->guard_clobber);
+	// With a guard: the condition first, on the program's live registers; the full
+	// path only if it holds, cannot be decided, or the guard is disarmed.
+	PUT(&b, 0x80, 0x3d); // cmp byte [rip+armed], 0
+	size_t armed_fix = b.n;
+	put4(&b, 0);
+	put1(&b, 0);
+	PUT(&b, 0x0f, 0x84); // je slow_entry
+	size_t slow_entry_fix = b.n;
+	put4(&b, 0);
+	clobbers(&b, spec->guard_clobber, true);
+	put(&b, spec->guard, spec->guard_len);
+	PUT(&b, 0x48, 0x85, 0xc0); // test rax, rax
+	PUT(&b, 0x0f, 0x85);       // jnz slow_restore
+	size_t slow_restore_fix = b.n;
+	put4(&b, 0);
+	clobbers(&b, spec->guard_clobber, false);
+	size_t tail = b.n;
+	lahf_tail(&b);
+	if ((err = block(spec, &b, out)))
+		return err;
+	rel32_at(&b, slow_restore_fix, b.n);
+	clobbers(&b, spec->guard_clobber, false);
+	rel32_at(&b, slow_entry_fix, b.n);
+	full_path(&b, spec, true);
+	put1(&b, 0xe9); // jmp tail
+	put4(&b, (uint32_t)(int32_t)((int64_t)tail - (int64_t)(b.n + 4)));
+	// The armed byte: cmp's rip-relative operand counts from the end of the
+	// instruction (disp32 then imm8).
+	rel32_at(&b, armed_fix, b.n - 1);
+	out->armed_off = b.n;
+	put1(&b, 1);
 	if (b.overflow)
 		return ns_err_create(NS_ERR_INVALID, "pad buffer too small (%zu bytes)", cap);
-	size_t block_off = b.n;
-	struct ns_arch_reloc rel_out;
-	struct ns_err *err = ns_arch_relocate_block(spec->code, spec->site, spec->window_len,
-	                                            spec->pad_addr + block_off, dst + block_off,
-	                                            cap - block_off, &rel_out);
-	if (err)
-		return ns_err_wrap(err, "jump pad for 0x%llx", (unsigned long long)spec->site);
-	out->len = block_off + rel_out.len;
-	out->block_off = block_off;
-	out->reloc = rel_out;
-	out->flags = mode;
+	out->len = b.n;
 	return NULL;
 }

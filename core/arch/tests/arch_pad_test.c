@@ -715,7 +715,12 @@ static uint8_t *pads(void)
 	return pad_page;
 }
 
-// Build a pad for @site (window from ns_arch_pad_window) at pads() + @slot * 512.
+/* The guard the next build_pad puts in its pad (none if len is 0). */
+static const uint8_t *next_guard;
+static size_t next_guard_len;
+static uint32_t next_guard_clobber;
+
+// Build a pad for @site (window from ns_arch_pad_window) at pads() + @slot * 1024.
 static bool build_pad(const struct sym *s, uint64_t site,
                       void (*collector)(void *, const uint64_t *), void *ctx,
                       enum ns_arch_pad_flags_mode mode, unsigned slot, struct ns_arch_pad_window *w,
@@ -730,7 +735,7 @@ static bool build_pad(const struct sym *s, uint64_t site,
 	}
 	if (!w->eligible)
 		return false;
-	uint8_t *dst = pads() + slot * 512;
+	uint8_t *dst = pads() + slot * 1024;
 	struct ns_arch_pad_spec spec = {
 	        .site = site,
 	        .code = (const uint8_t *)(uintptr_t)site,
@@ -739,8 +744,11 @@ static bool build_pad(const struct sym *s, uint64_t site,
 	        .collector = (uint64_t)(uintptr_t)collector,
 	        .ctx = (uint64_t)(uintptr_t)ctx,
 	        .flags = mode,
+	        .guard = next_guard,
+	        .guard_len = next_guard_len,
+	        .guard_clobber = next_guard_clobber,
 	};
-	err = ns_arch_pad_emit(&spec, dst, 512, pad);
+	err = ns_arch_pad_emit(&spec, dst, 1024, pad);
 	if (err) {
 		ns_test_fail(__FILE__, __LINE__, "%s+%#llx: %s", s->name,
 		             (unsigned long long)(site - s->lo), err->msg);
@@ -972,6 +980,101 @@ NS_TEST(test_arch_pad_test__registers_and_flags_preserved)
 	}
 }
 
+// A guard decides whether the collector runs; either way every register and the flags
+// arrive unchanged, also when the guard wrote all the registers it may clobber; a
+// disarmed guard always calls the collector.
+NS_TEST(test_arch_pad_test__guard)
+{
+	if (!load_syms() || !pads())
+		return;
+	struct sym *s = sym_named("pa_probe_target");
+	uint64_t fl = 0x202 | 0x8d5, direct[18];
+	memset(pa_dump, 0, sizeof(pa_dump));
+	pa_probe_run((void *)pa_probe_target, fl);
+	memcpy(direct, pa_dump, sizeof(direct));
+	for (int variant = 0; variant < 6; variant++) {
+		// rax = (rbx == imm): true for variants 0, 2, 4 (4, 5: disarmed)
+		uint64_t imm = direct[1] + (uint64_t)(variant & 1);
+		uint8_t g[128];
+		size_t n = 0;
+		g[n++] = 0x49, g[n++] = 0xb8; // mov r8, imm64
+		memcpy(g + n, &imm, 8);
+		n += 8;
+		static const uint8_t cmp[] = {0x4c, 0x39, 0xc3,  // cmp rbx, r8
+		                              0x0f, 0x94, 0xc0,  // sete al
+		                              0x0f, 0xb6, 0xc0}; // movzx eax, al
+		memcpy(g + n, cmp, sizeof(cmp));
+		n += sizeof(cmp);
+		uint32_t clobber = 1u << 0 | 1u << 8; // rax r8 (GDB numbers)
+		if (variant >= 2) {
+			// rcx, rdx, r9, r10, r11 = -1 (mov r64, simm32)
+			static const uint8_t trash[] = {0x48, 0xc7, 0xc1, 0x48, 0xc7, 0xc2,
+			                                0x49, 0xc7, 0xc1, 0x49, 0xc7, 0xc2,
+			                                0x49, 0xc7, 0xc3};
+			for (size_t i = 0; i < sizeof(trash); i += 3) {
+				memcpy(g + n, trash + i, 3);
+				memset(g + n + 3, 0xff, 4);
+				n += 7;
+			}
+			clobber = 0x0f0d;
+		}
+		next_guard = g;
+		next_guard_len = n;
+		next_guard_clobber = clobber;
+		struct pa_counter ctr;
+		memset(&ctr, 0, sizeof(ctr));
+		struct ns_arch_pad_window w;
+		struct ns_arch_pad pad;
+		uint64_t pad_addr;
+		bool built = build_pad(s, s->lo, pa_collect_count, &ctr, NS_ARCH_PAD_FLAGS_LAHF,
+		                       6, &w, &pad, &pad_addr);
+		next_guard_len = 0;
+		if (!built) {
+			ns_test_fail(__FILE__, __LINE__, "no pad for pa_probe_target");
+			return;
+		}
+		NS_CHECK(pad.armed_off > pad.block_off);
+		NS_CHECK_INT(((uint8_t *)(uintptr_t)pad_addr)[pad.armed_off], 1);
+		if (variant >= 4)
+			((uint8_t *)(uintptr_t)pad_addr)[pad.armed_off] = 0;
+		memset(pa_dump, 0, sizeof(pa_dump));
+		pa_probe_run((void *)(uintptr_t)pad_addr, fl);
+		int want_hits = variant >= 4 || !(variant & 1);
+		if ((int)ctr.hits != want_hits)
+			ns_test_fail(__FILE__, __LINE__, "variant %d: %d collector calls, expected %d",
+			             variant, (int)ctr.hits, want_hits);
+		for (int r = 0; r < 18; r++)
+			if (pa_dump[r] != direct[r])
+				ns_test_fail(__FILE__, __LINE__,
+				             "variant %d: register %d %#llx after the pad, %#llx direct",
+				             variant, r, (unsigned long long)pa_dump[r],
+				             (unsigned long long)direct[r]);
+		// The collector saw the program's registers, not the guard's.
+		for (int r = 0; r < 16 && ctr.hits; r++)
+			if (ctr.last[r] != direct[r])
+				ns_test_fail(__FILE__, __LINE__, "variant %d: block register %d %#llx, "
+				             "expected %#llx", variant, r,
+				             (unsigned long long)ctr.last[r],
+				             (unsigned long long)direct[r]);
+	}
+	// Only rax rcx rdx r8-r11 may be clobbered.
+	uint8_t nop = 0x90;
+	struct ns_arch_pad_spec spec = {.site = s->lo,
+	                                .code = (const uint8_t *)(uintptr_t)s->lo,
+	                                .window_len = 7,
+	                                .pad_addr = (uint64_t)(uintptr_t)pads(),
+	                                .collector = (uint64_t)(uintptr_t)pa_collect_nop,
+	                                .flags = NS_ARCH_PAD_FLAGS_LAHF,
+	                                .guard = &nop,
+	                                .guard_len = 1,
+	                                .guard_clobber = 1u << 1};
+	uint8_t buf[1024];
+	struct ns_arch_pad pad;
+	struct ns_err *err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &pad);
+	NS_CHECK(err != NULL);
+	ns_err_destroy(err);
+}
+
 // A thread stopped inside the window resumes in the pad's relocated copy: jump to
 // pad + block_off + new_off[i] with the state the original had at orig_off[i].
 NS_TEST(test_arch_pad_test__map_resume_point)
@@ -1040,7 +1143,7 @@ NS_TEST(test_arch_pad_test__cost_per_pass)
 	struct sym *s = sym_named("pa_bare");
 	enum { ITERS = 2000000 };
 	// Jumps only: the relocated window with no collector around it.
-	uint8_t *jdst = pads() + 3 * 512;
+	uint8_t *jdst = pads() + 3 * 1024;
 	struct ns_arch_reloc r;
 	NS_CHECK_OK(ns_arch_relocate_block((const uint8_t *)(uintptr_t)s->lo, s->lo, 8,
 	                                   (uint64_t)(uintptr_t)jdst, jdst, 512, &r));
@@ -1052,6 +1155,17 @@ NS_TEST(test_arch_pad_test__cost_per_pass)
 	                   &a_lahf));
 	NS_CHECK(build_pad(s, s->lo, pa_collect_nop, NULL, NS_ARCH_PAD_FLAGS_PUSHF, 5, &w, &pp,
 	                   &a_pushf));
+	// A guard that always says false (xor eax, eax): the collector never runs.
+	static const uint8_t gfalse[] = {0x31, 0xc0};
+	struct ns_arch_pad pg;
+	uint64_t a_guard;
+	next_guard = gfalse;
+	next_guard_len = sizeof(gfalse);
+	next_guard_clobber = 1;
+	NS_CHECK(build_pad(s, s->lo, pa_collect_nop, NULL, NS_ARCH_PAD_FLAGS_LAHF, 7, &w, &pg,
+	                   &a_guard));
+	next_guard_len = 0;
+	NS_CHECK_INT(((long (*)(long))(uintptr_t)a_guard)(41), 42);
 	// Both compute x + 1.
 	NS_CHECK_INT(((long (*)(long))(uintptr_t)jdst)(41), 42);
 	NS_CHECK_INT(((long (*)(long))(uintptr_t)a_lahf)(41), 42);
@@ -1060,6 +1174,7 @@ NS_TEST(test_arch_pad_test__cost_per_pass)
 	double jmp = ns_per_call((long (*)(long))(uintptr_t)jdst, ITERS);
 	double lahf = ns_per_call((long (*)(long))(uintptr_t)a_lahf, ITERS);
 	double pushf = ns_per_call((long (*)(long))(uintptr_t)a_pushf, ITERS);
+	double guard = ns_per_call((long (*)(long))(uintptr_t)a_guard, ITERS);
 	// Patched in place: call the real function with "jmp pad" at its entry.
 	uint8_t saved[NS_ARCH_PAD_MAX_WINDOW];
 	double patched = 0;
@@ -1068,8 +1183,8 @@ NS_TEST(test_arch_pad_test__cost_per_pass)
 		unpatch(s->lo, w.len, saved);
 	}
 	printf("# ns per call: bare %.2f, relocated window only %.2f (+%.2f), pad lahf/seto "
-	       "%.2f (+%.2f), pad pushfq/popfq %.2f (+%.2f), patched entry (lahf) %.2f (+%.2f); "
-	       "pad %zu/%zu bytes\n",
+	       "%.2f (+%.2f), pad pushfq/popfq %.2f (+%.2f), patched entry (lahf) %.2f (+%.2f), "
+	       "pad with a false guard %.2f (+%.2f); pad %zu/%zu bytes\n",
 	       bare, jmp, jmp - bare, lahf, lahf - bare, pushf, pushf - bare, patched,
-	       patched - bare, pl.len, pp.len);
+	       patched - bare, guard, guard - bare, pl.len, pp.len);
 }
