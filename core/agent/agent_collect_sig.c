@@ -455,6 +455,7 @@ static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
 /* ---- native conditions (jump-pad tier) ---- */
 
 static __thread uint64_t stk_lo TLS, stk_hi TLS; /* this thread's stack mapping, or 0 */
+__thread uint64_t ns_agent__guard_lo TLS, ns_agent__guard_limit TLS;
 static __thread uint32_t stk_gen TLS;            /* the table generation it is from */
 
 // The readable mapping that holds @rsp in the control thread's table @m (sorted,
@@ -481,6 +482,12 @@ static bool stack_range(const struct ns_agent__maps *m, uint64_t rsp, uint64_t *
 		else {
 			stk_lo = *lo = m->r[2 * mid];
 			stk_hi = *hi = m->r[2 * mid + 1];
+			// The mapping stays readable while this thread lives (a stack does
+			// not shrink): what the pads' guards may read.
+			if (stk_hi - stk_lo >= 8) {
+				ns_agent__guard_lo = stk_lo;
+				ns_agent__guard_limit = stk_hi - stk_lo - 7;
+			}
 			return true;
 		}
 	}

@@ -200,6 +200,34 @@ static unsigned hash(uint64_t addr)
 	return (unsigned)((addr * 0x9e3779b97f4a7c15ull) >> 40) & (NS_AGENT__TABLE_SIZE - 1);
 }
 
+// The pad's guard of @s (its condition inline) filters right for @s's tracepoints.
+static bool guard_fits(const struct ns_agent__site *s)
+{
+	if (!s || !s->guard_armed || s->ntps != 1)
+		return false;
+	const struct ns_rsp_tracepoint *d = &s->tps[0]->def;
+	return d->cond && d->cond_len == s->guard_cond_len &&
+	       memcmp(d->cond, s->guard_cond, d->cond_len) == 0;
+}
+
+/* Publish @s (NULL: nothing) at @e. A jump pad's guard goes off before a site it would
+ * filter wrongly is visible (a hit that ran it before counts as earlier than this
+ * change), and on after a site it fits. The armed byte is in the pad, which was just
+ * written the same way: writing it cannot fail unless the pad could not have been
+ * built either. */
+static void publish(struct ns_agent__entry *e, struct ns_agent__site *s)
+{
+	struct ns_agent__site *cur = atomic_load(&e->site);
+	uint64_t armed = s ? s->guard_armed : cur ? cur->guard_armed : 0;
+	bool fits = guard_fits(s);
+	static const uint8_t off = 0, on = 1;
+	if (armed && !fits)
+		ns_err_destroy(write_code(armed, &off, 1));
+	atomic_store(&e->site, s);
+	if (fits)
+		ns_err_destroy(write_code(armed, &on, 1));
+}
+
 static struct ns_agent__entry *entry_insert(uint64_t addr)
 {
 	unsigned h = hash(addr);
@@ -339,7 +367,7 @@ static struct ns_err *downgrade_covering(uint64_t addr)
 		         TRAP_TIER_MSG ": the tracepoint at 0x%" PRIx64 " lies inside its jump-pad "
 		                       "window",
 		         addr);
-		atomic_store(&e->site, s);
+		publish(e, s);
 		retire(old, NULL);
 	}
 	return NULL;
@@ -399,11 +427,11 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 			s->tps[s->ntps++] = old->tps[i];
 	}
 	s->tps[s->ntps++] = tp;
-	atomic_store(&e->site, s);
+	publish(e, s);
 	if (!old) {
 		static const uint8_t int3 = 0xcc;
 		if ((err = write_code(def->addr, &int3, 1))) {
-			atomic_store(&e->site, NULL);
+			publish(e, NULL);
 			retire(s, NULL);
 			tp->def = (struct ns_rsp_tracepoint){0};
 			retire(NULL, tp);
@@ -426,7 +454,7 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 				}
 				s2->tier = NS_AGENT_TIER_TRAP;
 				snprintf(s2->why, sizeof(s2->why), TRAP_TIER_MSG ": %s", reason);
-				atomic_store(&e->site, s2);
+				publish(e, s2);
 				retire(s, NULL);
 				s = s2;
 			} else {
@@ -471,7 +499,7 @@ static unsigned remove_tps(bool all, uint32_t num, struct ns_err **err_out)
 					ns_err_destroy(err);
 				continue;
 			}
-			atomic_store(&e->site, NULL);
+			publish(e, NULL);
 		} else {
 			struct ns_agent__site *s = site_new(old, keep);
 			if (!s) {
@@ -482,7 +510,7 @@ static unsigned remove_tps(bool all, uint32_t num, struct ns_err **err_out)
 			for (unsigned j = 0; j < old->ntps; j++)
 				if (!all && old->tps[j]->def.num != num)
 					s->tps[s->ntps++] = old->tps[j];
-			atomic_store(&e->site, s);
+			publish(e, s);
 		}
 		retire(old, NULL);
 		for (unsigned j = 0; j < old->ntps; j++)

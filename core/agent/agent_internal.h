@@ -50,6 +50,13 @@ struct ns_agent__site {
 	struct ns_arch_pad padinfo;
 	uint8_t wlen; /* window length (bytes displaced) */
 	bool jumped;  /* the tail of the window may hold the jmp: restore wlen bytes */
+	/* The pad's guard (the condition inline, ns_ax_jit_compile_guard): its armed byte,
+	 * 0 if the pad has none, and the condition it was compiled from (never freed).
+	 * It is armed only while the site holds exactly one tracepoint with that
+	 * condition (agent_ctl.c publish). */
+	uint64_t guard_armed;
+	const uint8_t *guard_cond;
+	size_t guard_cond_len;
 	enum ns_agent_tier tier;
 	char why[200]; /* the INSTALL reply's text for this site */
 	unsigned ntps;
@@ -147,6 +154,12 @@ struct ns_agent__move {
 extern struct ns_agent__move ns_agent__mv;
 #define NS_AGENT__MOVE_SIG (SIGRTMAX - 2)
 
+/* This thread's stack mapping in ns_ax_jit_range form (lo, limit = hi - lo - 7; 0 until
+ * the thread's first hit through the collector found it): what a pad's guard may read
+ * (agent_collect_sig.c sets it, the guards read it fs-relative). */
+extern __thread uint64_t ns_agent__guard_lo __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t ns_agent__guard_limit __attribute__((tls_model("initial-exec")));
+
 /* agent_jit.c (control thread) */
 /** Read NONSTOP_AGENT_NO_JIT once at start. */
 void ns_agent__jit_init(void);
@@ -154,6 +167,11 @@ void ns_agent__jit_init(void);
  * tp->cond_jit). If it stays interpreted, appends "; condition interpreted: <reason>"
  * to @why (@cap bytes). */
 void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap);
+/** Compile @d's condition as a jump-pad guard for the site at @site into @buf (@cap
+ * bytes): true with *@len and *@clobber set, or false with the reason appended to @why
+ * ("; condition not inline: ..."). */
+bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8_t *buf,
+                         size_t cap, size_t *len, uint32_t *clobber, char *why, size_t why_cap);
 /** Rebuild the table of readable anonymous mappings (thread stacks) that hits look
  * their stack range up in (lock-free; the old table is never freed). */
 void ns_agent__maps_refresh(void);

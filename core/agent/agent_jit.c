@@ -73,6 +73,34 @@ void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_
 	tp->cond_jit = (ns_ax_jit_fn)(uintptr_t)mem;
 }
 
+bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8_t *buf,
+                         size_t cap, size_t *len, uint32_t *clobber, char *why, size_t why_cap)
+{
+	if (!d->cond)
+		return false;
+	if (no_jit) {
+		append(why, why_cap, "; condition not inline: %s", "NONSTOP_AGENT_NO_JIT=1");
+		return false;
+	}
+	// Initial-exec TLS sits at the same offset from the thread pointer in every thread.
+	char *tp = __builtin_thread_pointer();
+	struct ns_ax_jit_guard g = {
+	        .block = 0,
+	        .rsp_add = NS_ARCH_PAD_FRAME,
+	        .rip = site,
+	        .tls = true,
+	        .tls_lo = (int32_t)((char *)&ns_agent__guard_lo - tp),
+	        .tls_limit = (int32_t)((char *)&ns_agent__guard_limit - tp),
+	};
+	struct ns_err *err = ns_ax_jit_compile_guard(d->cond, d->cond_len, &g, buf, cap, len, clobber);
+	if (err) {
+		append(why, why_cap, "; condition not inline: %s", err->msg);
+		ns_err_destroy(err);
+		return false;
+	}
+	return true;
+}
+
 void ns_agent__maps_refresh(void)
 {
 	FILE *f = fopen("/proc/self/maps", "re");

@@ -30,6 +30,7 @@
 
 enum {
 	MAX_FUNC_BYTES = 1 << 20, /* a function part larger than this is not swept */
+	GUARD_MAX = 1024,         /* a condition's guard code larger than this stays out */
 	MOVE_WAIT_MS = 500,       /* how long threads get to answer the move signal */
 };
 
@@ -230,8 +231,23 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 		goto out;
 	}
 	const uint8_t *code = r[home].bytes + (s->addr - r[home].lo);
+	// The condition inline in the pad (a false one then costs a compare and a
+	// branch), if it compiles as a guard.
+	uint8_t guard[GUARD_MAX];
+	size_t glen = 0;
+	uint32_t gclobber = 0;
+	char gwhy[160] = "";
+	if (ns_arch_have_lahf64() &&
+	    !ns_agent__jit_guard(def, s->addr, guard, sizeof(guard), &glen, &gclobber, gwhy,
+	                         sizeof(gwhy)))
+		glen = 0;
+	uint8_t *gcond = glen ? malloc(def->cond_len) : NULL;
+	if (glen && !gcond)
+		glen = 0;
 	uint64_t pad;
-	if ((err = ns_agent__code_alloc(s->addr, NS_ARCH_PAD_MAX_LEN, &pad))) {
+	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0);
+	if ((err = ns_agent__code_alloc(s->addr, pad_cap, &pad))) {
+		free(gcond);
 		refuse(s, "no room for a pad: %s", err->msg);
 		ns_err_destroy(err);
 		goto out;
@@ -244,22 +260,35 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	        .collector = (uint64_t)(uintptr_t)ns_agent__pad_collect,
 	        .ctx = (uint64_t)(uintptr_t)e,
 	        .flags = NS_ARCH_PAD_FLAGS_AUTO,
+	        .guard = guard,
+	        .guard_len = glen,
+	        .guard_clobber = gclobber,
 	};
-	uint8_t buf[NS_ARCH_PAD_MAX_LEN];
+	uint8_t buf[NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_GUARD_EXTRA + GUARD_MAX];
 	struct ns_arch_pad p;
-	if ((err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &p)) ||
+	if ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p)) ||
 	    (err = ns_agent__write_code(pad, buf, p.len))) {
+		free(gcond);
 		refuse(s, "cannot build the pad: %s", err->msg);
 		ns_err_destroy(err);
 		goto out;
 	}
+	// Written armed; agent_ctl.c's publish keeps it armed only while it is right.
+	s->guard_armed = p.armed_off ? pad + p.armed_off : 0;
+	s->guard_cond = p.armed_off ? gcond : NULL;
+	s->guard_cond_len = p.armed_off ? def->cond_len : 0;
+	if (p.armed_off)
+		memcpy(gcond, def->cond, def->cond_len);
+	else
+		free(gcond);
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;
 	s->pad_block = pad + p.block_off;
 	s->padinfo = p;
 	s->wlen = w.len;
-	snprintf(s->why, sizeof(s->why), "jump-pad tier (%u bytes displaced, pad at 0x%" PRIx64 ")",
-	         w.len, pad);
+	snprintf(s->why, sizeof(s->why),
+	         "jump-pad tier (%u bytes displaced, pad at 0x%" PRIx64 "%s)%s", w.len, pad,
+	         s->guard_armed ? ", condition inline" : "", gwhy);
 	ok = true;
 out:
 	for (size_t i = 0; i < n; i++)

@@ -210,6 +210,10 @@ struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *ds
  * NS_ARCH_PAD_GUARD_EXTRA plus the guard's length. */
 enum { NS_ARCH_PAD_MAX_LEN = 384, NS_ARCH_PAD_GUARD_EXTRA = 160 };
 
+/* While the guard and the collector run, the pad's rsp is this far below the site's
+ * (the red zone, then the register block at [rsp]). */
+enum { NS_ARCH_PAD_FRAME = 288 };
+
 /** Whether this CPU has LAHF/SAHF in 64-bit mode (CPUID 0x80000001 ECX bit 0). */
 bool ns_arch_have_lahf64(void);
 

@@ -11,6 +11,7 @@ enum {
 	FRAME = RED_ZONE + SAVE_AREA,
 	SLOT_RAW_FLAGS = 144, // lahf/seto result in the LAHF variant
 };
+_Static_assert((int)FRAME == (int)NS_ARCH_PAD_FRAME, "arch.h promises the frame size");
 
 // GDB slot of each hardware register number (rax=0, rcx=1, ..., r15=15).
 static const uint8_t gdb_slot[16] = {

@@ -1038,6 +1038,28 @@ static struct ns_err *analyse(struct jit *j, unsigned max_depth)
 		const struct ns_ax__op_info *oi = &ns_ax__ops[in.op];
 		unsigned nd = (unsigned)j->depth[pc] - oi->pops + oi->pushes;
 		ninsns++;
+		// Scratch registers beyond rax (guard mode saves only what is written):
+		// rcx for range checks, swaps and rotations, rcx and rdx for divisions
+		// and shifts.
+		switch (in.op) {
+		case NS_AX_REF8:
+		case NS_AX_REF16:
+		case NS_AX_REF32:
+		case NS_AX_REF64:
+		case NS_AX_SWAP:
+		case NS_AX_ROT:
+			j->clobber_hw |= 1u << RCX;
+			break;
+		case NS_AX_DIV_SIGNED:
+		case NS_AX_DIV_UNSIGNED:
+		case NS_AX_REM_SIGNED:
+		case NS_AX_REM_UNSIGNED:
+		case NS_AX_LSH:
+		case NS_AX_RSH_SIGNED:
+		case NS_AX_RSH_UNSIGNED:
+			j->clobber_hw |= 1u << RCX | 1u << RDX;
+			break;
+		}
 		switch (in.op) {
 		case NS_AX_REF8:
 		case NS_AX_REF16:
@@ -1113,7 +1135,7 @@ static struct ns_err *analyse(struct jit *j, unsigned max_depth)
 			                     "%u stack items: a guard keeps at most %d", max_depth,
 			                     NPOOL);
 		j->has_frame = false;
-		j->clobber_hw = 1u << RAX | 1u << RCX | 1u << RDX;
+		j->clobber_hw |= 1u << RAX;
 		for (unsigned i = 0; i < max_depth; i++)
 			j->clobber_hw |= 1u << pool[i];
 		return NULL;
