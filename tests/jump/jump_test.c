@@ -891,6 +891,146 @@ NS_TEST(test_jump_test__every_line_inventory_O2)
 	check_every_line(T("inventory-O2"), NULL, "ROUNDS=50");
 }
 
+/* ---- 3b. conditions inline in the pad (the guard) ---- */
+
+// rsi % @m == 0 (i, mix's second argument), and'ed with "ref64(rsp) != 0" (a read on
+// the thread's stack: the return address) if @stack, or "ref8(@elf) == 0x7f" (the ELF
+// header's first byte: outside the stack, the guard cannot tell) if @elf.
+static void set_cond(struct ns_rsp_tracepoint *tp, unsigned m, bool stack, uint64_t elf)
+{
+	struct ns_ax_asm a;
+	ns_ax_asm_init(&a);
+	ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSI);
+	ns_ax_emit_const(&a, m);
+	ns_ax_emit(&a, NS_AX_REM_UNSIGNED);
+	ns_ax_emit_const(&a, 0);
+	ns_ax_emit(&a, NS_AX_EQUAL);
+	if (stack) {
+		ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+		ns_ax_emit(&a, NS_AX_REF64);
+		ns_ax_emit_const(&a, 0);
+		ns_ax_emit(&a, NS_AX_EQUAL);
+		ns_ax_emit(&a, NS_AX_LOG_NOT);
+		ns_ax_emit(&a, NS_AX_BIT_AND);
+	}
+	if (elf) {
+		ns_ax_emit_const(&a, (int64_t)elf);
+		ns_ax_emit(&a, NS_AX_REF8);
+		ns_ax_emit_const(&a, 0x7f);
+		ns_ax_emit(&a, NS_AX_EQUAL);
+		ns_ax_emit(&a, NS_AX_BIT_AND);
+	}
+	free(tp->cond);
+	tp->cond = steal(&a, &tp->cond_len);
+}
+
+enum { GUARD_N = 2000, GUARD_REPS = 3 };
+
+// Frames per tracepoint number (1, 2) after one BENCH run of mix(1, i), i < GUARD_N,
+// with the tracepoints @setup installs.
+static void guard_run(const struct bin *b, uint64_t mix_lo,
+                      void (*setup)(struct proc *, const struct bin *, uint64_t), size_t count[3])
+{
+	static char env[64];
+	snprintf(env, sizeof(env), "BENCH=%d", GUARD_N);
+	setenv("BENCH_REPS", "3", 1);
+	struct proc p;
+	count[0] = count[1] = count[2] = 0;
+	if (!launch(&p, NS_STRESS, NULL, true, false, env))
+		return;
+	setup(&p, b, mix_lo);
+	resume(&p);
+	run_until_exit(&p, 60000);
+	NS_CHECK(exited_ok(&p));
+	for (size_t i = 0; i < p.nframes; i++) {
+		struct ns_frame f;
+		if (parse(p.frames[i], &f) && f.hdr.tp_id <= 2)
+			count[f.hdr.tp_id]++;
+	}
+	cleanup(&p);
+}
+
+static void put_tp(struct proc *p, const struct bin *b, uint64_t mix_lo, uint32_t num,
+                   unsigned m, bool stack, bool elf, const char *want_text)
+{
+	struct ns_rsp_tracepoint tp = {0};
+	tp.num = num;
+	tp.addr = mix_lo + p->bias;
+	tp.enabled = true;
+	set_ranges(b, &tp, mix_lo, p->bias);
+	if (m)
+		set_cond(&tp, m, stack, elf ? p->bias : 0);
+	uint32_t tier = 0;
+	char text[256];
+	NS_CHECK_INT(install(p, &tp, &tier, text, sizeof(text)), 0);
+	NS_CHECK_INT(tier, NS_AGENT_TIER_JUMP);
+	if (want_text && !strstr(text, want_text))
+		ns_test_fail(__FILE__, __LINE__, "install said '%s', expected '%s' in it", text,
+		             want_text);
+	free_tp(&tp);
+}
+
+static void g_alone(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	put_tp(p, b, mix_lo, 1, 4, false, false, "condition inline");
+}
+
+static void g_stack(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	put_tp(p, b, mix_lo, 1, 4, true, false, "condition inline");
+}
+
+static void g_elf(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	put_tp(p, b, mix_lo, 1, 4, false, true, "condition inline");
+}
+
+static void g_second(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	put_tp(p, b, mix_lo, 1, 4, false, false, "condition inline");
+	put_tp(p, b, mix_lo, 2, 0, false, false, NULL);
+}
+
+static void g_second_removed(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	g_second(p, b, mix_lo);
+	NS_CHECK_INT(remove_tp(p, 2), 0);
+}
+
+static void g_replaced(struct proc *p, const struct bin *b, uint64_t mix_lo)
+{
+	put_tp(p, b, mix_lo, 1, 4, false, false, "condition inline");
+	put_tp(p, b, mix_lo, 1, 2, false, false, NULL);
+}
+
+NS_TEST(test_jump_test__guard_follows_the_site)
+{
+	struct bin b;
+	load_bin(&b, NS_STRESS);
+	uint64_t mix_lo = 0;
+	for (size_t i = 0; i < b.nsyms; i++)
+		if (strcmp(b.syms[i].name, "mix") == 0)
+			mix_lo = b.syms[i].lo;
+	NS_CHECK(mix_lo != 0);
+	size_t all = (size_t)GUARD_N * GUARD_REPS, c[3];
+	guard_run(&b, mix_lo, g_alone, c);
+	NS_CHECK_INT(c[1], all / 4);
+	guard_run(&b, mix_lo, g_stack, c);
+	NS_CHECK_INT(c[1], all / 4);
+	guard_run(&b, mix_lo, g_elf, c);
+	NS_CHECK_INT(c[1], all / 4);
+	// A second tracepoint at the address: the guard must not filter its hits.
+	guard_run(&b, mix_lo, g_second, c);
+	NS_CHECK_INT(c[1], all / 4);
+	NS_CHECK_INT(c[2], all);
+	guard_run(&b, mix_lo, g_second_removed, c);
+	NS_CHECK_INT(c[1], all / 4);
+	NS_CHECK_INT(c[2], 0);
+	// The same number again with another condition: the old guard must not stay.
+	guard_run(&b, mix_lo, g_replaced, c);
+	NS_CHECK_INT(c[1], all / 2);
+}
+
 /* ---- 4. ns per hit ---- */
 
 static double bench_run(const struct bin *b, uint64_t mix_lo, int mode, long n)
