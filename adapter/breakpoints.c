@@ -300,9 +300,9 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 		if (err)
 			goto fail_err;
 	}
-	if ((err = add_action(&tp, &cap,
-	                      (struct ns_rsp_action){.kind = NS_RSP_ACT_REGS, .regmask = ~0ULL})))
-		goto fail_err;
+	// A snapshot collects every register (the stack view unwinds from them); a
+	// logpoint only those its expressions read (a smaller frame for every hit).
+	uint64_t regmask = b->is_log ? 0 : ~0ULL;
 	if (b->is_log) {
 		err = split_message(logm, a, &l->segs, &l->nsegs);
 		if (err) {
@@ -321,6 +321,8 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 				msg = err_text(err, "logMessage expression", sg->text);
 				goto fail;
 			}
+			regmask |= ns_ax_reg_mask(sg->prog.code, sg->prog.len) |
+			           ns_ax_reg_mask(cp.code, cp.len);
 			err = add_action(&tp, &cap,
 			                 (struct ns_rsp_action){.kind = NS_RSP_ACT_EXPR,
 			                                        .code = dup_code(cp.code, cp.len),
@@ -328,6 +330,8 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 			if (err)
 				goto fail_err;
 		}
+		if (regmask >> NS_FRAME_NREGS) // a register the frame format has no slot for
+			regmask = ~0ULL;
 	} else {
 		tp.max_frames = SNAPSHOT_LIMIT;
 		err = add_action(
@@ -356,6 +360,10 @@ static char *install_loc(struct session *s, struct bp *b, struct tp_loc *l, cons
 				goto fail_err;
 		}
 	}
+	if (regmask &&
+	    (err = add_action(&tp, &cap,
+	                      (struct ns_rsp_action){.kind = NS_RSP_ACT_REGS, .regmask = regmask})))
+		goto fail_err;
 	char **pk = NULL;
 	size_t npk = 0;
 	err = ns_rsp_tp_encode(&tp, 3800, &pk, &npk);

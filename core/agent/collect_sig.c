@@ -94,19 +94,22 @@ void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_
 	struct run r = {src, b};
 	uint32_t status = 0;
 	uint64_t fault = 0;
-	bool has_regs = false;
+	// R actions: the registers of their masks together, in one block first.
+	uint64_t mask = 0;
 	for (size_t i = 0; i < d->nactions; i++)
 		if (d->actions[i].kind == NS_RSP_ACT_REGS)
-			has_regs = true;
-	if (has_regs) {
+			mask |= d->actions[i].regmask;
+	mask &= ((uint64_t)1 << NS_FRAME_NREGS) - 1;
+	if (mask) {
 		uint64_t regs[NS_FRAME_NREGS];
-		if (read_regs)
+		if (read_regs && mask == ((uint64_t)1 << NS_FRAME_NREGS) - 1)
 			read_regs(src->ctx, regs);
 		else
 			for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
-				if (src->read_reg(src->ctx, i, &regs[i]) != 0)
+				if (!(mask & ((uint64_t)1 << i)) ||
+				    src->read_reg(src->ctx, i, &regs[i]) != 0)
 					regs[i] = 0;
-		ns_frame_add_regs(b, regs);
+		ns_frame_add_regs_some(b, mask, regs);
 	}
 	for (size_t i = 0; i < d->nactions; i++) {
 		const struct ns_rsp_action *a = &d->actions[i];

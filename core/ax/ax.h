@@ -153,6 +153,10 @@ void ns_ax_patch_jump(struct ns_ax_asm *a, size_t at, size_t target);
 /** Steal the code (malloc'd); asm is reset. NULL if oom. */
 uint8_t *ns_ax_asm_steal(struct ns_ax_asm *a, size_t *len_out);
 
+/** The registers a verified program reads with `reg` (bit n: register n, for n < 64; a
+ * register >= 64 sets bit 63). Host side. */
+uint64_t ns_ax_reg_mask(const uint8_t *code, size_t len);
+
 /** Text listing, one instruction per line ("0003 reg 7"), appended to @out as a
  * malloc'd string; for tests and debug logs. */
 char *ns_ax_disasm(const uint8_t *code, size_t len);

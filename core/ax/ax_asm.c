@@ -142,6 +142,22 @@ uint8_t *ns_ax_asm_steal(struct ns_ax_asm *a, size_t *len_out)
 	return code;
 }
 
+uint64_t ns_ax_reg_mask(const uint8_t *code, size_t len)
+{
+	uint64_t m = 0;
+	for (size_t pc = 0; pc < len;) {
+		const struct ns_ax__op_info *oi = &ns_ax__ops[code[pc]];
+		if (len - pc - 1 < oi->imm)
+			break;
+		if (code[pc] == NS_AX_REG) {
+			uint64_t r = ns_ax__imm(code + pc + 1, oi->imm);
+			m |= (uint64_t)1 << (r < 64 ? r : 63);
+		}
+		pc += 1 + oi->imm;
+	}
+	return m;
+}
+
 char *ns_ax_disasm(const uint8_t *code, size_t len)
 {
 	struct ns_strbuf sb;

@@ -68,6 +68,10 @@ struct ns_frame_hdr {
 
 enum ns_frame_block_type {
 	NS_FRAME_BLOCK_REGS = 'R', /* payload: uint64_t[NS_FRAME_NREGS] */
+	/* Some registers (a logpoint needs only those its expressions read): payload
+	 * uint64_t mask (bit n: register n, n < NS_FRAME_NREGS), then the registers whose
+	 * bit is set, lowest number first. */
+	NS_FRAME_BLOCK_REGS_SOME = 'r',
 	NS_FRAME_BLOCK_MEM = 'M',  /* payload: bytes at addr */
 	NS_FRAME_BLOCK_ERR =
 	        'E', /* action @addr (index) failed: payload uint32 status, pad, uint64 fault */
@@ -95,6 +99,10 @@ struct ns_frame_builder {
 int ns_frame_begin(struct ns_frame_builder *b, void *buf, size_t cap,
                    const struct ns_frame_hdr *hdr);
 int ns_frame_add_regs(struct ns_frame_builder *b, const uint64_t regs[NS_FRAME_NREGS]);
+/** A REGS_SOME block with the registers of @mask (bits >= NS_FRAME_NREGS ignored) from
+ * @regs (indexed by register number); a full REGS block if @mask has them all. */
+int ns_frame_add_regs_some(struct ns_frame_builder *b, uint64_t mask,
+                           const uint64_t regs[NS_FRAME_NREGS]);
 /** Append a memory block and return where its @len payload bytes go (the caller fills
  * them, e.g. with ns_mem_read_partial), or NULL if it does not fit. Follow with
  * ns_frame_shrink_last() if fewer bytes were obtained. */
@@ -112,6 +120,7 @@ struct ns_frame {
 	struct ns_frame_hdr hdr; /* copied out */
 	const uint64_t *regs;    /* NULL if the frame has no register block (may be unaligned: use
 	                            ns_frame_reg) */
+	uint64_t regs_mask;      /* the registers @regs holds, in order (all for a REGS block) */
 };
 
 /** Validate @data (magic, version, sizes of every block within the frame) and fill

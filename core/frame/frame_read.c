@@ -72,8 +72,25 @@ struct ns_err *ns_frame_parse(const void *data, size_t size, struct ns_frame *ou
 			return ns_err_create(NS_ERR_FORMAT,
 			                     "trace frame: block %u: error block of %u bytes", i,
 			                     blk.len);
-		if (blk.type == NS_FRAME_BLOCK_REGS && !f.regs)
+		if (blk.type == NS_FRAME_BLOCK_REGS_SOME) {
+			uint64_t m = 0;
+			if (blk.len >= sizeof(m))
+				memcpy(&m, p + off + BLK_SIZE, sizeof(m));
+			if (blk.len < sizeof(m) || (m >> NS_FRAME_NREGS) != 0 ||
+			    blk.len != (1 + (unsigned)__builtin_popcountll(m)) * sizeof(uint64_t))
+				return ns_err_create(NS_ERR_FORMAT,
+				                     "trace frame: block %u: register block of %u "
+				                     "bytes with mask 0x%llx",
+				                     i, blk.len, (unsigned long long)m);
+			if (!f.regs) {
+				f.regs = (const uint64_t *)(const void *)(p + off + BLK_SIZE + 8);
+				f.regs_mask = m;
+			}
+		}
+		if (blk.type == NS_FRAME_BLOCK_REGS && !f.regs) {
 			f.regs = (const uint64_t *)(const void *)(p + off + BLK_SIZE);
+			f.regs_mask = ((uint64_t)1 << NS_FRAME_NREGS) - 1;
+		}
 		// Other types are skipped: newer writers may add kinds this reader ignores.
 		off += BLK_SIZE + pad8(blk.len);
 	}
@@ -88,9 +105,11 @@ struct ns_err *ns_frame_parse(const void *data, size_t size, struct ns_frame *ou
 
 int ns_frame_reg(const struct ns_frame *f, unsigned regno, uint64_t *out)
 {
-	if (!f->regs || regno >= NS_FRAME_NREGS)
+	if (!f->regs || regno >= NS_FRAME_NREGS || !(f->regs_mask & ((uint64_t)1 << regno)))
 		return -1;
-	memcpy(out, (const uint8_t *)f->regs + regno * sizeof(uint64_t), sizeof(*out));
+	// Position among the registers held: the set bits below @regno.
+	unsigned i = (unsigned)__builtin_popcountll(f->regs_mask & (((uint64_t)1 << regno) - 1));
+	memcpy(out, (const uint8_t *)f->regs + i * sizeof(uint64_t), sizeof(*out));
 	return 0;
 }
 

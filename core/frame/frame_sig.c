@@ -80,6 +80,28 @@ int ns_frame_add_regs(struct ns_frame_builder *b, const uint64_t regs[NS_FRAME_N
 	return 0;
 }
 
+int ns_frame_add_regs_some(struct ns_frame_builder *b, uint64_t mask,
+                           const uint64_t regs[NS_FRAME_NREGS])
+{
+	mask &= ((uint64_t)1 << NS_FRAME_NREGS) - 1;
+	if (mask == ((uint64_t)1 << NS_FRAME_NREGS) - 1)
+		return ns_frame_add_regs(b, regs);
+	unsigned n = 0;
+	for (uint64_t m = mask; m; m &= m - 1) // no libgcc call in signal context
+		n++;
+	uint8_t *p = add_block(b, NS_FRAME_BLOCK_REGS_SOME, 0, (1 + n) * sizeof(uint64_t));
+	if (!p)
+		return -1;
+	memcpy(p, &mask, sizeof(mask));
+	p += sizeof(mask);
+	for (unsigned r = 0; r < NS_FRAME_NREGS; r++)
+		if (mask & ((uint64_t)1 << r)) {
+			memcpy(p, &regs[r], sizeof(uint64_t));
+			p += sizeof(uint64_t);
+		}
+	return 0;
+}
+
 void *ns_frame_reserve_mem(struct ns_frame_builder *b, uint64_t addr, size_t len)
 {
 	size_t off = b->len;

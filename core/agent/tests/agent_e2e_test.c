@@ -701,6 +701,7 @@ static void relocated_test(bool pie)
 		tp.nactions = 1;
 		tp.actions = calloc(1, sizeof(*tp.actions));
 		tp.actions[0].kind = NS_RSP_ACT_REGS;
+		tp.actions[0].regmask = ~0ull;
 		char text[256];
 		int st = install(&p, &tp, text, sizeof(text));
 		if (st != 0)
@@ -821,6 +822,7 @@ NS_TEST(test_agent_e2e__threads_own_rings)
 	tp.nactions = 1;
 	tp.actions = calloc(1, sizeof(*tp.actions));
 	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.actions[0].regmask = ~0ull;
 	char text[256];
 	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
 	free_tp(&tp);
@@ -1102,6 +1104,7 @@ NS_TEST(test_agent_e2e__jump_jit_condition_threads)
 	tp.nactions = 1;
 	tp.actions = calloc(1, sizeof(*tp.actions));
 	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.actions[0].regmask = ~0ull;
 	tp.cond = cond_code(1, 0, &tp.cond_len); // return address != 0, rdi % 3 == 0
 	char text[256];
 	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);

@@ -364,3 +364,48 @@ NS_TEST(test_frame__register_maps_match_psabi)
 	NS_CHECK_INT(NS_REG_GS_BASE, 25);
 	NS_CHECK_INT(NS_FRAME_NREGS, 26);
 }
+
+NS_TEST(test_frame__some_registers)
+{
+	struct ns_frame_builder b;
+	struct ns_frame_hdr h = {.tp_id = 1};
+	uint64_t regs[NS_FRAME_NREGS];
+	for (unsigned i = 0; i < NS_FRAME_NREGS; i++)
+		regs[i] = 0x5000 + i;
+	/* rdx (3), rdi (5), rip (16): 8 bytes of mask + 3 registers */
+	uint64_t mask = 1u << 3 | 1u << 5 | 1u << 16;
+	NS_CHECK_INT(ns_frame_begin(&b, buf, sizeof(buf), &h), 0);
+	NS_CHECK_INT(ns_frame_add_regs_some(&b, mask | (1ull << 40), regs), 0);
+	size_t size = ns_frame_end(&b);
+	NS_CHECK_INT(buf[72], 'r');
+	NS_CHECK_INT(rd32(buf + 76), 32);
+	NS_CHECK_INT(size, 72 + 16 + 32);
+	struct ns_frame f;
+	NS_CHECK_OK(ns_frame_parse(buf, size, &f));
+	for (unsigned i = 0; i < NS_FRAME_NREGS; i++) {
+		uint64_t v = 0;
+		int want = (mask >> i) & 1 ? 0 : -1;
+		NS_CHECK_INT(ns_frame_reg(&f, i, &v), want);
+		if (want == 0)
+			NS_CHECK_INT(v, 0x5000 + i);
+	}
+	/* every register: a full 'R' block */
+	NS_CHECK_INT(ns_frame_begin(&b, buf, sizeof(buf), &h), 0);
+	NS_CHECK_INT(ns_frame_add_regs_some(&b, ~0ull, regs), 0);
+	size = ns_frame_end(&b);
+	NS_CHECK_INT(buf[72], 'R');
+	/* a mask that does not match the length, or names a register past the last */
+	NS_CHECK_INT(ns_frame_begin(&b, buf, sizeof(buf), &h), 0);
+	NS_CHECK_INT(ns_frame_add_regs_some(&b, mask, regs), 0);
+	size = ns_frame_end(&b);
+	uint64_t bad = mask | 1u << 7;
+	memcpy(buf + 72 + 16, &bad, 8);
+	struct ns_err *err = ns_frame_parse(buf, size, &f);
+	NS_CHECK(err != NULL && err->code == NS_ERR_FORMAT);
+	ns_err_destroy(err);
+	bad = (mask & ~(1ull << 16)) | 1ull << 30;
+	memcpy(buf + 72 + 16, &bad, 8);
+	err = ns_frame_parse(buf, size, &f);
+	NS_CHECK(err != NULL && err->code == NS_ERR_FORMAT);
+	ns_err_destroy(err);
+}
