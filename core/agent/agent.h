@@ -49,7 +49,9 @@
 
 enum {
 	NS_AGENT_NRINGS = 64,
-	NS_AGENT_RING_BYTES = 512 * 1024,
+	/* Per ring, in a memfd: only the pages a thread fills are ever backed (a burst
+	 * of ~500 k compact logpoint frames fits); see docs/jump-pads.md. */
+	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,
 	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
 	NS_AGENT_RECORD_PAD = 1u << 31,
 };

@@ -13,7 +13,7 @@
 #include "rsp/rsp.h"
 
 enum {
-	NS_STUB_QUEUE_BYTES = 64 * 1024 * 1024, /* bound of buffered frames */
+	NS_STUB_QUEUE_BYTES = 256 * 1024 * 1024, /* bound of buffered frames */
 	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
 	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
