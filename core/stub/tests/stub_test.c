@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "base/test.h"
 #include "rsp/rsp.h"
+#include "stub/stub.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,9 +217,13 @@ NS_TEST(test_stub_test__session)
 	free(bid);
 
 	// A tracepoint: definition + action, then QTStart; the fake agent writes one frame.
-	CHECK_REQ(&st, "qTStatus",
-	          "T0;tnotrun:0;tframes:0;tcreated:0;tsize:0;tfree:4000000;circular:0;"
-	          "disconn:0;ns_dropped:0;ns_tier:trap");
+	// tfree: the whole frame queue (NS_STUB_QUEUE_BYTES) is free.
+	char status_want[200];
+	snprintf(status_want, sizeof(status_want),
+	         "T0;tnotrun:0;tframes:0;tcreated:0;tsize:0;tfree:%zx;circular:0;"
+	         "disconn:0;ns_dropped:0;ns_tier:trap",
+	         (size_t)NS_STUB_QUEUE_BYTES);
+	CHECK_REQ(&st, "qTStatus", status_want);
 	CHECK_REQ(&st, "QTinit", "OK");
 	CHECK_REQ(&st, "QTDP:1:0000000000401136:E:0:0-", "OK");
 	CHECK_REQ(&st, "QTDP:-1:0000000000401136:R0001ffff", "OK");
