@@ -241,13 +241,9 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	    !ns_agent__jit_guard(def, s->addr, guard, sizeof(guard), &glen, &gclobber, gwhy,
 	                         sizeof(gwhy)))
 		glen = 0;
-	uint8_t *gcond = glen ? malloc(def->cond_len) : NULL;
-	if (glen && !gcond)
-		glen = 0;
 	uint64_t pad;
 	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0);
 	if ((err = ns_agent__code_alloc(s->addr, pad_cap, &pad))) {
-		free(gcond);
 		refuse(s, "no room for a pad: %s", err->msg);
 		ns_err_destroy(err);
 		goto out;
@@ -268,19 +264,22 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	struct ns_arch_pad p;
 	if ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p)) ||
 	    (err = ns_agent__write_code(pad, buf, p.len))) {
-		free(gcond);
 		refuse(s, "cannot build the pad: %s", err->msg);
 		ns_err_destroy(err);
 		goto out;
 	}
-	// Written armed; agent_ctl.c's publish keeps it armed only while it is right.
-	s->guard_armed = p.armed_off ? pad + p.armed_off : 0;
-	s->guard_cond = p.armed_off ? gcond : NULL;
-	s->guard_cond_len = p.armed_off ? def->cond_len : 0;
-	if (p.armed_off)
+	// Written armed; agent_ctl.c's publish keeps it armed only while it is right,
+	// which needs the condition it was compiled from (else: off for good).
+	uint8_t *gcond = p.armed_off ? malloc(def->cond_len) : NULL;
+	s->guard_armed = gcond ? pad + p.armed_off : 0;
+	s->guard_cond = gcond;
+	s->guard_cond_len = gcond ? def->cond_len : 0;
+	if (gcond) {
 		memcpy(gcond, def->cond, def->cond_len);
-	else
-		free(gcond);
+	} else if (p.armed_off) {
+		static const uint8_t off = 0;
+		ns_err_destroy(ns_agent__write_code(pad + p.armed_off, &off, 1));
+	}
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;
 	s->pad_block = pad + p.block_off;
