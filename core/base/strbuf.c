@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +60,17 @@ void ns_strbuf_append(struct ns_strbuf *sb, const void *data, size_t len)
 	sb->buf[sb->len] = 0;
 }
 
+char *ns_strbuf_room(struct ns_strbuf *sb, size_t extra)
+{
+	return grow(sb, extra) ? sb->buf + sb->len : NULL;
+}
+
+void ns_strbuf_added(struct ns_strbuf *sb, size_t n)
+{
+	sb->len += n;
+	sb->buf[sb->len] = 0;
+}
+
 void ns_strbuf_puts(struct ns_strbuf *sb, const char *s)
 {
 	ns_strbuf_append(sb, s, strlen(s));
@@ -87,13 +99,18 @@ void ns_strbuf_hex(struct ns_strbuf *sb, const void *data, size_t len)
 {
 	static const char digits[] = "0123456789abcdef";
 	const unsigned char *p = data;
-	if (!grow(sb, len * 2))
+	if (len > SIZE_MAX / 2) {
+		sb->oom = true;
+		return;
+	}
+	char *d = ns_strbuf_room(sb, len * 2);
+	if (!d)
 		return;
 	for (size_t i = 0; i < len; i++) {
-		sb->buf[sb->len++] = digits[p[i] >> 4];
-		sb->buf[sb->len++] = digits[p[i] & 15];
+		d[2 * i] = digits[p[i] >> 4];
+		d[2 * i + 1] = digits[p[i] & 15];
 	}
-	sb->buf[sb->len] = 0;
+	ns_strbuf_added(sb, len * 2);
 }
 
 const char *ns_strbuf_str(const struct ns_strbuf *sb)

@@ -19,6 +19,11 @@ void ns_strbuf_puts(struct ns_strbuf *sb, const char *s);
 void ns_strbuf_putc(struct ns_strbuf *sb, char c);
 void ns_strbuf_printf(struct ns_strbuf *sb, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
+/** Room for @extra more bytes: where to write them (then ns_strbuf_added with how
+ * many were written), or NULL if out of memory (sticky oom). */
+char *ns_strbuf_room(struct ns_strbuf *sb, size_t extra);
+/** Account for @n bytes written at ns_strbuf_room's pointer (n <= its @extra). */
+void ns_strbuf_added(struct ns_strbuf *sb, size_t n);
 /** Append @len bytes as lowercase hex. */
 void ns_strbuf_hex(struct ns_strbuf *sb, const void *data, size_t len);
 /** Contents as a C string ("" if empty); borrowed, valid until the next append. */

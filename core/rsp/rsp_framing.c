@@ -5,6 +5,7 @@
  * instead of '$' ("Notification Packets"). */
 #include "rsp/rsp.h"
 
+#include <stdint.h>
 #include <string.h>
 
 enum state {
@@ -157,18 +158,26 @@ void ns_rsp_frame(struct ns_strbuf *out, const void *payload, size_t len, bool n
 	static const char hex[] = "0123456789abcdef";
 	const uint8_t *s = payload;
 	uint8_t csum = 0;
-	ns_strbuf_putc(out, notify ? '%' : '$');
+	// Worst case: every byte escaped, plus the start, '#' and the checksum.
+	if (len > (SIZE_MAX - 4) / 2)
+		len = 0, out->oom = true;
+	char *d0 = ns_strbuf_room(out, 2 * len + 4);
+	if (!d0)
+		return;
+	char *d = d0;
+	*d++ = notify ? '%' : '$';
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = s[i];
 		if (needs_escape(c)) {
-			ns_strbuf_putc(out, '}');
+			*d++ = '}';
 			csum = (uint8_t)(csum + '}');
 			c ^= 0x20;
 		}
-		ns_strbuf_putc(out, (char)c);
+		*d++ = (char)c;
 		csum = (uint8_t)(csum + c);
 	}
-	ns_strbuf_putc(out, '#');
-	ns_strbuf_putc(out, hex[csum >> 4]);
-	ns_strbuf_putc(out, hex[csum & 15]);
+	*d++ = '#';
+	*d++ = hex[csum >> 4];
+	*d++ = hex[csum & 15];
+	ns_strbuf_added(out, (size_t)(d - d0));
 }

@@ -86,6 +86,12 @@ def elapsed_of(text):
     return int(m.group(1)) if m else None
 
 
+def cpu_of(text):
+    """The loop's CPU time on the hitting thread (hotloop.c's cpu_ns)."""
+    m = re.search(r'cpu_ns (\d+)', text or '')
+    return int(m.group(1)) if m else None
+
+
 def nm_syms(path):
     """{name: (addr, size)} of text symbols."""
     out = subprocess.run(['nm', '-S', path], capture_output=True, text=True).stdout
@@ -161,6 +167,7 @@ def run_nonstop(prog, n, cond, actions):
         out = read_fd(rfd, time.monotonic() + 10)
         rfd = None
         res['elapsed'] = elapsed_of(out)
+        res['cpu'] = cpu_of(out)
         if res['elapsed'] is None:
             res['error'] = 'no elapsed_ns in the program output (%s)' % ex
         return res
@@ -228,7 +235,7 @@ def run_dprintf(prog, n):
     if err or el is None:
         return {'error': err or 'no result: ' + last_line(out)}
     printed = len(re.findall(r'^dp -?\d+ -?\d+$', out, re.M))
-    return {'elapsed': el, 'frames': printed, 'dropped': n - printed}
+    return {'elapsed': el, 'cpu': cpu_of(out), 'frames': printed, 'dropped': n - printed}
 
 
 def gdbserver_script(prog, n, ftrace_at=None):
@@ -266,7 +273,8 @@ def run_gdbserver(prog, n, tmp, ftrace_at=None):
     m = re.search(r'Buffer contains (\d+) trace frames \(of (\d+) created total\)', out)
     if m:
         created = int(m.group(2))
-    res = {'elapsed': el, 'frames': created, 'dropped': None if created is None else n - created}
+    res = {'elapsed': el, 'cpu': cpu_of(out), 'frames': created,
+           'dropped': None if created is None else n - created}
     if re.search(r'Trace stopped because the buffer was full', out):
         res['note'] = 'trace buffer full'
     return res
@@ -312,21 +320,27 @@ def run_bpftrace(prog, n, tmp, printf):
         m = re.search(r'@n: (\d+)', bout + out)
         got = int(m.group(1)) if m else None
     lost = sum(int(x) for x in re.findall(r'Lost (\d+) events', bout + out))
-    res = {'elapsed': el, 'frames': got, 'dropped': None if got is None else n - got}
+    res = {'elapsed': el, 'cpu': cpu_of(out + bout), 'frames': got,
+           'dropped': None if got is None else n - got}
     if lost:
         res['note'] = 'lost %d events' % lost
     return res
 
 
 def baseline(prog):
-    """Uninstrumented ns per call: the best of 3 runs of N['base'] calls."""
-    best = None
+    """Uninstrumented (wall, thread CPU) ns per call: the best of 3 runs of N['base']
+    calls each; (None, None) if it did not run."""
+    best = cpu = None
     for _ in range(3):
         out, err = run_cmd([prog, str(N['base'])])
-        el = elapsed_of(out)
+        el, c = elapsed_of(out), cpu_of(out)
         if el is not None and (best is None or el < best):
             best = el
-    return None if best is None else best / N['base']
+        if c is not None and (cpu is None or c < cpu):
+            cpu = c
+    if best is None:
+        return None, None
+    return best / N['base'], None if cpu is None else cpu / N['base']
 
 
 def ratio(a, b):
@@ -360,8 +374,9 @@ def bench(tmp):
     have_static = subprocess.run(cc + ['-static', '-o', st, SRC]).returncode == 0
 
     log('baseline (uninstrumented, %d calls, best of 3)...' % N['base'])
-    base_dyn = baseline(dyn)
-    base_st = baseline(st) if have_static else None
+    b_dyn = baseline(dyn)
+    b_st = baseline(st) if have_static else (None, None)
+    base_dyn, base_st = b_dyn[0], b_st[0]
     rows = []
 
     def add(tool, n, res, base, tier=None, target=None, kind=None):
@@ -369,16 +384,19 @@ def bench(tmp):
         row.update(res)
         if tier:
             row['tier'] = tier
-        if res.get('elapsed') is not None and base:
-            row['ns'] = (res['elapsed'] - base * n) / n
-            row['ratio'] = res['elapsed'] / (base * n)
+        wall, cpu = base
+        if res.get('elapsed') is not None and wall:
+            row['ns'] = (res['elapsed'] - wall * n) / n
+            row['ratio'] = res['elapsed'] / (wall * n)
+        if res.get('cpu') is not None and cpu:
+            row['cpu_ns'] = (res['cpu'] - cpu * n) / n
         rows.append(row)
         log('%-40s %s' % (tool, fmt(row.get('ns'), '%.0f ns/hit') if 'ns' in row
                           else row.get('error', '?')))
         return row
 
     rows.append({'tool': 'uninstrumented', 'tier': '-', 'hits': N['base'], 'ns': 0.0,
-                 'ratio': 1.0, 'base': base_dyn})
+                 'cpu_ns': 0.0, 'ratio': 1.0, 'base': base_dyn})
     regs = 'R' + 'f' * 7  # every register: what a snapshot collects
     # A logpoint's R action names only the registers its expressions read (as nonstop-dap
     # sends it): a and b live in rdi and rsi, s in rdx.
@@ -388,37 +406,37 @@ def bench(tmp):
 
     log('nonstop runs...')
     add('nonstop logpoint, false condition', N['false'],
-        run_nonstop(dyn, N['false'], COND_FALSE, ints), base_dyn, kind='false',
+        run_nonstop(dyn, N['false'], COND_FALSE, ints), b_dyn, kind='false',
         target='<= %g ns added' % TARGET_FALSE_NS)
     add('nonstop logpoint "{a} {b}"', N['ints'], run_nonstop(dyn, N['ints'], None, ints),
-        base_dyn, kind='ints', target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
+        b_dyn, kind='ints', target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
     add('nonstop logpoint "{a} {b} {s}"', N['string'],
-        run_nonstop(dyn, N['string'], None, ints_s + [x_act(X_STR_S)]), base_dyn, kind='string')
+        run_nonstop(dyn, N['string'], None, ints_s + [x_act(X_STR_S)]), b_dyn, kind='string')
     add('nonstop snapshot-like (R + 16 KiB stack)', N['snapshot'],
         run_nonstop(dyn, N['snapshot'], None, [regs, mem] + ints[1:] + [x_act(X_STR_S)]),
-        base_dyn, kind='snapshot')
+        b_dyn, kind='snapshot')
     if have_static:
         add('nonstop "{a} {b}", static build', N['ptrace'],
-            run_nonstop(st, N['ptrace'], None, ints), base_st, kind='ptrace')
+            run_nonstop(st, N['ptrace'], None, ints), b_st, kind='ptrace')
     else:
         rows.append({'tool': 'nonstop "{a} {b}", static build', 'error': 'no static libc'})
 
     log('peers...')
-    add('gdb dprintf "%d %d"', N['dprintf'], run_dprintf(dyn, N['dprintf']), base_dyn,
+    add('gdb dprintf "%d %d"', N['dprintf'], run_dprintf(dyn, N['dprintf']), b_dyn,
         tier='gdb breakpoint stop', kind='peer')
     add('gdbserver trace, collect a, b', N['gdbserver'],
-        run_gdbserver(dyn, N['gdbserver'], tmp), base_dyn, tier='gdbserver trap', kind='peer')
+        run_gdbserver(dyn, N['gdbserver'], tmp), b_dyn, tier='gdbserver trap', kind='peer')
     at = first_long_insn(dyn, 'hot')
     r = (run_gdbserver(dyn, N['ftrace'], tmp, ftrace_at=at) if at is not None else
          {'error': 'not available: no instruction of 5+ bytes in hot()'})
     if at is not None and 'error' not in r:
         r['note'] = 'at hot+%#x (needs a 5-byte insn)' % (at - nm_syms(dyn)['hot'][0])
-    add('gdbserver ftrace, collect a, b', N['ftrace'], r, base_dyn,
+    add('gdbserver ftrace, collect a, b', N['ftrace'], r, b_dyn,
         tier='gdbserver fast (IPA jump)', kind='peer')
-    add('bpftrace uprobe count()', N['bpf'], run_bpftrace(dyn, N['bpf'], tmp, False), base_dyn,
+    add('bpftrace uprobe count()', N['bpf'], run_bpftrace(dyn, N['bpf'], tmp, False), b_dyn,
         tier='kernel uprobe', kind='peer')
     add('bpftrace uprobe printf a, b', N['bpf'], run_bpftrace(dyn, N['bpf'], tmp, True),
-        base_dyn, tier='kernel uprobe', kind='peer')
+        b_dyn, tier='kernel uprobe', kind='peer')
 
     report(rows, base_dyn, base_st)
     return 0
@@ -439,8 +457,8 @@ def report(rows, base_dyn, base_st):
           (fmt(base_dyn, '%.2f'), fmt(base_st, '%.2f')))
     print('This machine is shared and loaded: expect run-to-run noise of 10-30%.')
     print()
-    hdr = ('%-42s %-26s %10s %8s %8s %8s %9s  %-30s %s' %
-           ('tool', 'tier', 'ns/hit', 'hits', 'frames', 'dropped', 'x uninstr',
+    hdr = ('%-42s %-26s %10s %8s %8s %8s %8s %9s  %-30s %s' %
+           ('tool', 'tier', 'ns/hit', 'cpu ns', 'hits', 'frames', 'dropped', 'x uninstr',
             'target', 'nonstop/peer'))
     print(hdr)
     print('-' * len(hdr))
@@ -456,14 +474,17 @@ def report(rows, base_dyn, base_st):
             target = '<= %g ns %s; burst %s' % (TARGET_INTS_NS,
                                                'PASS' if r['ns'] <= TARGET_INTS_NS else 'MISS',
                                                'PASS' if burst_ok else 'MISS')
+            if r.get('cpu_ns') is not None and r['ns'] > TARGET_INTS_NS >= r['cpu_ns']:
+                target += ' (cpu ns PASS)'
         vs = ''
         if r.get('kind') == 'peer' and ints:
             vs = ratio(ints['ns'], r['ns'])
         tier = r.get('tier', '-')
         if r.get('site'):
             tier += ' [site: %s]' % r['site']
-        print('%-42s %-26s %10s %8d %8s %8s %9s  %-30s %s' %
-              (r['tool'], tier, fmt(r.get('ns'), '%.1f'), r['hits'], fmt(r.get('frames'), '%d'),
+        print('%-42s %-26s %10s %8s %8d %8s %8s %9s  %-30s %s' %
+              (r['tool'], tier, fmt(r.get('ns'), '%.1f'), fmt(r.get('cpu_ns'), '%.1f'),
+               r['hits'], fmt(r.get('frames'), '%d'),
                fmt(r.get('dropped'), '%d'), fmt(r.get('ratio'), '%.1f'), target, vs))
         if r.get('note'):
             print('%-42s   (%s)' % ('', r['note']))
@@ -484,6 +505,9 @@ def report(rows, base_dyn, base_st):
     print()
     print('ns/hit: (loop time traced - N x uninstrumented ns per call) / N.  x uninstr: '
           'traced loop time / uninstrumented loop time.')
+    print('cpu ns: the same from the hitting thread\'s CPU time (CLOCK_THREAD_CPUTIME_ID): '
+          'what a hit costs that thread, without the time the scheduler gave the tracer\'s '
+          'consumer (stub, kernel buffer readers) on this 2-core machine; ns/hit includes it.')
     print('nonstop/peer: nonstop\'s two-int logpoint ns/hit divided by the peer\'s '
           '(< 1: nonstop is cheaper per hit).')
     print('frames: frames (or lines, or counts) the tool delivered; dropped: hits - frames.')

@@ -197,3 +197,16 @@ NS_TEST(test_rsp_framing__restart_on_dollar)
 	NS_CHECK_STR(p.payload.buf, "OK");
 	ns_rsp_parser_deinit(&p);
 }
+
+NS_TEST(test_rsp_framing__appends_to_what_is_there)
+{
+	// Framing appends: two packets into one buffer are the two framings end to end,
+	// the buffer stays NUL-terminated, and a buffer grown from empty works too.
+	struct ns_strbuf sb;
+	ns_strbuf_init(&sb);
+	ns_rsp_frame(&sb, "OK", 2, false);
+	ns_rsp_frame(&sb, "a}b", 3, true);
+	NS_CHECK_STR(ns_strbuf_str(&sb), "$OK#9a%a}]b#9d");
+	NS_CHECK_INT(sb.len, strlen("$OK#9a%a}]b#9d"));
+	ns_strbuf_deinit(&sb);
+}
