@@ -190,7 +190,78 @@ struct ns_arch_pad_spec {
 	const uint8_t *guard;
 	size_t guard_len;
 	uint32_t guard_clobber; /* rax, rcx, rdx, r8..r11 only */
+	/* Optional inline record (LAHF mode, no guard): see struct ns_arch_pad_record.
+	 * NULL: none. */
+	const struct ns_arch_pad_record *record;
 };
+
+/* ---- Inline records ----
+ *
+ * For a tracepoint whose whole collection is a fixed-size record (constants, some
+ * registers, the thread id, a TSC time stamp, a per-thread sequence number), the pad
+ * can write that record into the hitting thread's ring itself instead of calling the
+ * collector (a C call costs more than the record). The ring and the thread's state are
+ * reached through the program's TLS (initial-exec, fs-relative):
+ *
+ *   fs:[tls]       struct ns_arch_pad_thread (below)
+ *   fs:[tls_busy]  a byte: != 0 while this thread collects; the record is written only
+ *                  when it is 0 and sets it meanwhile (a hit nested in a signal handler
+ *                  that interrupted a collection takes the full path)
+ *
+ * The ring: a u64 head (bytes produced, written by this thread) and a u64 tail (bytes
+ * consumed) at ring + head_off / tail_off, data of ring_size bytes (a power of two,
+ * at most 1 GiB) at the thread block's data. The record goes to data + (head &
+ * (ring_size - 1)) when it fits there whole and the ring has room (head - tail <=
+ * ring_size - len); then head += len is stored (a plain store: x86 stores are
+ * released in order). Anything else takes the full path, which handles wrapping and
+ * counts drops: a full ring, no ring or slot yet, a gen mismatch, a busy thread, or
+ * the record's armed byte (pad + record_armed_off) at 0.
+ *
+ * Around the record, the slot's u32 at busy_off is incremented (before the armed byte
+ * is read) and decremented (after head is stored), and its u64 at hits_off
+ * incremented: the agent's per-thread hit slot (asymmetric fence with a membarrier on
+ * the control thread's side). The record's bytes are @tmpl, then each field written
+ * over them (8 bytes each):
+ *   NS_ARCH_REC_REG  GDB register @reg: 0..15 (rsp the site's), 16 (rip: the site)
+ *   NS_ARCH_REC_TID  the thread block's tid, zero-extended
+ *   NS_ARCH_REC_TSC  rdtsc (edx:eax)
+ *   NS_ARCH_REC_SEQ  the u64 at ring + seq_off, which is then incremented (one field
+ *                    of this kind at most)
+ * The registers and the flags are preserved; the record path clobbers nothing the
+ * program sees. */
+enum ns_arch_rec_kind { NS_ARCH_REC_REG, NS_ARCH_REC_TID, NS_ARCH_REC_TSC, NS_ARCH_REC_SEQ };
+
+struct ns_arch_rec_field {
+	uint16_t off; /* byte offset in the record, 8-aligned */
+	uint8_t kind; /* enum ns_arch_rec_kind */
+	uint8_t reg;  /* NS_ARCH_REC_REG: GDB register number */
+};
+
+struct ns_arch_pad_thread {
+	uint64_t ring; /* the ring's header (head, tail, seq words); 0: none */
+	uint64_t data; /* the ring's first data byte */
+	uint64_t slot; /* the thread's hit slot (busy, hits); 0: none */
+	uint32_t gen;  /* the block is valid only while gen equals the u32 at gen_addr */
+	uint32_t tid;
+};
+
+enum { NS_ARCH_PAD_REC_MAX = 512, NS_ARCH_PAD_REC_FIELDS = 32 };
+
+struct ns_arch_pad_record {
+	const uint8_t *tmpl; /* @len bytes (a multiple of 8, at most NS_ARCH_PAD_REC_MAX) */
+	size_t len;
+	const struct ns_arch_rec_field *fields;
+	size_t nfields; /* at most NS_ARCH_PAD_REC_FIELDS */
+	int32_t tls, tls_busy;
+	uint64_t gen_addr;
+	uint64_t ring_size;
+	uint32_t head_off, tail_off, seq_off;
+	uint32_t busy_off, hits_off;
+};
+
+/* Code bytes an inline record adds to a pad, at most (NS_ARCH_PAD_MAX_LEN covers the
+ * rest). */
+enum { NS_ARCH_PAD_REC_EXTRA = 2048 };
 
 struct ns_arch_pad {
 	size_t len;                        /* bytes written */
@@ -198,6 +269,7 @@ struct ns_arch_pad {
 	struct ns_arch_reloc reloc;        /* new_off relative to block_off */
 	enum ns_arch_pad_flags_mode flags; /* the mode used (never AUTO) */
 	size_t armed_off;                  /* the guard's armed byte (1 as written), 0: none */
+	size_t record_armed_off;           /* the inline record's armed byte (1), 0: none */
 };
 
 /** Generate the pad for @spec into @dst (@cap bytes; NS_ARCH_PAD_MAX_LEN is always

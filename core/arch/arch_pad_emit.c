@@ -362,6 +362,245 @@ static void clobbers(struct buf *b, uint32_t mask, bool store)
 			mov_rsp(b, store, r, 8 * gdb_slot[r]);
 }
 
+/* ---- inline records ---- */
+
+enum { HW_RDX = 2, HW_RSI = 6, HW_RDI = 7, HW_R8 = 8 };
+
+// op with a memory operand: fs:[disp32] when @base < 0, else [base + disp32]; @reg is
+// the ModRM reg field (a register or an opcode extension); @w sets REX.W.
+static void op_mem(struct buf *b, bool w, const uint8_t *op, size_t oplen, unsigned reg,
+                   int base, int32_t disp)
+{
+	if (base < 0)
+		put1(b, 0x64); // fs:
+	uint8_t rex = (uint8_t)(0x40 | (w ? 8 : 0) | (reg & 8 ? 4 : 0) |
+	                        (base >= 0 && (base & 8) ? 1 : 0));
+	if (rex != 0x40)
+		put1(b, rex);
+	put(b, op, oplen);
+	if (base < 0) {
+		put1(b, (uint8_t)(0x04 | ((reg & 7) << 3)));
+		put1(b, 0x25); // SIB: no base, no index: absolute disp32
+	} else {
+		put1(b, (uint8_t)(0x80 | ((reg & 7) << 3) | (base & 7)));
+		if ((base & 7) == HW_RSP)
+			put1(b, 0x24);
+	}
+	put4(b, (uint32_t)disp);
+}
+
+#define OP_MEM(b, w, reg, base, disp, ...)                                 \
+	do {                                                               \
+		static const uint8_t o_[] = {__VA_ARGS__};                 \
+		op_mem(b, w, o_, sizeof(o_), reg, base, disp);             \
+	} while (0)
+
+// jcc rel32 to a label resolved later: the fixup's position is recorded in @fix.
+struct fixups {
+	size_t at[16];
+	size_t n;
+};
+
+static void jcc_fix(struct buf *b, uint8_t cc, struct fixups *f)
+{
+	put1(b, 0x0f);
+	put1(b, (uint8_t)(0x80 | cc));
+	if (f->n < sizeof(f->at) / sizeof(f->at[0]))
+		f->at[f->n++] = b->n;
+	else
+		b->overflow = true;
+	put4(b, 0);
+}
+
+static void resolve(struct buf *b, const struct fixups *f, size_t target)
+{
+	for (size_t i = 0; i < f->n; i++)
+		rel32_at(b, f->at[i], target);
+}
+
+enum { CC_NE = 0x5, CC_E = 0x4, CC_A = 0x7 };
+
+// The registers the record path uses, saved into (and restored from) their block slots
+// (rax is saved by the entry already): rcx rdx rsi rdi r8.
+static const uint8_t rec_scratch[] = {HW_RCX, HW_RDX, HW_RSI, HW_RDI, HW_R8};
+
+static void rec_scratch_io(struct buf *b, bool store)
+{
+	for (size_t i = 0; i < sizeof(rec_scratch); i++)
+		mov_rsp(b, store, rec_scratch[i], 8 * gdb_slot[rec_scratch[i]]);
+}
+
+// rcx = GDB register @reg as the program had it at the site.
+static void rec_reg_to_rcx(struct buf *b, unsigned reg, uint64_t site)
+{
+	static const uint8_t hw_of_gdb[16] = {0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15};
+	if (reg == NS_ARCH_PAD_REG_RIP) {
+		mov_imm64(b, HW_RCX, site);
+		return;
+	}
+	unsigned hw = hw_of_gdb[reg];
+	if (hw == HW_RSP) {
+		lea_rsp(b, HW_RCX, FRAME);
+		return;
+	}
+	bool saved = hw == HW_RAX;
+	for (size_t i = 0; i < sizeof(rec_scratch); i++)
+		saved |= rec_scratch[i] == hw;
+	if (saved) {
+		mov_rsp(b, false, HW_RCX, 8 * reg);
+		return;
+	}
+	// mov rcx, hw
+	put1(b, (uint8_t)(0x48 | (hw & 8 ? 4 : 0)));
+	put1(b, 0x89);
+	put1(b, (uint8_t)(0xc0 | ((hw & 7) << 3) | HW_RCX));
+}
+
+static struct ns_err *rec_check(const struct ns_arch_pad_record *r)
+{
+	if (!r->tmpl || r->len == 0 || r->len % 8 || r->len > NS_ARCH_PAD_REC_MAX)
+		return ns_err_create(NS_ERR_INVALID, "inline record of %zu bytes", r->len);
+	if (r->nfields > NS_ARCH_PAD_REC_FIELDS)
+		return ns_err_create(NS_ERR_INVALID, "inline record with %zu fields", r->nfields);
+	if (r->ring_size < r->len || (r->ring_size & (r->ring_size - 1)) ||
+	    r->ring_size > (1ull << 30))
+		return ns_err_create(NS_ERR_INVALID, "ring of %llu bytes for an inline record",
+		                     (unsigned long long)r->ring_size);
+	unsigned seqs = 0;
+	for (size_t i = 0; i < r->nfields; i++) {
+		const struct ns_arch_rec_field *f = &r->fields[i];
+		if (f->off % 8 || f->off + 8u > r->len || f->kind > NS_ARCH_REC_SEQ ||
+		    (f->kind == NS_ARCH_REC_REG && f->reg > NS_ARCH_PAD_REG_RIP))
+			return ns_err_create(NS_ERR_INVALID, "inline record field %zu (kind %u at %u)",
+			                     i, f->kind, f->off);
+		seqs += f->kind == NS_ARCH_REC_SEQ;
+	}
+	if (seqs > 1)
+		return ns_err_create(NS_ERR_INVALID, "inline record with %u sequence fields", seqs);
+	return NULL;
+}
+
+// The record path (arch.h, "Inline records"). Entered after lahf_entry with the armed
+// byte already seen set; jumps to *@full (scratch registers to restore, then the full
+// path) when it cannot write the record, else falls through with every register but rax
+// as the program had it. rax: the armed byte's rip-relative cmp is fixed up by the
+// caller through *@armed.
+static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct fixups *full,
+                     struct fixups *armed)
+{
+	const struct ns_arch_pad_record *r = spec->record;
+	struct fixups early = {.n = 0}, unbusy = {.n = 0}, unmark = {.n = 0};
+	int32_t T = r->tls;
+	rec_scratch_io(b, true);
+	OP_MEM(b, false, 7, -1, r->tls_busy, 0x80); // cmp byte fs:[busy], 0
+	put1(b, 0);
+	jcc_fix(b, CC_NE, &early);
+	OP_MEM(b, true, HW_RSI, -1, T + 0, 0x8b); // mov rsi, fs:[T.ring]
+	PUT(b, 0x48, 0x85, 0xf6);                 // test rsi, rsi
+	jcc_fix(b, CC_E, &early);
+	OP_MEM(b, true, HW_RDI, -1, T + 16, 0x8b); // mov rdi, fs:[T.slot]
+	PUT(b, 0x48, 0x85, 0xff);                  // test rdi, rdi
+	jcc_fix(b, CC_E, &early);
+	OP_MEM(b, false, HW_RCX, -1, T + 24, 0x8b); // mov ecx, fs:[T.gen]
+	mov_imm64(b, HW_RDX, r->gen_addr);
+	PUT(b, 0x3b, 0x0a); // cmp ecx, [rdx]
+	jcc_fix(b, CC_NE, &early);
+	OP_MEM(b, false, 0, HW_RDI, (int32_t)r->busy_off, 0xff); // inc dword [rdi+busy]
+	// The armed byte again, now that busy is visible (the control thread disarms,
+	// serialises every core, then waits for busy == 0).
+	PUT(b, 0x80, 0x3d); // cmp byte [rip+armed], 0
+	if (armed->n < sizeof(armed->at) / sizeof(armed->at[0]))
+		armed->at[armed->n++] = b->n;
+	put4(b, 0);
+	put1(b, 0);
+	jcc_fix(b, CC_E, &unbusy);
+	OP_MEM(b, false, 0, -1, r->tls_busy, 0xc6); // mov byte fs:[busy], 1
+	put1(b, 1);
+	bool tsc = false;
+	for (size_t i = 0; i < r->nfields; i++)
+		tsc |= r->fields[i].kind == NS_ARCH_REC_TSC;
+	if (tsc) {
+		PUT(b, 0x0f, 0x31);             // rdtsc
+		PUT(b, 0x48, 0xc1, 0xe2, 0x20); // shl rdx, 32
+		PUT(b, 0x48, 0x09, 0xc2);       // or rdx, rax
+		PUT(b, 0x49, 0x89, 0xd0);       // mov r8, rdx
+	}
+	int32_t room = (int32_t)(r->ring_size - r->len);
+	OP_MEM(b, true, HW_RAX, HW_RSI, (int32_t)r->head_off, 0x8b); // mov rax, [rsi+head]
+	PUT(b, 0x48, 0x89, 0xc2);                                    // mov rdx, rax
+	OP_MEM(b, true, HW_RDX, HW_RSI, (int32_t)r->tail_off, 0x2b); // sub rdx, [rsi+tail]
+	PUT(b, 0x48, 0x81, 0xfa);                                    // cmp rdx, room
+	put4(b, (uint32_t)room);
+	jcc_fix(b, CC_A, &unmark);
+	PUT(b, 0x48, 0x89, 0xc2); // mov rdx, rax
+	PUT(b, 0x48, 0x81, 0xe2); // and rdx, size - 1
+	put4(b, (uint32_t)(r->ring_size - 1));
+	PUT(b, 0x48, 0x81, 0xfa); // cmp rdx, room
+	put4(b, (uint32_t)room);
+	jcc_fix(b, CC_A, &unmark);
+	OP_MEM(b, true, HW_RDX, -1, T + 8, 0x03); // add rdx, fs:[T.data]
+	// The template, then the fields over it.
+	for (size_t off = 0; off < r->len; off += 8) {
+		int64_t w;
+		memcpy(&w, r->tmpl + off, 8);
+		if (w >= INT32_MIN && w <= INT32_MAX) {
+			OP_MEM(b, true, 0, HW_RDX, (int32_t)off, 0xc7); // mov qword [rdx+off], imm32
+			put4(b, (uint32_t)(int32_t)w);
+		} else {
+			mov_imm64(b, HW_RCX, (uint64_t)w);
+			OP_MEM(b, true, HW_RCX, HW_RDX, (int32_t)off, 0x89); // mov [rdx+off], rcx
+		}
+	}
+	for (size_t i = 0; i < r->nfields; i++) {
+		const struct ns_arch_rec_field *f = &r->fields[i];
+		unsigned src = HW_RCX;
+		switch (f->kind) {
+		case NS_ARCH_REC_REG:
+			rec_reg_to_rcx(b, f->reg, spec->site);
+			break;
+		case NS_ARCH_REC_TID:
+			OP_MEM(b, false, HW_RCX, -1, T + 28, 0x8b); // mov ecx, fs:[T.tid]
+			break;
+		case NS_ARCH_REC_TSC:
+			src = HW_R8;
+			break;
+		case NS_ARCH_REC_SEQ:
+			OP_MEM(b, true, HW_RCX, HW_RSI, (int32_t)r->seq_off, 0x8b); // mov rcx, [rsi+seq]
+			break;
+		}
+		OP_MEM(b, true, src, HW_RDX, f->off, 0x89); // mov [rdx+off], src
+		if (f->kind == NS_ARCH_REC_SEQ)
+			OP_MEM(b, true, 0, HW_RSI, (int32_t)r->seq_off, 0xff); // inc qword [rsi+seq]
+	}
+	PUT(b, 0x48, 0x05); // add rax, len
+	put4(b, (uint32_t)r->len);
+	OP_MEM(b, true, HW_RAX, HW_RSI, (int32_t)r->head_off, 0x89); // mov [rsi+head], rax
+	OP_MEM(b, false, 0, -1, r->tls_busy, 0xc6);                  // mov byte fs:[busy], 0
+	put1(b, 0);
+	OP_MEM(b, true, 0, HW_RDI, (int32_t)r->hits_off, 0x83); // add qword [rdi+hits], 1
+	put1(b, 1);
+	OP_MEM(b, false, 1, HW_RDI, (int32_t)r->busy_off, 0xff); // dec dword [rdi+busy]
+	rec_scratch_io(b, false);
+	// Skip the way out to the full path.
+	put1(b, 0xe9);
+	size_t done_fix = b->n;
+	put4(b, 0);
+	resolve(b, &unmark, b->n);
+	OP_MEM(b, false, 0, -1, r->tls_busy, 0xc6); // mov byte fs:[busy], 0
+	put1(b, 0);
+	resolve(b, &unbusy, b->n);
+	OP_MEM(b, false, 1, HW_RDI, (int32_t)r->busy_off, 0xff); // dec dword [rdi+busy]
+	// The full path saves every register from the live values: restore ours first.
+	size_t full_here = b->n;
+	rec_scratch_io(b, false);
+	put1(b, 0xe9);
+	if (full->n < sizeof(full->at) / sizeof(full->at[0]))
+		full->at[full->n++] = b->n;
+	put4(b, 0);
+	rel32_at(b, done_fix, b->n);
+	resolve(b, &early, full_here);
+}
+
 static struct ns_err *block(const struct ns_arch_pad_spec *spec, struct buf *b,
                             struct ns_arch_pad *out)
 {
@@ -390,6 +629,7 @@ struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *ds
 	struct buf b = {dst, cap, 0, false};
 	struct ns_err *err;
 	out->armed_off = 0;
+	out->record_armed_off = 0;
 	out->flags = mode;
 
 	if (!lahf) {
@@ -407,6 +647,36 @@ struct ns_err *ns_arch_pad_emit(const struct ns_arch_pad_spec *spec, uint8_t *ds
 		return NULL;
 	}
 	lahf_entry(&b);
+	if (spec->record) {
+		if (spec->guard_len)
+			return ns_err_create(NS_ERR_INVALID,
+			                     "a pad has a guard or an inline record, not both");
+		if ((err = rec_check(spec->record)))
+			return err;
+		struct fixups full = {.n = 0}, armed = {.n = 0};
+		PUT(&b, 0x80, 0x3d); // cmp byte [rip+armed], 0
+		armed.at[armed.n++] = b.n;
+		put4(&b, 0);
+		put1(&b, 0);
+		jcc_fix(&b, CC_E, &full);
+		rec_emit(&b, spec, &full, &armed);
+		size_t tail = b.n;
+		lahf_tail(&b);
+		if ((err = block(spec, &b, out)))
+			return err;
+		resolve(&b, &full, b.n);
+		full_path(&b, spec, true);
+		put1(&b, 0xe9); // jmp tail
+		put4(&b, (uint32_t)(int32_t)((int64_t)tail - (int64_t)(b.n + 4)));
+		for (size_t i = 0; i < armed.n; i++)
+			rel32_at(&b, armed.at[i], b.n - 1);
+		out->record_armed_off = b.n;
+		put1(&b, 1);
+		if (b.overflow)
+			return ns_err_create(NS_ERR_INVALID, "pad buffer too small (%zu bytes)", cap);
+		out->len = b.n;
+		return NULL;
+	}
 	if (!spec->guard_len) {
 		full_path(&b, spec, true);
 		lahf_tail(&b);

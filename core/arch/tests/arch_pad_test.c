@@ -1075,6 +1075,318 @@ NS_TEST(test_arch_pad_test__guard)
 	ns_err_destroy(err);
 }
 
+/* ---- inline records ---- */
+
+#define TLSIE __attribute__((tls_model("local-exec"))) /* this executable's own TLS */
+static __thread struct ns_arch_pad_thread rt_thread TLSIE;
+static __thread uint8_t rt_busy TLSIE;
+static uint32_t rt_gen = 7;
+static struct {
+	uint64_t head, tail, pad, seq;
+} rt_ring;
+static uint8_t rt_data[4096] __attribute__((aligned(64)));
+static struct {
+	uint32_t busy, pad;
+	uint64_t hits;
+} rt_slot;
+
+static int32_t tls_off(const void *p)
+{
+	return (int32_t)((const char *)p - (const char *)__builtin_thread_pointer());
+}
+
+// What the fields of the record test write and where.
+static const struct ns_arch_rec_field rt_fields[] = {
+        {16, NS_ARCH_REC_REG, 0},  {24, NS_ARCH_REC_REG, 1},   {32, NS_ARCH_REC_REG, 2},
+        {40, NS_ARCH_REC_REG, 3},  {48, NS_ARCH_REC_REG, 4},   {56, NS_ARCH_REC_REG, 5},
+        {64, NS_ARCH_REC_REG, 6},  {72, NS_ARCH_REC_REG, 7},   {80, NS_ARCH_REC_REG, 8},
+        {88, NS_ARCH_REC_REG, 11}, {96, NS_ARCH_REC_REG, 15},  {104, NS_ARCH_REC_REG, 16},
+        {112, NS_ARCH_REC_TID, 0}, {120, NS_ARCH_REC_TSC, 0}, {128, NS_ARCH_REC_SEQ, 0},
+};
+enum { RT_LEN = 152 };
+
+// The record test's ring state before a run, and what the run should do.
+enum rt_case {
+	RT_WRITE,      // written at head
+	RT_DISARMED,   // armed byte 0
+	RT_BUSY,       // the thread is collecting already
+	RT_NO_RING,    // thread block without a ring
+	RT_NO_SLOT,    // ... without a slot
+	RT_GEN,        // stale generation
+	RT_FULL,       // head - tail leaves no room
+	RT_WRAP,       // not contiguous at the end of the ring
+	RT_NCASES
+};
+
+static double ns_per_call(long (*volatile fn)(long), long iters);
+
+// ns per call of pa_bare through a pad writing a logpoint-sized record (two registers,
+// tid, sequence, with and without the TSC) into a ring big enough never to fill, its
+// pages touched first; printed, not asserted.
+static void record_cost(const struct ns_arch_pad_record *base)
+{
+	enum { ITERS = 50000, LEN = 120 }; // ns_per_call makes 5 passes: 30 MB of records
+	size_t ring = 32u << 20;
+	uint8_t *data = aligned_alloc(4096, ring);
+	struct sym *s = sym_named("pa_bare");
+	if (!data || !s) {
+		free(data);
+		return;
+	}
+	memset(data, 0, ring);
+	uint8_t tmpl[LEN];
+	memset(tmpl, 0, sizeof(tmpl));
+	struct ns_arch_rec_field f[] = {{8, NS_ARCH_REC_TID, 0}, {16, NS_ARCH_REC_SEQ, 0},
+	                                {96, NS_ARCH_REC_REG, 5}, {104, NS_ARCH_REC_REG, 4},
+	                                {24, NS_ARCH_REC_TSC, 0}};
+	struct ns_arch_pad_record rec = *base;
+	rec.tmpl = tmpl;
+	rec.len = LEN;
+	rec.fields = f;
+	rec.ring_size = ring;
+	double ns[2] = {0, 0};
+	for (int tsc = 0; tsc < 2; tsc++) {
+		rec.nfields = tsc ? 5 : 4;
+		struct ns_arch_pad_func fn = func_of(s);
+		struct ns_arch_pad_window w;
+		NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
+		uint8_t *dst = pads() + (13 + 3 * tsc) * 1024;
+		struct ns_arch_pad_spec spec = {
+		        .site = s->lo,
+		        .code = (const uint8_t *)(uintptr_t)s->lo,
+		        .window_len = w.len,
+		        .pad_addr = (uint64_t)(uintptr_t)dst,
+		        .collector = (uint64_t)(uintptr_t)pa_collect_nop,
+		        .flags = NS_ARCH_PAD_FLAGS_LAHF,
+		        .record = &rec,
+		};
+		struct ns_arch_pad pad;
+		struct ns_err *err = ns_arch_pad_emit(&spec, dst, 3 * 1024, &pad);
+		if (err) {
+			ns_test_fail(__FILE__, __LINE__, "cost pad: %s", err->msg);
+			ns_err_destroy(err);
+			break;
+		}
+		__builtin___clear_cache((char *)dst, (char *)dst + pad.len);
+		double best = 0;
+		for (int rep = 0; rep < 3; rep++) {
+			memset(&rt_ring, 0, sizeof(rt_ring));
+			rt_busy = 0;
+			rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
+			rt_thread.data = (uint64_t)(uintptr_t)data;
+			rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
+			rt_thread.gen = rt_gen;
+			double t = ns_per_call((long (*)(long))(uintptr_t)dst, ITERS);
+			// Every call wrote its record (none took the full path).
+			NS_CHECK(rt_ring.head == (uint64_t)5 * ITERS * LEN);
+			if (rep == 0 || t < best)
+				best = t;
+		}
+		ns[tsc] = best;
+	}
+	double bare = ns_per_call(pa_bare, ITERS);
+	printf("# inline record, ns per call: bare %.2f, record %.2f (+%.2f), record with "
+	       "rdtsc %.2f (+%.2f)\n",
+	       bare, ns[0], ns[0] - bare, ns[1], ns[1] - bare);
+	free(data);
+}
+
+// An inline record goes into the ring with every field right, registers and flags
+// arrive unchanged, and each reason to take the full path takes it (the collector
+// runs, the ring, the sequence and the busy marks stay as they were).
+NS_TEST(test_arch_pad_test__record)
+{
+	if (!load_syms() || !pads())
+		return;
+	struct sym *s = sym_named("pa_probe_target");
+	uint64_t fl = 0x202 | 0x8d5, direct[18];
+	memset(pa_dump, 0, sizeof(pa_dump));
+	pa_probe_run((void *)pa_probe_target, fl);
+	memcpy(direct, pa_dump, sizeof(direct));
+
+	uint8_t tmpl[RT_LEN];
+	for (size_t i = 0; i < RT_LEN; i++)
+		tmpl[i] = (uint8_t)(i * 37 + 1); // large words (movabs) ...
+	memset(tmpl + 136, 0, 8);               // ... a zero word ...
+	uint64_t small = (uint64_t)-5;          // ... and a sign-extended imm32
+	memcpy(tmpl + 144, &small, 8);
+	struct ns_arch_pad_record rec = {
+	        .tmpl = tmpl,
+	        .len = RT_LEN,
+	        .fields = rt_fields,
+	        .nfields = sizeof(rt_fields) / sizeof(rt_fields[0]),
+	        .tls = tls_off(&rt_thread),
+	        .tls_busy = tls_off(&rt_busy),
+	        .gen_addr = (uint64_t)(uintptr_t)&rt_gen,
+	        .ring_size = sizeof(rt_data),
+	        .head_off = 0,
+	        .tail_off = 8,
+	        .seq_off = 24,
+	        .busy_off = 0,
+	        .hits_off = 8,
+	};
+	struct ns_arch_pad_window w;
+	struct ns_err *err = NULL;
+	struct ns_arch_pad_func fn = func_of(s);
+	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
+	uint8_t *dst = pads() + 10 * 1024;
+	struct pa_counter ctr;
+	struct ns_arch_pad_spec spec = {
+	        .site = s->lo,
+	        .code = (const uint8_t *)(uintptr_t)s->lo,
+	        .window_len = w.len,
+	        .pad_addr = (uint64_t)(uintptr_t)dst,
+	        .collector = (uint64_t)(uintptr_t)pa_collect_count,
+	        .ctx = (uint64_t)(uintptr_t)&ctr,
+	        .flags = NS_ARCH_PAD_FLAGS_LAHF,
+	        .record = &rec,
+	};
+	// Room: pads() slots are 1024 bytes; this pad takes slots 10-12.
+	struct ns_arch_pad pad;
+	err = ns_arch_pad_emit(&spec, dst, 3 * 1024, &pad);
+	if (err) {
+		ns_test_fail(__FILE__, __LINE__, "record pad: %s", err->msg);
+		ns_err_destroy(err);
+		return;
+	}
+	__builtin___clear_cache((char *)dst, (char *)dst + pad.len);
+	NS_CHECK(pad.record_armed_off > pad.block_off);
+	NS_CHECK_INT(dst[pad.record_armed_off], 1);
+	printf("# record pad: %zu bytes for a %d-byte record with %zu fields\n", pad.len, RT_LEN,
+	       rec.nfields);
+
+	for (int round = 0; round < 2 * RT_NCASES; round++) {
+		enum rt_case c = (enum rt_case)(round % RT_NCASES);
+		// Two passes: from an empty ring, then from one that has records.
+		uint64_t head0 = round < RT_NCASES ? 0 : 3 * RT_LEN + 8;
+		rt_ring.head = head0;
+		rt_ring.tail = head0 - (head0 ? 16 : 0);
+		rt_ring.seq = 40 + (uint64_t)round;
+		rt_slot.busy = 0;
+		rt_slot.hits = 5;
+		rt_busy = 0;
+		rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
+		rt_thread.data = (uint64_t)(uintptr_t)rt_data;
+		rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
+		rt_thread.gen = rt_gen;
+		rt_thread.tid = 0xabcd1234u;
+		dst[pad.record_armed_off] = 1;
+		switch (c) {
+		case RT_DISARMED:
+			dst[pad.record_armed_off] = 0;
+			break;
+		case RT_BUSY:
+			rt_busy = 1;
+			break;
+		case RT_NO_RING:
+			rt_thread.ring = 0;
+			break;
+		case RT_NO_SLOT:
+			rt_thread.slot = 0;
+			break;
+		case RT_GEN:
+			rt_thread.gen = rt_gen + 1;
+			break;
+		case RT_FULL:
+			rt_ring.tail = head0 - (sizeof(rt_data) - RT_LEN) - 8;
+			break;
+		case RT_WRAP:
+			rt_ring.head = rt_ring.tail = 100 * sizeof(rt_data) - RT_LEN + 8;
+			break;
+		default:
+			break;
+		}
+		uint64_t head = rt_ring.head, tail = rt_ring.tail;
+		memset(rt_data, 0xee, sizeof(rt_data));
+		memset(&ctr, 0, sizeof(ctr));
+		memset(pa_dump, 0, sizeof(pa_dump));
+		uint64_t t0 = __builtin_ia32_rdtsc();
+		pa_probe_run((void *)(uintptr_t)dst, fl);
+		uint64_t t1 = __builtin_ia32_rdtsc();
+		for (int r = 0; r < 18; r++)
+			if (pa_dump[r] != direct[r])
+				ns_test_fail(__FILE__, __LINE__,
+				             "case %d: register %d %#llx after the pad, %#llx direct", c,
+				             r, (unsigned long long)pa_dump[r],
+				             (unsigned long long)direct[r]);
+		NS_CHECK_INT(rt_slot.busy, 0);
+		NS_CHECK_INT(rt_busy, c == RT_BUSY);
+		NS_CHECK(rt_ring.tail == tail);
+		if (c != RT_WRITE) {
+			if (ctr.hits != 1)
+				ns_test_fail(__FILE__, __LINE__, "case %d: %llu collector calls", c,
+				             (unsigned long long)ctr.hits);
+			NS_CHECK(rt_ring.head == head);
+			NS_CHECK_INT(rt_ring.seq, 40 + (uint64_t)round);
+			NS_CHECK_INT(rt_slot.hits, 5);
+			for (size_t i = 0; i < sizeof(rt_data); i++)
+				if (rt_data[i] != 0xee) {
+					ns_test_fail(__FILE__, __LINE__, "case %d: ring byte %zu written",
+					             c, i);
+					break;
+				}
+			// The full path saw the program's registers.
+			for (int r = 0; r < 16 && ctr.hits; r++)
+				if (ctr.last[r] != direct[r])
+					ns_test_fail(__FILE__, __LINE__,
+					             "case %d: block register %d %#llx, expected %#llx",
+					             c, r, (unsigned long long)ctr.last[r],
+					             (unsigned long long)direct[r]);
+			continue;
+		}
+		NS_CHECK_INT(ctr.hits, 0);
+		NS_CHECK(rt_ring.head == head + RT_LEN);
+		NS_CHECK_INT(rt_ring.seq, 41 + (uint64_t)round);
+		NS_CHECK_INT(rt_slot.hits, 6);
+		const uint8_t *got = rt_data + (head & (sizeof(rt_data) - 1));
+		// Before and after the record: untouched.
+		if (head)
+			NS_CHECK_INT(got[-1], 0xee);
+		NS_CHECK_INT(got[RT_LEN], 0xee);
+		// The template where no field goes.
+		for (size_t off = 0; off < RT_LEN; off += 8) {
+			bool field = false;
+			for (size_t i = 0; i < rec.nfields; i++)
+				field |= rt_fields[i].off == off;
+			if (!field && memcmp(got + off, tmpl + off, 8) != 0)
+				ns_test_fail(__FILE__, __LINE__, "template word at %zu differs", off);
+		}
+		uint64_t v[RT_LEN / 8];
+		memcpy(v, got, RT_LEN);
+		static const unsigned regs[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 15};
+		for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+			if (v[2 + i] != direct[regs[i]])
+				ns_test_fail(__FILE__, __LINE__, "record register %u %#llx, expected %#llx",
+				             regs[i], (unsigned long long)v[2 + i],
+				             (unsigned long long)direct[regs[i]]);
+		NS_CHECK(v[13] == s->lo);          // rip: the site
+		NS_CHECK(v[14] == 0xabcd1234u);    // tid, zero-extended
+		NS_CHECK(v[15] >= t0 && v[15] <= t1); // the TSC of this run
+		NS_CHECK_INT(v[16], 40 + (uint64_t)round);
+	}
+	record_cost(&rec);
+	// The record and the guard are exclusive; records are checked.
+	uint8_t nop = 0x90, buf[4096];
+	spec.guard = &nop;
+	spec.guard_len = 1;
+	err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &pad);
+	NS_CHECK(err != NULL);
+	ns_err_destroy(err);
+	spec.guard_len = 0;
+	struct ns_arch_rec_field bad = {4, NS_ARCH_REC_REG, 0};
+	rec.fields = &bad;
+	rec.nfields = 1;
+	err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &pad);
+	NS_CHECK(err != NULL);
+	ns_err_destroy(err);
+	rec.fields = rt_fields;
+	rec.nfields = sizeof(rt_fields) / sizeof(rt_fields[0]);
+	rec.ring_size = 3000;
+	err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &pad);
+	NS_CHECK(err != NULL);
+	ns_err_destroy(err);
+}
+
 // A thread stopped inside the window resumes in the pad's relocated copy: jump to
 // pad + block_off + new_off[i] with the state the original had at orig_off[i].
 NS_TEST(test_arch_pad_test__map_resume_point)
