@@ -15,7 +15,9 @@
  * followed by a trace frame (core/frame). Precisely: uint32 length, uint32 frame
  * bytes, then the frame at offset 8 (so it stays 8-aligned), then padding to 8. A
  * padding record is only the length word (| NS_AGENT_RECORD_PAD) and covers the rest
- * of the ring; records never wrap. The producer fills the bytes and then
+ * of the ring; records never wrap. Bit 30 of the length (NS_AGENT_RECORD_TSC): the
+ * frame's time_ns holds the raw TSC (a jump pad's inline record); ns_agent_ring_pop
+ * converts it to CLOCK_REALTIME with a calibration of its own (base/tsc.h). The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
  * then stores tail with release. A full ring counts a drop and never blocks. */
 #ifndef NS_AGENT_H
@@ -54,6 +56,7 @@ enum {
 	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,
 	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
 	NS_AGENT_RECORD_PAD = 1u << 31,
+	NS_AGENT_RECORD_TSC = 1u << 30,
 };
 
 struct ns_agent_ring {
@@ -93,7 +96,7 @@ struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i);
 uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
 /** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
- * it. Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt
+ * it (a raw TSC time stamp converted: the first such record calibrates for 2 ms). Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt
  * (the ring is then reset to empty and the loss counted in dropped). A frame larger
  * than @cap (use NS_AGENT_MAX_FRAME) is skipped, counted in dropped, and -1 returned. */
 long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *dst, size_t cap);

@@ -3,6 +3,7 @@
  * /proc reads). */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
+#include "base/tsc.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -175,46 +176,6 @@ void ns_agent__maps_refresh(void)
 
 struct ns_agent__tsc ns_agent__tsc;
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-// A (tsc, CLOCK_REALTIME) pair, the tsc taken as close to the clock as possible.
-static void pair(uint64_t *tsc, uint64_t *ns)
-{
-	uint64_t best = UINT64_MAX;
-	for (int i = 0; i < 5; i++) {
-		uint64_t a = __builtin_ia32_rdtsc();
-		uint64_t n = realtime_ns();
-		uint64_t b = __builtin_ia32_rdtsc();
-		if (b - a < best) {
-			best = b - a;
-			*tsc = a + (b - a) / 2;
-			*ns = n;
-		}
-	}
-}
-
-static bool invariant_tsc(void)
-{
-	FILE *f = fopen("/proc/cpuinfo", "re");
-	if (!f)
-		return false;
-	char line[4096];
-	bool c = false, n = false;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "flags", 5) == 0) {
-			c = strstr(line, " constant_tsc") != NULL;
-			n = strstr(line, " nonstop_tsc") != NULL;
-			break;
-		}
-	fclose(f);
-	return c && n;
-}
-
 void ns_agent__tsc_calibrate(void)
 {
 	static int state; // 0: not tried, 1: first pair taken, -1: no invariant TSC
@@ -223,16 +184,16 @@ void ns_agent__tsc_calibrate(void)
 	if (state < 0)
 		return;
 	if (state == 0) {
-		if (!invariant_tsc()) {
+		if (!ns_tsc_invariant()) {
 			state = -1;
 			return;
 		}
-		pair(&tsc0, &ns0);
+		ns_tsc_pair(&tsc0, &ns0);
 		state = 1;
 		return;
 	}
 	uint64_t tsc, ns;
-	pair(&tsc, &ns);
+	ns_tsc_pair(&tsc, &ns);
 	// At least 10 ms between the pairs (the rate's error is then ~1e-5 at worst).
 	if (tsc <= tsc0 || ns < ns0 + 10 * 1000 * 1000)
 		return;

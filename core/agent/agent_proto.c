@@ -2,8 +2,12 @@
  * INSTALL message. Used by both sides; the decoder treats its input as untrusted. */
 #include "agent/agent.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/tsc.h"
+#include "frame/frame.h"
 
 enum { SHM_ALIGN = 64, REC_HDR = 8 };
 
@@ -55,6 +59,18 @@ uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	return (uint8_t *)(r + 1);
 }
 
+// An inline record's time stamp is the raw TSC: CLOCK_REALTIME from this consumer
+// thread's own calibration (base/tsc.h).
+static void tsc_to_realtime(uint8_t *p)
+{
+	static _Thread_local struct ns_tsc_clock clk;
+	uint64_t tsc;
+	memcpy(&tsc, p, 8);
+	ns_tsc_clock_tick(&clk);
+	uint64_t ns = ns_tsc_clock_ns(&clk, tsc);
+	memcpy(p, &ns, 8);
+}
+
 static long corrupt(struct ns_agent_ring *r, uint64_t head)
 {
 	atomic_store_explicit(&r->tail, head, memory_order_release);
@@ -86,6 +102,8 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 		}
 		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
 			return corrupt(r, head);
+		uint32_t flags = len & NS_AGENT_RECORD_TSC;
+		len &= ~(uint32_t)NS_AGENT_RECORD_TSC;
 		memcpy(&frame_len, data + off + 4, 4);
 		if (frame_len > len - REC_HDR)
 			return corrupt(r, head);
@@ -96,6 +114,8 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 		}
 		memcpy(dst, data + off + REC_HDR, frame_len);
 		atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+		if (flags && frame_len >= sizeof(struct ns_frame_hdr))
+			tsc_to_realtime((uint8_t *)dst + offsetof(struct ns_frame_hdr, time_ns));
 		return (long)frame_len;
 	}
 }

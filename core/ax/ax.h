@@ -157,6 +157,13 @@ uint8_t *ns_ax_asm_steal(struct ns_ax_asm *a, size_t *len_out);
  * register >= 64 sets bit 63). Host side. */
 uint64_t ns_ax_reg_mask(const uint8_t *code, size_t len);
 
+/** Whether running the verified program @code can have no effect on a collection: it
+ * reads no memory, traces nothing, uses no trace state variable, cannot fail (no
+ * division, no register >= @nregs, forward jumps only, so within any step budget of
+ * at least its length) and so only computes a value from registers and constants. A
+ * tracepoint's X action that is inert adds nothing to a frame. Host side. */
+bool ns_ax_is_inert(const uint8_t *code, size_t len, unsigned nregs);
+
 /** Text listing, one instruction per line ("0003 reg 7"), appended to @out as a
  * malloc'd string; for tests and debug logs. */
 char *ns_ax_disasm(const uint8_t *code, size_t len);

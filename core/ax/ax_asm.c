@@ -158,6 +158,43 @@ uint64_t ns_ax_reg_mask(const uint8_t *code, size_t len)
 	return m;
 }
 
+bool ns_ax_is_inert(const uint8_t *code, size_t len, unsigned nregs)
+{
+	struct ns_err *err = ns_ax_verify(code, len, NULL);
+	if (err) {
+		ns_err_destroy(err);
+		return false;
+	}
+	for (size_t pc = 0; pc < len;) {
+		uint8_t op = code[pc];
+		const struct ns_ax__op_info *oi = &ns_ax__ops[op];
+		uint64_t imm = ns_ax__imm(code + pc + 1, oi->imm);
+		switch (op) {
+		case NS_AX_ADD: case NS_AX_SUB: case NS_AX_MUL: case NS_AX_LSH:
+		case NS_AX_RSH_SIGNED: case NS_AX_RSH_UNSIGNED: case NS_AX_LOG_NOT:
+		case NS_AX_BIT_AND: case NS_AX_BIT_OR: case NS_AX_BIT_XOR: case NS_AX_BIT_NOT:
+		case NS_AX_EQUAL: case NS_AX_LESS_SIGNED: case NS_AX_LESS_UNSIGNED: case NS_AX_EXT:
+		case NS_AX_ZERO_EXT: case NS_AX_CONST8: case NS_AX_CONST16: case NS_AX_CONST32:
+		case NS_AX_CONST64: case NS_AX_END: case NS_AX_DUP: case NS_AX_POP: case NS_AX_SWAP:
+		case NS_AX_PICK: case NS_AX_ROT:
+			break;
+		case NS_AX_REG:
+			if (imm >= nregs)
+				return false;
+			break;
+		case NS_AX_IF_GOTO:
+		case NS_AX_GOTO:
+			if (imm <= pc)
+				return false;
+			break;
+		default:
+			return false;
+		}
+		pc += 1 + oi->imm;
+	}
+	return true;
+}
+
 char *ns_ax_disasm(const uint8_t *code, size_t len)
 {
 	struct ns_strbuf sb;

@@ -63,7 +63,8 @@ struct ns_frame_hdr {
 	uint32_t nblocks;
 	uint32_t status;     /* enum ns_ax_status of the first failed action, 0 if none */
 	uint64_t fault_addr; /* with status */
-	uint64_t hit_count;  /* the tracepoint's hit count including this hit */
+	uint64_t hit_count;  /* the tracepoint's hit count including this hit (0 from a jump pad's
+	                      * inline record: the stub fills in its count of arrived frames) */
 };
 
 enum ns_frame_block_type {

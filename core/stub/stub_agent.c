@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -227,17 +228,20 @@ void ns_stub__agent_resume(struct ns_stub *s)
 
 /* ---- frames ---- */
 
-static void count_hit(struct ns_stub *s, const uint8_t *f, size_t len)
+// Count a frame's hit for its tracepoint location; the count (0 if unknown).
+static uint64_t count_hit(struct ns_stub *s, const uint8_t *f, size_t len)
 {
 	struct ns_frame_hdr hdr;
+	uint64_t n = 0;
 	if (len < sizeof(hdr))
-		return;
+		return 0;
 	memcpy(&hdr, f, sizeof(hdr));
 	if (hdr.magic != NS_FRAME_MAGIC)
-		return;
+		return 0;
 	for (size_t i = 0; i < s->ntps; i++)
 		if (s->tps[i].tp.num == hdr.tp_id && s->tps[i].tp.addr == hdr.addr)
-			s->tps[i].hits++;
+			n = ++s->tps[i].hits;
+	return n;
 }
 
 size_t ns_stub__drain(struct ns_stub *s)
@@ -263,7 +267,7 @@ size_t ns_stub__drain(struct ns_stub *s)
 void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
 {
 	s->fcreated++;
-	count_hit(s, f, n);
+	uint64_t count = count_hit(s, f, n);
 	if (s->fbytes + n > NS_STUB_QUEUE_BYTES) {
 		s->drops_total++;
 		return;
@@ -276,6 +280,12 @@ void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
 	fr->next = NULL;
 	fr->size = (uint32_t)n;
 	memcpy(fr->data, f, n);
+	// An inline record (jump pad) leaves hit_count 0: the count as frames arrive.
+	uint64_t hc;
+	size_t at = offsetof(struct ns_frame_hdr, hit_count);
+	if (count && n >= sizeof(struct ns_frame_hdr) &&
+	    (memcpy(&hc, fr->data + at, 8), hc == 0))
+		memcpy(fr->data + at, &count, 8);
 	if (s->ftail)
 		s->ftail->next = fr;
 	else

@@ -1505,3 +1505,90 @@ NS_TEST(test_ax_jit__speed)
 	bench("it->kind == 2 && qty > 15 (false, stack read inline)", cond_prog, sizeof(cond_prog),
 	      regs, &s);
 }
+
+/* ---- inert programs (ns_ax_is_inert) ---- */
+
+struct inert_env {
+	unsigned mem, trace, bad_reg;
+};
+
+static int inert_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
+{
+	(void)dst, (void)addr, (void)len;
+	((struct inert_env *)ctx)->mem++;
+	return -1;
+}
+
+static int inert_trace(void *ctx, uint64_t addr, size_t len, bool nul_stop)
+{
+	(void)addr, (void)len, (void)nul_stop;
+	((struct inert_env *)ctx)->trace++;
+	return 0;
+}
+
+static int inert_read_reg(void *ctx, unsigned regno, uint64_t *val)
+{
+	if (regno >= 18) {
+		((struct inert_env *)ctx)->bad_reg++;
+		return -1;
+	}
+	*val = 0x1234567890abcdefull * (regno + 1);
+	return 0;
+}
+
+// A program judged inert runs to OK in the interpreter without reading memory, tracing
+// or asking for a register it may not have, whatever the registers hold; hand-written
+// programs that can do any of these are not inert.
+NS_TEST(test_ax_jit__inert_programs)
+{
+	static const uint8_t yes[][16] = {
+	        {OP_REG, 0, 5, OP_EXT, 32, OP_END},
+	        {OP_REG, 0, 4, OP_C8, 3, OP_MUL, OP_REG, 0, 16, OP_ADD, OP_END},
+	        {OP_C8, 0, OP_REG, 0, 1, OP_IF_GOTO, 0, 11, OP_POP, OP_C8, 1, OP_END},
+	};
+	static const uint8_t no[][16] = {
+	        {OP_REG, 0, 5, OP_REF32, OP_END},                // reads memory
+	        {OP_REG, 0, 5, OP_C8, 4, OP_TRACE, OP_END},      // traces
+	        {OP_REG, 0, 5, OP_TRACE_QUICK, 4, OP_END},       // traces
+	        {OP_REG, 0, 5, OP_REG, 0, 4, OP_DIV_S, OP_END},  // can divide by zero
+	        {OP_REG, 0, 20, OP_END},                         // register 20 (>= 18)
+	        {OP_GETV, 0, 0, OP_END},                         // trace state variable
+	        {OP_C8, 1, OP_GOTO, 0, 0, OP_END},               // backward jump
+	        {OP_REG, 0, 5, OP_ADD, OP_END},                  // does not verify
+	};
+	static const size_t yes_len[] = {6, 11, 12}, no_len[] = {5, 7, 6, 8, 4, 4, 6, 5};
+	for (size_t i = 0; i < sizeof(yes_len) / sizeof(yes_len[0]); i++)
+		if (!ns_ax_is_inert(yes[i], yes_len[i], 18))
+			ns_test_fail(__FILE__, __LINE__, "hand program %zu should be inert", i);
+	for (size_t i = 0; i < sizeof(no_len) / sizeof(no_len[0]); i++)
+		if (ns_ax_is_inert(no[i], no_len[i], 18))
+			ns_test_fail(__FILE__, __LINE__, "hand program %zu should not be inert", i);
+
+	struct gen g = {.rng = 0x51ed270b27f1b6a5ull};
+	unsigned inert = 0, other = 0;
+	for (unsigned i = 0; i < 20000; i++) {
+		g.len = 0;
+		g.depth = 0;
+		gen_value(&g, 0);
+		put(&g, OP_END);
+		if (!ns_ax_is_inert(g.code, g.len, 18)) {
+			other++;
+			continue;
+		}
+		inert++;
+		struct inert_env ie = {0, 0, 0};
+		struct ns_ax_env env = {inert_read_mem, inert_read_reg, inert_trace, NULL, 0, 0, &ie};
+		struct ns_ax_result res;
+		ns_ax_run(g.code, g.len, &env, &res);
+		if (res.status != NS_AX_OK || ie.mem || ie.trace || ie.bad_reg) {
+			char *d = dis(g.code, g.len);
+			ns_test_fail(__FILE__, __LINE__,
+			             "inert program: status %d, %u reads, %u traces, %u bad regs\n%s",
+			             (int)res.status, ie.mem, ie.trace, ie.bad_reg, d);
+			free(d);
+			break;
+		}
+	}
+	printf("# inert: %u of %u random programs\n", inert, inert + other);
+	NS_CHECK(inert >= 100);
+}
