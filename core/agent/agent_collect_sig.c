@@ -45,8 +45,10 @@ static struct ns_agent__slot *claim_slot(void)
 		struct ns_agent__slot *s = &ns_agent__slots[i];
 		uint32_t free_owner = 0;
 		if (atomic_load_explicit(&s->owner, memory_order_relaxed) == 0 &&
-		    atomic_compare_exchange_strong(&s->owner, &free_owner, me))
+		    atomic_compare_exchange_strong(&s->owner, &free_owner, me)) {
+			ns_agent__thr.slot = (uint64_t)(uintptr_t)s;
 			return my_slot = s;
+		}
 	}
 	my_slot_none = true;
 	return NULL;
@@ -292,6 +294,23 @@ static void src_read_regs_pad(void *ctx, uint64_t *out)
 			out[r] = 0;
 }
 
+// This thread now writes into @r (NULL: none): what its inline records use too.
+static struct ns_agent_ring *set_ring(struct ns_agent_shm *shm, struct ns_agent_ring *r)
+{
+	my_ring = r;
+	ns_agent__thr.ring = 0; // invalid while it changes (a signal handler may hit)
+	__asm__ volatile("" ::: "memory");
+	if (!r)
+		return NULL;
+	r->seq = 0;
+	ns_agent__thr.data = (uint64_t)(uintptr_t)ns_agent_ring_data(shm, r);
+	ns_agent__thr.gen = my_gen;
+	ns_agent__thr.tid = tid();
+	__asm__ volatile("" ::: "memory");
+	ns_agent__thr.ring = (uint64_t)(uintptr_t)r;
+	return r;
+}
+
 static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 {
 	// A re-attach replaces the rings (shm stored first, then gen bumped): my_ring is
@@ -299,17 +318,15 @@ static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 	uint32_t gen = atomic_load_explicit(&ns_agent__g.gen, memory_order_acquire);
 	if (my_ring && my_gen == gen && my_shm == shm)
 		return my_ring;
-	my_ring = NULL;
+	set_ring(shm, NULL);
 	my_gen = gen;
 	my_shm = shm;
 	uint32_t me = tid();
 	for (unsigned i = 0; i < shm->nrings; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		uint32_t free_owner = 0;
-		if (atomic_compare_exchange_strong(&r->owner, &free_owner, me)) {
-			r->seq = 0;
-			return my_ring = r;
-		}
+		if (atomic_compare_exchange_strong(&r->owner, &free_owner, me))
+			return set_ring(shm, r);
 	}
 	// Every ring is taken: take over one whose thread has exited (tgkill with
 	// signal 0 reports ESRCH). Its unread records stay for the stub.
@@ -318,10 +335,8 @@ static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		uint32_t owner = atomic_load(&r->owner);
 		if (owner && syscall(SYS_tgkill, pid, owner, 0) != 0 &&
-		    atomic_compare_exchange_strong(&r->owner, &owner, me)) {
-			r->seq = 0;
-			return my_ring = r;
-		}
+		    atomic_compare_exchange_strong(&r->owner, &owner, me))
+			return set_ring(shm, r);
 	}
 	return NULL;
 }

@@ -210,22 +210,40 @@ static bool guard_fits(const struct ns_agent__site *s)
 	       memcmp(d->cond, s->guard_cond, d->cond_len) == 0;
 }
 
-/* Publish @s (NULL: nothing) at @e. A jump pad's guard goes off before a site it would
- * filter wrongly is visible (a hit that ran it before counts as earlier than this
- * change), and on after a site it fits. The armed byte is in the pad, which was just
- * written the same way: writing it cannot fail unless the pad could not have been
- * built either. */
+// The pad's inline record of @s is the collection of @s's tracepoints.
+static bool record_fits(const struct ns_agent__site *s)
+{
+	if (!s || !s->record_armed || s->ntps != 1)
+		return false;
+	const struct ns_rsp_tracepoint *d = &s->tps[0]->def;
+	uint64_t mask;
+	const char *why;
+	return d->num == s->record_num && ns_agent__record_plan(d, &mask, &why) &&
+	       mask == s->record_mask;
+}
+
+/* Publish @s (NULL: nothing) at @e. A jump pad's guard or inline record goes off before
+ * a site it would serve wrongly is visible (a hit that ran it before counts as earlier
+ * than this change), and on after a site it fits. The armed bytes are in the pad, which
+ * was just written the same way: writing one cannot fail unless the pad could not have
+ * been built either. */
 static void publish(struct ns_agent__entry *e, struct ns_agent__site *s)
 {
 	struct ns_agent__site *cur = atomic_load(&e->site);
-	uint64_t armed = s ? s->guard_armed : cur ? cur->guard_armed : 0;
-	bool fits = guard_fits(s);
+	const struct ns_agent__site *pad = s ? s : cur;
+	uint64_t armed = pad ? pad->guard_armed : 0;
+	uint64_t rec = pad ? pad->record_armed : 0;
+	bool fits = guard_fits(s), rfits = record_fits(s);
 	static const uint8_t off = 0, on = 1;
 	if (armed && !fits)
 		ns_err_destroy(write_code(armed, &off, 1));
+	if (rec && !rfits)
+		ns_err_destroy(write_code(rec, &off, 1));
 	atomic_store(&e->site, s);
 	if (fits)
 		ns_err_destroy(write_code(armed, &on, 1));
+	if (rfits)
+		ns_err_destroy(write_code(rec, &on, 1));
 }
 
 static struct ns_agent__entry *entry_insert(uint64_t addr)

@@ -57,6 +57,12 @@ struct ns_agent__site {
 	uint64_t guard_armed;
 	const uint8_t *guard_cond;
 	size_t guard_cond_len;
+	/* The pad's inline record (arch.h), 0 if none: its armed byte, and the tracepoint
+	 * number and R mask it was built for. Armed only while the site holds exactly one
+	 * tracepoint that plans to the same record (agent_ctl.c publish). */
+	uint64_t record_armed;
+	uint32_t record_num;
+	uint64_t record_mask;
 	enum ns_agent_tier tier;
 	char why[200]; /* the INSTALL reply's text for this site */
 	unsigned ntps;
@@ -172,6 +178,22 @@ void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_
  * ("; condition not inline: ..."). */
 bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8_t *buf,
                          size_t cap, size_t *len, uint32_t *clobber, char *why, size_t why_cap);
+/** Whether @d's collection can be a jump pad's inline record (arch.h: its frame is a
+ * fixed template plus tid, TSC, sequence and registers): true with the R mask it
+ * collects in *@mask, else false with the reason (static text) in *@why. Also false
+ * without an invariant TSC or with NONSTOP_AGENT_NO_JIT=1. */
+bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask, const char **why);
+/** The inline record of @d (planned: @mask) at @site: the ring record (header flagged
+ * NS_AGENT_RECORD_TSC, the frame as ns_agent__collect would build it with 0 for the
+ * fields) into @tmpl, the fields into @fields (*@nfields of them). Returns its length,
+ * 0 if it does not fit NS_ARCH_PAD_REC_MAX. */
+size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
+                              uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
+                              struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
+                              size_t *nfields);
+/** This thread's block for inline records (arch.h struct ns_arch_pad_thread): set by
+ * the collector when the thread claims its ring and its slot. */
+extern __thread struct ns_arch_pad_thread ns_agent__thr __attribute__((tls_model("initial-exec")));
 /** Rebuild the table of readable anonymous mappings (thread stacks) that hits look
  * their stack range up in (lock-free; the old table is never freed). */
 void ns_agent__maps_refresh(void);

@@ -4,8 +4,10 @@
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 #include "base/tsc.h"
+#include "frame/frame.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <linux/membarrier.h>
 #include <signal.h>
@@ -20,10 +22,97 @@ static bool no_jit;
 static uint32_t maps_gen;
 _Atomic(struct ns_agent__maps *) ns_agent__maps_cur;
 
+static bool tsc_ok; /* invariant TSC: inline records may stamp hits with rdtsc */
+__thread struct ns_arch_pad_thread ns_agent__thr __attribute__((tls_model("initial-exec")));
+
 void ns_agent__jit_init(void)
 {
 	const char *v = getenv("NONSTOP_AGENT_NO_JIT");
 	no_jit = v && strcmp(v, "1") == 0;
+	tsc_ok = ns_tsc_invariant();
+}
+
+/* ---- inline records (arch.h) ---- */
+
+bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask_out,
+                           const char **why)
+{
+	uint64_t mask = 0;
+	*why = NULL;
+	if (no_jit)
+		*why = "NONSTOP_AGENT_NO_JIT=1";
+	else if (!tsc_ok)
+		*why = "no invariant TSC to stamp hits with";
+	else if (!d->enabled)
+		*why = "disabled";
+	else if (d->cond)
+		*why = "a condition";
+	else if (d->hit_mode != NS_RSP_HIT_ALWAYS)
+		*why = "a hit condition";
+	else if (d->max_frames)
+		*why = "a frame limit";
+	else if (!ns_agent__g.shm || (ns_agent__g.shm->ring_bytes & (ns_agent__g.shm->ring_bytes - 1)))
+		*why = "rings whose size is not a power of two";
+	for (size_t i = 0; !*why && i < d->nactions; i++) {
+		const struct ns_rsp_action *a = &d->actions[i];
+		if (a->kind == NS_RSP_ACT_REGS)
+			mask |= a->regmask;
+		else if (a->kind == NS_RSP_ACT_MEM)
+			*why = "a memory collection";
+		else if (a->kind == NS_RSP_ACT_EXPR &&
+		         !ns_ax_is_inert(a->code, a->code_len, NS_ARCH_PAD_NREGS))
+			*why = "an expression that reads memory or can fail";
+	}
+	mask &= ((uint64_t)1 << NS_FRAME_NREGS) - 1;
+	if (!*why && (mask >> (NS_ARCH_PAD_REG_RIP + 1)))
+		*why = "registers other than the general ones and rip";
+	*mask_out = mask;
+	return *why == NULL;
+}
+
+size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
+                              uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
+                              struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
+                              size_t *nfields)
+{
+	enum { REC_HDR = 8 };
+	struct ns_frame_hdr hdr;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.tp_id = d->num;
+	hdr.addr = site;
+	struct ns_frame_builder b;
+	memset(tmpl, 0, NS_ARCH_PAD_REC_MAX);
+	if (ns_frame_begin(&b, tmpl + REC_HDR, NS_ARCH_PAD_REC_MAX - REC_HDR, &hdr) != 0)
+		return 0;
+	size_t n = 0;
+	fields[n++] = (struct ns_arch_rec_field){
+	        REC_HDR + offsetof(struct ns_frame_hdr, tid), NS_ARCH_REC_TID, 0};
+	fields[n++] = (struct ns_arch_rec_field){
+	        REC_HDR + offsetof(struct ns_frame_hdr, time_ns), NS_ARCH_REC_TSC, 0};
+	fields[n++] = (struct ns_arch_rec_field){
+	        REC_HDR + offsetof(struct ns_frame_hdr, seq), NS_ARCH_REC_SEQ, 0};
+	if (mask) {
+		uint64_t zero[NS_FRAME_NREGS] = {0};
+		// The block's payload: the mask, then the registers, lowest number first.
+		size_t at = REC_HDR + b.len + sizeof(struct ns_frame_block) + 8;
+		if (ns_frame_add_regs_some(&b, mask, zero) != 0)
+			return 0;
+		for (unsigned r = 0; r <= NS_ARCH_PAD_REG_RIP; r++)
+			if (mask & ((uint64_t)1 << r)) {
+				fields[n++] = (struct ns_arch_rec_field){(uint16_t)at, NS_ARCH_REC_REG,
+				                                         (uint8_t)r};
+				at += 8;
+			}
+	}
+	size_t flen = ns_frame_end(&b);
+	if (b.overflow || !flen)
+		return 0;
+	uint32_t len = (uint32_t)((REC_HDR + flen + 7) & ~(size_t)7);
+	uint32_t w0 = len | NS_AGENT_RECORD_TSC, w1 = (uint32_t)flen;
+	memcpy(tmpl, &w0, 4);
+	memcpy(tmpl + 4, &w1, 4);
+	*nfields = n;
+	return len;
 }
 
 static void append(char *why, size_t cap, const char *fmt, const char *arg)

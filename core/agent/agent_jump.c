@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <linux/membarrier.h>
 #include <sched.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,8 +242,38 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	    !ns_agent__jit_guard(def, s->addr, guard, sizeof(guard), &glen, &gclobber, gwhy,
 	                         sizeof(gwhy)))
 		glen = 0;
+	// Without a condition: the whole collection written by the pad itself, if it is
+	// a fixed-size record (a logpoint of register values).
+	uint8_t rtmpl[NS_ARCH_PAD_REC_MAX];
+	struct ns_arch_rec_field rfields[NS_ARCH_PAD_REC_FIELDS];
+	struct ns_arch_pad_record rec;
+	uint64_t rmask = 0;
+	const char *rwhy = NULL;
+	bool record = false;
+	if (!glen && ns_arch_have_lahf64() && ns_agent__record_plan(def, &rmask, &rwhy)) {
+		memset(&rec, 0, sizeof(rec));
+		rec.len = ns_agent__record_build(def, s->addr, rmask, rtmpl, rfields, &rec.nfields);
+		if (rec.len) {
+			char *tp = __builtin_thread_pointer();
+			rec.tmpl = rtmpl;
+			rec.fields = rfields;
+			rec.tls = (int32_t)((char *)&ns_agent__thr - tp);
+			rec.tls_busy = (int32_t)((char *)&ns_agent__in_hit - tp);
+			rec.gen_addr = (uint64_t)(uintptr_t)&ns_agent__g.gen;
+			rec.ring_size = ns_agent__g.shm->ring_bytes;
+			rec.head_off = offsetof(struct ns_agent_ring, head);
+			rec.tail_off = offsetof(struct ns_agent_ring, tail);
+			rec.seq_off = offsetof(struct ns_agent_ring, seq);
+			rec.busy_off = offsetof(struct ns_agent__slot, busy);
+			rec.hits_off = offsetof(struct ns_agent__slot, hits);
+			record = true;
+		} else {
+			rwhy = "its frame is too large";
+		}
+	}
 	uint64_t pad;
-	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0);
+	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0) +
+	                 (record ? NS_ARCH_PAD_REC_EXTRA : 0);
 	if ((err = ns_agent__code_alloc(s->addr, pad_cap, &pad))) {
 		refuse(s, "no room for a pad: %s", err->msg);
 		ns_err_destroy(err);
@@ -259,8 +290,10 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	        .guard = guard,
 	        .guard_len = glen,
 	        .guard_clobber = gclobber,
+	        .record = record ? &rec : NULL,
 	};
-	uint8_t buf[NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_GUARD_EXTRA + GUARD_MAX];
+	uint8_t buf[NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_GUARD_EXTRA + GUARD_MAX +
+	            NS_ARCH_PAD_REC_EXTRA];
 	struct ns_arch_pad p;
 	if ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p)) ||
 	    (err = ns_agent__write_code(pad, buf, p.len))) {
@@ -280,14 +313,22 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 		static const uint8_t off = 0;
 		ns_err_destroy(ns_agent__write_code(pad + p.armed_off, &off, 1));
 	}
+	// Written armed; publish keeps it armed only while the site's tracepoint plans to
+	// this record.
+	s->record_armed = p.record_armed_off ? pad + p.record_armed_off : 0;
+	s->record_num = def->num;
+	s->record_mask = rmask;
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;
 	s->pad_block = pad + p.block_off;
 	s->padinfo = p;
 	s->wlen = w.len;
 	snprintf(s->why, sizeof(s->why),
-	         "jump-pad tier (%u bytes displaced, pad at 0x%" PRIx64 "%s)%s", w.len, pad,
-	         s->guard_armed ? ", condition inline" : "", gwhy);
+	         "jump-pad tier (%u bytes displaced, pad at 0x%" PRIx64 "%s%s)%s%s%s", w.len, pad,
+	         s->guard_armed ? ", condition inline" : "",
+	         s->record_armed ? ", record inline" : "", gwhy,
+	         !s->record_armed && !def->cond && rwhy ? "; record not inline: " : "",
+	         !s->record_armed && !def->cond && rwhy ? rwhy : "");
 	ok = true;
 out:
 	for (size_t i = 0; i < n; i++)

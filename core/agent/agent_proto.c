@@ -100,10 +100,10 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 			atomic_store_explicit(&r->tail, tail + skip, memory_order_release);
 			continue;
 		}
-		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
-			return corrupt(r, head);
 		uint32_t flags = len & NS_AGENT_RECORD_TSC;
 		len &= ~(uint32_t)NS_AGENT_RECORD_TSC;
+		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
+			return corrupt(r, head);
 		memcpy(&frame_len, data + off + 4, 4);
 		if (frame_len > len - REC_HDR)
 			return corrupt(r, head);

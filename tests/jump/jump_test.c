@@ -463,6 +463,27 @@ static void add_actions(struct ns_rsp_tracepoint *tp, bool regs, bool expr)
 	add_actions_at(tp, regs, expr, 0);
 }
 
+// What nonstop-dap sends for a logpoint "{(int)rdi} ...": an R action with the registers
+// its expressions read (here a few, rsp and rip included) and an X action that only
+// computes from a register (nothing to collect: a jump pad can write such a frame as an
+// inline record).
+#define LOGPOINT_REGS                                                                  \
+	((1ull << NS_REG_RAX) | (1ull << NS_REG_RBX) | (1ull << NS_REG_RSI) |           \
+	 (1ull << NS_REG_RDI) | (1ull << NS_REG_RSP) | (1ull << NS_REG_R12) | (1ull << NS_REG_RIP))
+static void add_logpoint_actions(struct ns_rsp_tracepoint *tp)
+{
+	tp->nactions = 2;
+	tp->actions = calloc(2, sizeof(*tp->actions));
+	tp->actions[0].kind = NS_RSP_ACT_REGS;
+	tp->actions[0].regmask = LOGPOINT_REGS;
+	struct ns_ax_asm a;
+	ns_ax_asm_init(&a);
+	ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+	ns_ax_emit_u8(&a, NS_AX_EXT, 32);
+	tp->actions[1].kind = NS_RSP_ACT_EXPR;
+	tp->actions[1].code = steal(&a, &tp->actions[1].code_len);
+}
+
 static void free_tp(struct ns_rsp_tracepoint *tp)
 {
 	free(tp->cond);
@@ -499,7 +520,7 @@ static int snap_cmp(const void *a, const void *b)
 	return memcmp(a, b, sizeof(struct snap));
 }
 
-static size_t snaps(struct proc *p, struct snap **out)
+static size_t snaps(struct proc *p, bool logpoint, struct snap **out)
 {
 	struct snap *s = calloc(p->nframes + 1, sizeof(*s));
 	size_t n = 0;
@@ -523,7 +544,7 @@ static size_t snaps(struct proc *p, struct snap **out)
 				x->v[NS_FRAME_NREGS + 1] = blk.len;
 				x->v[NS_FRAME_NREGS + 2] = pl[0];
 			}
-		NS_CHECK(x->v[NS_FRAME_NREGS + 1] == 1);
+		NS_CHECK(x->v[NS_FRAME_NREGS + 1] == (logpoint ? 0 : 1));
 	}
 	qsort(s, n, sizeof(*s), snap_cmp);
 	*out = s;
@@ -532,7 +553,10 @@ static size_t snaps(struct proc *p, struct snap **out)
 
 struct tagged {
 	const char *exe, *src, *arg, *env;
+	bool logpoint; /* add_logpoint_actions, not R (all) + X (trace) */
 };
+
+static unsigned records_inline; /* INSTALL replies that said "record inline" */
 
 // Run @t with tracepoints on its tagged lines in one tier; frames in @p (cleaned up by
 // the caller). @jumps: how many sites the agent put in the jump-pad tier.
@@ -555,7 +579,10 @@ static bool run_tagged(const struct tagged *t, const struct bin *b, bool trap, s
 		tp.addr = a + p->bias;
 		tp.enabled = true;
 		set_ranges(b, &tp, a, p->bias);
-		add_actions_at(&tp, true, true, p->bias);
+		if (t->logpoint)
+			add_logpoint_actions(&tp);
+		else
+			add_actions_at(&tp, true, true, p->bias);
 		char text[256];
 		uint32_t tier = 0;
 		int st = install(p, &tp, &tier, text, sizeof(text));
@@ -565,6 +592,8 @@ static bool run_tagged(const struct tagged *t, const struct bin *b, bool trap, s
 			NS_CHECK_INT(tier, NS_AGENT_TIER_TRAP);
 		if (tier == NS_AGENT_TIER_JUMP)
 			(*jumps)++;
+		if (strstr(text, "record inline"))
+			records_inline++;
 		else if (!trap)
 			printf("  %s line %u (0x%lx): %s\n", t->exe, lines[i], a, text);
 		free_tp(&tp);
@@ -572,6 +601,48 @@ static bool run_tagged(const struct tagged *t, const struct bin *b, bool trap, s
 	resume(p);
 	run_until_exit(p, 60000);
 	return true;
+}
+
+struct stamp {
+	uint64_t tid, seq, time;
+};
+
+static int stamp_cmp(const void *a, const void *b)
+{
+	const struct stamp *x = a, *y = b;
+	if (x->tid != y->tid)
+		return x->tid < y->tid ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+// Each frame's time lies within the run, and each thread's frames are numbered
+// 0, 1, 2, ... (nothing dropped) in time order, whichever path (inline record or
+// collector) wrote them.
+static void check_stamps(struct proc *p, struct timespec t0, struct timespec t1)
+{
+	uint64_t lo = (uint64_t)t0.tv_sec * 1000000000ull + (uint64_t)t0.tv_nsec;
+	uint64_t hi = (uint64_t)t1.tv_sec * 1000000000ull + (uint64_t)t1.tv_nsec;
+	struct stamp *st = calloc(p->nframes + 1, sizeof(*st));
+	size_t n = 0, bad_time = 0, bad_seq = 0;
+	for (size_t i = 0; i < p->nframes; i++) {
+		struct ns_frame f;
+		if (!parse(p->frames[i], &f))
+			continue;
+		st[n++] = (struct stamp){f.hdr.tid, f.hdr.seq, f.hdr.time_ns};
+		bad_time += f.hdr.time_ns < lo || f.hdr.time_ns > hi;
+	}
+	qsort(st, n, sizeof(*st), stamp_cmp);
+	for (size_t i = 0; i < n; i++) {
+		bool first = i == 0 || st[i].tid != st[i - 1].tid;
+		if (first ? st[i].seq != 0
+		          : st[i].seq != st[i - 1].seq + 1 || st[i].time < st[i - 1].time)
+			bad_seq++;
+	}
+	if (bad_time || bad_seq)
+		ns_test_fail(__FILE__, __LINE__,
+		             "%zu of %zu frames stamped outside the run, %zu out of sequence",
+		             bad_time, n, bad_seq);
+	free(st);
 }
 
 static void check_same_in_both_tiers(const struct tagged *t)
@@ -584,13 +655,22 @@ static void check_same_in_both_tiers(const struct tagged *t)
 	struct proc pj, pt;
 	unsigned jumps = 0, sites = 0, tj = 0, ts = 0;
 	bool self = getenv("JUMP_TEST_SELF") != NULL; // debugging: trap against trap
+	records_inline = 0;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_REALTIME, &t0);
 	if (!run_tagged(t, &b, self, &pj, &jumps, &sites) ||
 	    !run_tagged(t, &b, true, &pt, &tj, &ts)) {
 		ns_test_fail(__FILE__, __LINE__, "%s: cannot run", t->exe);
 		return;
 	}
-	printf("%s: %u of %u tagged sites in the jump-pad tier, %zu frames (int3: %zu)\n", t->exe,
-	       jumps, sites, pj.nframes, pt.nframes);
+	clock_gettime(CLOCK_REALTIME, &t1);
+	printf("%s: %u of %u tagged sites in the jump-pad tier (%u inline records), %zu frames "
+	       "(int3: %zu)\n",
+	       t->exe, jumps, sites, records_inline, pj.nframes, pt.nframes);
+	if (t->logpoint) {
+		NS_CHECK(records_inline > 0);
+		check_stamps(&pj, t0, t1);
+	}
 	NS_CHECK(jumps > 0);
 	NS_CHECK(exited_ok(&pj) && exited_ok(&pt));
 	NS_CHECK_STR(pj.output, ref);
@@ -598,7 +678,7 @@ static void check_same_in_both_tiers(const struct tagged *t)
 	NS_CHECK(pj.nframes > 0);
 	NS_CHECK_INT(pj.nframes, pt.nframes);
 	struct snap *sj, *st;
-	size_t nj = snaps(&pj, &sj), nt = snaps(&pt, &st);
+	size_t nj = snaps(&pj, t->logpoint, &sj), nt = snaps(&pt, t->logpoint, &st);
 	NS_CHECK_INT(nj, nt);
 	size_t diff = 0;
 	for (size_t i = 0; i < nj && i < nt; i++)
@@ -625,25 +705,40 @@ static void check_same_in_both_tiers(const struct tagged *t)
 
 NS_TEST(test_jump_test__inventory_O0_same_as_int3)
 {
-	struct tagged t = {T("inventory-O0"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300"};
+	struct tagged t = {T("inventory-O0"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__inventory_O2_same_as_int3)
 {
-	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300"};
+	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__ledger_O0_same_as_int3)
 {
-	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL};
+	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__ledger_O2_same_as_int3)
 {
-	struct tagged t = {T("ledger-O2"), NS_TARGETS_SRC "/ledger.c", "200", NULL};
+	struct tagged t = {T("ledger-O2"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false};
+	check_same_in_both_tiers(&t);
+}
+
+// Logpoints of register values: the jump pads write them as inline records; the frames
+// are those of the int3 tier's collector, stamped and numbered right.
+NS_TEST(test_jump_test__inventory_O2_logpoints_same_as_int3)
+{
+	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300",
+	                   true};
+	check_same_in_both_tiers(&t);
+}
+
+NS_TEST(test_jump_test__ledger_O0_logpoints_same_as_int3)
+{
+	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, true};
 	check_same_in_both_tiers(&t);
 }
 
