@@ -433,12 +433,13 @@ static void rec_scratch_io(struct buf *b, bool store)
 // rcx = GDB register @reg as the program had it at the site.
 static void rec_reg_to_rcx(struct buf *b, unsigned reg, uint64_t site)
 {
-	static const uint8_t hw_of_gdb[16] = {0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15};
 	if (reg == NS_ARCH_PAD_REG_RIP) {
 		mov_imm64(b, HW_RCX, site);
 		return;
 	}
-	unsigned hw = hw_of_gdb[reg];
+	unsigned hw = 0;
+	while (hw < 15 && gdb_slot[hw] != reg)
+		hw++;
 	if (hw == HW_RSP) {
 		lea_rsp(b, HW_RCX, FRAME);
 		return;
