@@ -84,7 +84,14 @@ struct ns_agent_shm {
 	 * thread and published by the agent's control thread after each message, every
 	 * 100 ms, and when the program exits normally. */
 	_Atomic uint64_t hits;
-	uint64_t reserved[8];
+	/* Of the reads of program memory those hits made, the ones that went through the
+	 * kernel (process_vm_readv: a system call each) instead of plain loads. Published
+	 * with hits. */
+	_Atomic uint64_t kernel_reads;
+	/* Reads by plain loads that faulted (memory unmapped since the agent last read
+	 * the table of mappings): each cost a signal and read nothing. */
+	_Atomic uint64_t probe_faults;
+	uint64_t reserved[6];
 };
 
 /** Bytes of shared memory for @nrings rings of @ring_bytes. */

@@ -219,6 +219,8 @@ struct hit {
 	const struct ns_agent__maps *maps;
 	uint64_t rsp;
 	bool ranges; /* stk_lo, stk_hi and maps are set (hit_ranges, on first need) */
+	int8_t probe; /* the thread may probe (ns_agent__probe_thread_ok), -1: not asked */
+	struct ns_agent__slot *slot; /* this thread's, or NULL */
 	struct ns_frame_builder b;
 };
 
@@ -243,12 +245,86 @@ static bool direct(struct hit *h, uint64_t addr, size_t len)
 	return false;
 }
 
+/* The readable mapping (maps->rd) found last by this thread, and its table's generation. */
+static __thread uint64_t rd_lo TLS, rd_hi TLS;
+static __thread uint32_t rd_gen TLS;
+
+// [addr, addr+len) starts in a mapping probes may read; *@end: where that run ends.
+static bool probe_mapped(const struct ns_agent__maps *m, uint64_t addr, uint64_t *end)
+{
+	if (!m)
+		return false;
+	if (m->gen == rd_gen && addr >= rd_lo && addr < rd_hi) {
+		*end = rd_hi;
+		return true;
+	}
+	uint32_t a = 0, b = m->nrd;
+	while (a < b) {
+		uint32_t mid = a + (b - a) / 2;
+		if (addr < m->rd[2 * mid])
+			b = mid;
+		else if (addr >= m->rd[2 * mid + 1])
+			a = mid + 1;
+		else {
+			rd_gen = m->gen;
+			rd_lo = m->rd[2 * mid];
+			*end = rd_hi = m->rd[2 * mid + 1];
+			return true;
+		}
+	}
+	// Not in the table: a mapping made since it was read, or a wild pointer (the
+	// first pages are never mapped: not worth a refresh).
+	if (addr >= 65536)
+		atomic_store_explicit(&ns_agent__maps_stale, true, memory_order_relaxed);
+	return false;
+}
+
+// Read [addr, addr+len) by plain loads if this hit may (agent_probe_sig.c): the
+// bytes copied, or -1 to read through the kernel instead.
+static long probe_read(struct hit *h, void *dst, uint64_t addr, size_t len)
+{
+	if (!atomic_load_explicit(&ns_agent__probe_on, memory_order_relaxed))
+		return -1;
+	if (!h->ranges)
+		hit_ranges(h);
+	uint64_t end;
+	if (!probe_mapped(h->maps, addr, &end))
+		return -1;
+	if (h->probe < 0)
+		h->probe = (int8_t)ns_agent__probe_thread_ok(h->uc);
+	if (!h->probe)
+		return -1;
+	// Past the end of the mapping's run, the kernel reads the rest (or says it
+	// cannot): a probe covers what the table knows.
+	size_t n = end - addr < len ? (size_t)(end - addr) : len;
+	size_t got = ns_mem_probe(dst, addr, n);
+	if (got == n && n < len)
+		got += ns_mem_read_partial((char *)dst + n, addr + n, len - n);
+	return (long)got;
+}
+
+// One more read through the kernel on this thread (its slot's count; only its owner
+// writes it).
+static void count_kread(struct hit *h)
+{
+	if (h->slot)
+		atomic_store_explicit(&h->slot->kreads,
+		                      atomic_load_explicit(&h->slot->kreads, memory_order_relaxed) + 1,
+		                      memory_order_relaxed);
+}
+
 static int src_read_mem(void *ctx, void *dst, uint64_t addr, size_t len)
 {
 	if (direct(ctx, addr, len)) {
 		memcpy(dst, (const void *)(uintptr_t)addr, len);
 		return 0;
 	}
+	if (addr + len < addr)
+		return -1;
+	long n = probe_read(ctx, dst, addr, len);
+	if (n >= 0)
+		return (size_t)n == len ? 0 : -1;
+	count_kread(ctx);
 	return ns_mem_read(dst, addr, len);
 }
 
@@ -258,6 +334,12 @@ static size_t src_read_partial(void *ctx, void *dst, uint64_t addr, size_t len)
 		memcpy(dst, (const void *)(uintptr_t)addr, len);
 		return len;
 	}
+	if (addr + len < addr)
+		len = (size_t)(0 - addr);
+	long n = probe_read(ctx, dst, addr, len);
+	if (n >= 0)
+		return (size_t)n;
+	count_kread(ctx);
 	return ns_mem_read_partial(dst, addr, len);
 }
 
@@ -589,6 +671,8 @@ void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const 
 	struct ns_collect_src src = {src_read_mem, src_read_partial, src_read_reg, &h};
 	h.rsp = uc ? (uint64_t)uc->uc_mcontext.gregs[REG_RSP] : regs[NS_ARCH_PAD_REG_RSP];
 	h.ranges = false;
+	h.probe = -1;
+	h.slot = slot;
 	ns_agent__count_hit(slot);
 	for (unsigned i = 0; i < site->ntps; i++) {
 		struct ns_agent__tp *tp = site->tps[i];

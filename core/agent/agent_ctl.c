@@ -661,6 +661,7 @@ static void *ctl_main(void *arg)
 	int fd = ns_agent__g.ctl_fd;
 	ns_agent__publish_hits(); // this connection's count starts here
 	ns_agent__tsc_calibrate();
+	ns_agent__probe_tick();
 	struct timespec last_tsc;
 	clock_gettime(CLOCK_MONOTONIC, &last_tsc);
 	bool tsc_first = true; // publish the first calibration at the first tick
@@ -671,6 +672,11 @@ static void *ctl_main(void *arg)
 		int pr = poll(&pf, 1, 100);
 		if (pr == 0 || (pr < 0 && errno == EINTR)) {
 			ns_agent__publish_hits();
+			// Probes: the fault handlers back if the program replaced them, and
+			// the table of mappings re-read if a hit missed it.
+			ns_agent__probe_tick();
+			if (atomic_load_explicit(&ns_agent__maps_stale, memory_order_relaxed))
+				ns_agent__maps_refresh();
 			struct timespec now;
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if (tsc_first) {
@@ -715,6 +721,7 @@ static void *ctl_main(void *arg)
 	struct ns_err *err = NULL;
 	remove_tps(true, 0, &err);
 	ns_err_destroy(err);
+	ns_agent__probe_fini();
 	release_hold();
 	for (int i = 0; i < 100 && retire_list; i++) {
 		usleep(1000);

@@ -87,6 +87,7 @@ struct ns_agent__state {
 	_Atomic uint32_t gen;         /* bumped when a re-attach replaces shm (stale TLS ring) */
 	struct sigaction old_trap;
 	bool have_fsgsbase; /* rdfsbase/rdgsbase usable (AT_HWCAP2 FSGSBASE) */
+	bool no_probe;      /* NONSTOP_AGENT_NO_PROBE=1: reads always by process_vm_readv */
 	struct ns_agent__entry table[NS_AGENT__TABLE_SIZE];
 };
 
@@ -102,7 +103,8 @@ struct ns_agent__slot {
 	_Atomic uint32_t owner; /* tid, 0 = free */
 	_Atomic uint32_t busy;  /* collectors running on this thread (nested in handlers) */
 	_Atomic uint64_t hits;  /* hits seen on this thread */
-	char pad[48];
+	_Atomic uint64_t kreads; /* reads of program memory through the kernel */
+	char pad[40];
 } __attribute__((aligned(64)));
 extern struct ns_agent__slot ns_agent__slots[NS_AGENT__NSLOTS];
 /** Start of a hit (before any site is loaded): this thread's slot marked busy, or
@@ -198,6 +200,23 @@ extern __thread struct ns_arch_pad_thread ns_agent__thr __attribute__((tls_model
  * their stack range up in (lock-free; the old table is never freed). */
 void ns_agent__maps_refresh(void);
 
+/* agent_probe_sig.c: reads of the program's memory by plain loads (ns_mem_probe),
+ * safe under the agent's SIGSEGV/SIGBUS handlers. */
+/** Probes are usable: the handlers are installed (cleared by a fault that is not a
+ * probe's, until the next tick). */
+extern _Atomic bool ns_agent__probe_on;
+/** A hit read an address the table of mappings does not know: refresh it. */
+extern _Atomic bool ns_agent__maps_stale;
+/** Control thread, at start and every tick: install the handlers if they are not the
+ * process's current ones (chaining to what the program installed), set probe_on. */
+void ns_agent__probe_tick(void);
+/** Control thread, when the stub is gone: probes off, the program's actions back. */
+void ns_agent__probe_fini(void);
+/** The hitting thread may probe: probe_on, and SIGSEGV and SIGBUS not blocked in it
+ * (@uc: the trap tier's context, whose mask is the thread's; NULL: a pad's hit, asked
+ * of the kernel). 1 yes, 0 no. */
+int ns_agent__probe_thread_ok(const ucontext_t *uc);
+
 /* Sorted, immutable table of [lo, hi) readable anonymous/stack mappings (where a
  * thread's stack is looked up), and the readable runs of the main executable's own
  * mappings with its .bss (never unmapped while the program runs): both read directly,
@@ -207,7 +226,11 @@ struct ns_agent__maps {
 	uint32_t gen;
 	uint32_t n;
 	uint32_t nst;
+	uint32_t nrd;
 	uint64_t st[2 * NS_AGENT__NSTATIC];
+	/* The readable mappings probes may read (agent_probe_sig.c), merged runs, sorted:
+	 * nrd pairs, in the same allocation after r's. */
+	const uint64_t *rd;
 	uint64_t r[]; /* lo0, hi0, lo1, hi1, ... */
 };
 extern _Atomic(struct ns_agent__maps *) ns_agent__maps_cur;

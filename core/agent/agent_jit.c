@@ -29,6 +29,8 @@ void ns_agent__jit_init(void)
 {
 	const char *v = getenv("NONSTOP_AGENT_NO_JIT");
 	no_jit = v && strcmp(v, "1") == 0;
+	v = getenv("NONSTOP_AGENT_NO_PROBE");
+	ns_agent__g.no_probe = v && strcmp(v, "1") == 0;
 	tsc_ok = ns_tsc_invariant();
 }
 
@@ -191,19 +193,63 @@ bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8
 	return true;
 }
 
+// A growable list of [lo, hi) pairs, adjacent ones merged.
+struct ranges {
+	uint64_t *v;
+	size_t n, cap;
+	bool oom;
+};
+
+static void ranges_add(struct ranges *r, uint64_t lo, uint64_t hi, bool merge)
+{
+	if (merge && r->n && r->v[2 * r->n - 1] == lo) {
+		r->v[2 * r->n - 1] = hi;
+		return;
+	}
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 64;
+		uint64_t *v = realloc(r->v, cap * 2 * sizeof(uint64_t));
+		if (!v) {
+			r->oom = true;
+			return;
+		}
+		r->v = v;
+		r->cap = cap;
+	}
+	r->v[2 * r->n] = lo;
+	r->v[2 * r->n + 1] = hi;
+	r->n++;
+}
+
+// A mapping a probe may read (agent_probe_sig.c): ordinary memory whose contents do
+// not change by being read. Anonymous memory (heaps, stacks, [anon:...]) and regular
+// files; not devices, and not the kernel's [vvar]/[vsyscall] pages.
+static bool probe_readable(const char *perms, unsigned long inode, const char *name, size_t nl)
+{
+	if (perms[0] != 'r')
+		return false;
+	if (nl == 0)
+		return inode == 0;
+	if (name[0] == '[')
+		return strncmp(name, "[vvar", 5) != 0 && strncmp(name, "[vsyscall]", 10) != 0;
+	return name[0] == '/' && strncmp(name, "/dev/", 5) != 0;
+}
+
 void ns_agent__maps_refresh(void)
 {
+	atomic_store_explicit(&ns_agent__maps_stale, false, memory_order_relaxed);
 	FILE *f = fopen("/proc/self/maps", "re");
 	if (!f)
 		return;
 	char exe[512];
 	ssize_t el = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	exe[el > 0 ? el : 0] = 0;
-	size_t cap = 64, n = 0;
-	struct ns_agent__maps *m = calloc(1, sizeof(*m) + cap * 2 * sizeof(uint64_t));
+	struct ranges anon = {0}, rd = {0};
+	uint64_t st[2 * NS_AGENT__NSTATIC];
+	uint32_t nst = 0;
 	char line[512];
 	bool after_exe = false; // the previous line was the executable's
-	while (m && fgets(line, sizeof(line), f)) {
+	while (fgets(line, sizeof(line), f)) {
 		uint64_t lo, hi, off;
 		char perms[5];
 		unsigned long inode;
@@ -217,42 +263,46 @@ void ns_agent__maps_refresh(void)
 		// The executable's readable mappings, and the anonymous one right after
 		// its last (.bss), as merged runs.
 		if (perms[0] == 'r' && (is_exe || (after_exe && inode == 0 && nl == 0))) {
-			if (m->nst && m->st[2 * m->nst - 1] == lo)
-				m->st[2 * m->nst - 1] = hi;
-			else if (m->nst < NS_AGENT__NSTATIC) {
-				m->st[2 * m->nst] = lo;
-				m->st[2 * m->nst + 1] = hi;
-				m->nst++;
+			if (nst && st[2 * nst - 1] == lo)
+				st[2 * nst - 1] = hi;
+			else if (nst < NS_AGENT__NSTATIC) {
+				st[2 * nst] = lo;
+				st[2 * nst + 1] = hi;
+				nst++;
 			}
 		}
 		after_exe = is_exe;
+		if (probe_readable(perms, inode, name, nl))
+			ranges_add(&rd, lo, hi, true);
 		// Readable and writable, anonymous: thread stacks (and heaps, harmlessly).
 		if (perms[0] != 'r' || perms[1] != 'w' || inode != 0 ||
-		    (name[0] && name[0] != '\n' && strncmp(name, "[stack]", 7) != 0))
+		    (nl && strncmp(name, "[stack]", 7) != 0))
 			continue;
-		if (n == cap) {
-			cap *= 2;
-			struct ns_agent__maps *m2 =
-			        realloc(m, sizeof(*m) + cap * 2 * sizeof(uint64_t));
-			if (!m2) {
-				free(m);
-				m = NULL;
-				break;
-			}
-			m = m2;
-		}
-		m->r[2 * n] = lo;
-		m->r[2 * n + 1] = hi;
-		n++;
+		ranges_add(&anon, lo, hi, false);
 	}
 	fclose(f);
+	struct ns_agent__maps *m = NULL;
+	if (!anon.oom && !rd.oom)
+		m = calloc(1, sizeof(*m) + (anon.n + rd.n) * 2 * sizeof(uint64_t));
+	if (m) {
+		m->n = (uint32_t)anon.n;
+		m->nrd = (uint32_t)rd.n;
+		m->nst = nst;
+		memcpy(m->st, st, nst * 2 * sizeof(uint64_t));
+		if (anon.n)
+			memcpy(m->r, anon.v, anon.n * 2 * sizeof(uint64_t));
+		if (rd.n)
+			memcpy(m->r + 2 * anon.n, rd.v, rd.n * 2 * sizeof(uint64_t));
+		m->rd = m->r + 2 * anon.n;
+	}
+	free(anon.v);
+	free(rd.v);
 	if (!m)
 		return;
-	m->n = (uint32_t)n;
 	struct ns_agent__maps *cur = atomic_load(&ns_agent__maps_cur);
-	if (cur && cur->n == m->n && cur->nst == m->nst &&
+	if (cur && cur->n == m->n && cur->nrd == m->nrd && cur->nst == m->nst &&
 	    memcmp(cur->st, m->st, sizeof(m->st)) == 0 &&
-	    memcmp(cur->r, m->r, n * 2 * sizeof(uint64_t)) == 0) {
+	    memcmp(cur->r, m->r, (m->n + m->nrd) * 2 * sizeof(uint64_t)) == 0) {
 		free(m); // unchanged
 		return;
 	}
@@ -320,7 +370,7 @@ bool ns_agent__quiescent(void)
 	return true;
 }
 
-static uint64_t dead_hits; /* hits of slots given back */
+static uint64_t dead_hits, dead_kreads; /* counts of slots given back */
 
 static uint64_t total_hits(void)
 {
@@ -330,20 +380,30 @@ static uint64_t total_hits(void)
 	return n;
 }
 
+static uint64_t total_kreads(void)
+{
+	uint64_t n = dead_kreads;
+	for (unsigned i = 0; i < NS_AGENT__NSLOTS; i++)
+		n += atomic_load_explicit(&ns_agent__slots[i].kreads, memory_order_relaxed);
+	return n;
+}
+
 void ns_agent__publish_hits(void)
 {
 	static struct ns_agent_shm *last;
-	static uint64_t base;
+	static uint64_t base, kbase;
 	struct ns_agent_shm *shm = __atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE);
 	if (!shm)
 		return;
-	uint64_t n = total_hits();
+	uint64_t n = total_hits(), k = total_kreads();
 	if (shm != last) {
-		// A new stub's rings: its count starts now.
+		// A new stub's rings: its counts start now.
 		last = shm;
 		base = n;
+		kbase = k;
 	}
 	atomic_store_explicit(&shm->hits, n - base, memory_order_relaxed);
+	atomic_store_explicit(&shm->kernel_reads, k - kbase, memory_order_relaxed);
 }
 
 void ns_agent__reap_slots(void)
@@ -362,7 +422,9 @@ void ns_agent__reap_slots(void)
 		if (!owner || syscall(SYS_tgkill, pid, owner, 0) == 0 || errno != ESRCH)
 			continue;
 		dead_hits += atomic_load(&s->hits);
+		dead_kreads += atomic_load(&s->kreads);
 		atomic_store(&s->hits, 0);
+		atomic_store(&s->kreads, 0);
 		atomic_store(&s->busy, 0);
 		atomic_store(&s->owner, 0);
 	}

@@ -255,6 +255,14 @@ static void qtstatus(struct ns_stub *s, struct ns_strbuf *r)
 	                 s->running ? 1 : 0, s->running || !s->ever_run ? "tnotrun:0" : "tstop:0",
 	                 s->fcount, s->fcreated, s->fbytes, (size_t)NS_STUB_QUEUE_BYTES - s->fbytes,
 	                 s->drops_total, s->pt ? "ptrace" : "trap");
+	// Reads of program memory at hits that needed a system call (the agent's slow
+	// path: docs/jump-pads.md, "Reading the program's memory").
+	if (s->shm)
+		ns_strbuf_printf(r, ";ns_kreads:%" PRIx64 ";ns_pfaults:%" PRIx64,
+		                 (uint64_t)atomic_load_explicit(&s->shm->kernel_reads,
+		                                                memory_order_relaxed),
+		                 (uint64_t)atomic_load_explicit(&s->shm->probe_faults,
+		                                                memory_order_relaxed));
 }
 
 /* qTP:n:addr -> V<hits>:<bytes used> */

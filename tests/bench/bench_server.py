@@ -465,7 +465,8 @@ def run_nonstop(bins, tmp, site, n):
         rsp.cmd('QTinit')
         rs = [site['func']] + ([site['cold']] if site['cold'] else [])
         ranges = ':R' + ','.join('%x-%x' % (base + a, base + a + s) for a, s in rs)
-        acts = ['R' + 'f' * 7, x_act(ax_field(site['reg'], [site['argc']])),
+        # The R mask nonstop-dap sends for this logpoint: the registers it reads.
+        acts = ['R%x' % (1 << site['reg']), x_act(ax_field(site['reg'], [site['argc']])),
                 x_act(ax_field(site['reg'], [site['cmd'], site['id']]))]
         err = define(rsp, 1, addr, ranges, None, acts)
         if err:
@@ -551,6 +552,12 @@ def frame_values(frame, site):
         payload = frame[off + 16:off + 16 + ln]
         if typ == ord('R'):
             regs = struct.unpack_from('<%dQ' % (ln // 8), payload)
+        elif typ == ord('r'):  # a mask, then the registers it names, in order
+            mask, = struct.unpack_from('<Q', payload)
+            vals = struct.unpack_from('<%dQ' % (ln // 8 - 1), payload, 8)
+            regs = [None] * 64
+            for i, n in enumerate(k for k in range(64) if mask >> k & 1):
+                regs[n] = vals[i]
         elif typ == ord('M'):
             mem[addr] = payload
         off += 16 + (ln + 7) // 8 * 8
@@ -560,7 +567,7 @@ def frame_values(frame, site):
             if a <= addr and addr + n <= a + len(b):
                 return int.from_bytes(b[addr - a:addr - a + n], 'little')
         return None
-    if regs is None or site['reg'] >= len(regs):
+    if regs is None or site['reg'] >= len(regs) or regs[site['reg']] is None:
         return None
     c = regs[site['reg']]
     argc, cmd = read(c + site['argc'], 4), read(c + site['cmd'], 8)
