@@ -245,6 +245,22 @@ static bool direct(struct hit *h, uint64_t addr, size_t len)
 	return false;
 }
 
+// The pair of the sorted [lo, hi) pairs @v (@n of them) that holds @addr, or NULL.
+static const uint64_t *find_range(const uint64_t *v, uint32_t n, uint64_t addr)
+{
+	uint32_t a = 0, b = n;
+	while (a < b) {
+		uint32_t mid = a + (b - a) / 2;
+		if (addr < v[2 * mid])
+			b = mid;
+		else if (addr >= v[2 * mid + 1])
+			a = mid + 1;
+		else
+			return &v[2 * mid];
+	}
+	return NULL;
+}
+
 /* The readable mapping (maps->rd) found last by this thread, and its table's generation. */
 static __thread uint64_t rd_lo TLS, rd_hi TLS;
 static __thread uint32_t rd_gen TLS;
@@ -258,19 +274,12 @@ static bool probe_mapped(const struct ns_agent__maps *m, uint64_t addr, uint64_t
 		*end = rd_hi;
 		return true;
 	}
-	uint32_t a = 0, b = m->nrd;
-	while (a < b) {
-		uint32_t mid = a + (b - a) / 2;
-		if (addr < m->rd[2 * mid])
-			b = mid;
-		else if (addr >= m->rd[2 * mid + 1])
-			a = mid + 1;
-		else {
-			rd_gen = m->gen;
-			rd_lo = m->rd[2 * mid];
-			*end = rd_hi = m->rd[2 * mid + 1];
-			return true;
-		}
+	const uint64_t *r = find_range(m->rd, m->nrd, addr);
+	if (r) {
+		rd_gen = m->gen;
+		rd_lo = r[0];
+		*end = rd_hi = r[1];
+		return true;
 	}
 	// Not in the table: a mapping made since it was read, or a wild pointer (the
 	// first pages are never mapped: not worth a refresh).
@@ -569,26 +578,18 @@ static bool stack_range(const struct ns_agent__maps *m, uint64_t rsp, uint64_t *
 	}
 	stk_gen = m->gen;
 	stk_lo = stk_hi = 0;
-	uint32_t a = 0, b = m->n;
-	while (a < b) {
-		uint32_t mid = a + (b - a) / 2;
-		if (rsp < m->r[2 * mid])
-			b = mid;
-		else if (rsp >= m->r[2 * mid + 1])
-			a = mid + 1;
-		else {
-			stk_lo = *lo = m->r[2 * mid];
-			stk_hi = *hi = m->r[2 * mid + 1];
-			// The mapping stays readable while this thread lives (a stack does
-			// not shrink): what the pads' guards may read.
-			if (stk_hi - stk_lo >= 8) {
-				ns_agent__guard_lo = stk_lo;
-				ns_agent__guard_limit = stk_hi - stk_lo - 7;
-			}
-			return true;
-		}
+	const uint64_t *r = find_range(m->r, m->n, rsp);
+	if (!r)
+		return false;
+	stk_lo = *lo = r[0];
+	stk_hi = *hi = r[1];
+	// The mapping stays readable while this thread lives (a stack does not shrink):
+	// what the pads' guards may read.
+	if (stk_hi - stk_lo >= 8) {
+		ns_agent__guard_lo = stk_lo;
+		ns_agent__guard_limit = stk_hi - stk_lo - 7;
 	}
-	return false;
+	return true;
 }
 
 static int jit_read_mem(void *user, void *dst, uint64_t addr, size_t len)
