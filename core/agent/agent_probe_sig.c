@@ -27,6 +27,7 @@ _Atomic bool ns_agent__maps_stale;
 // The program's actions for SIGSEGV [0] and SIGBUS [1], the ones a fault that is not
 // a probe's goes to. Written by the control thread only while ours is not installed.
 static struct sigaction prev[2];
+static const int sigs[2] = {SIGSEGV, SIGBUS};
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
@@ -61,7 +62,6 @@ static bool ours(const struct sigaction *sa)
 
 void ns_agent__probe_tick(void)
 {
-	static const int sigs[2] = {SIGSEGV, SIGBUS};
 	bool ok = !ns_agent__g.no_probe;
 	for (int i = 0; i < 2 && ok; i++) {
 		struct sigaction cur;
@@ -92,7 +92,6 @@ void ns_agent__probe_tick(void)
 void ns_agent__probe_fini(void)
 {
 	atomic_store_explicit(&ns_agent__probe_on, false, memory_order_release);
-	static const int sigs[2] = {SIGSEGV, SIGBUS};
 	for (int i = 0; i < 2; i++) {
 		struct sigaction cur;
 		if (sigaction(sigs[i], NULL, &cur) == 0 && ours(&cur))
