@@ -17,7 +17,18 @@
  * padding record is only the length word (| NS_AGENT_RECORD_PAD) and covers the rest
  * of the ring; records never wrap. Bit 30 of the length (NS_AGENT_RECORD_TSC): the
  * frame's time_ns holds the raw TSC (a jump pad's inline record); ns_agent_ring_pop
- * converts it to CLOCK_REALTIME with a calibration of its own (base/tsc.h). The producer fills the bytes and then
+ * converts it to CLOCK_REALTIME with a calibration of its own (base/tsc.h).
+ *
+ * Compact records (bit 29 of the length word, NS_AGENT_RECORD_COMPACT, a jump pad's
+ * inline record): only what varies from hit to hit is in the ring; the rest of the
+ * frame is a template the agent wrote once in the shm's template table (struct
+ * ns_agent_tmpl). The word is then NS_AGENT_RECORD_COMPACT | flags | template index
+ * << 12 | record length (< 4096), and ns_agent_ring_pop expands the record into the
+ * template's frame: each of the template's fields copies record bytes over frame
+ * bytes. A two-register logpoint hit is 40 bytes in the ring instead of 120 (memory
+ * a burst must have backed, and bytes the stub copies).
+ *
+ * The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
  * then stores tail with release. A full ring counts a drop and never blocks. */
 #ifndef NS_AGENT_H
@@ -47,7 +58,7 @@
 #define NS_AGENT_ENV_TIER "NONSTOP_AGENT_TIER"
 
 #define NS_AGENT_SHM_MAGIC 0x4d48534eu /* "NSHM" */
-#define NS_AGENT_PROTO_VERSION 1
+#define NS_AGENT_PROTO_VERSION 2
 
 enum {
 	NS_AGENT_NRINGS = 64,
@@ -57,6 +68,31 @@ enum {
 	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
 	NS_AGENT_RECORD_PAD = 1u << 31,
 	NS_AGENT_RECORD_TSC = 1u << 30,
+	NS_AGENT_RECORD_COMPACT = 1u << 29,
+	NS_AGENT_RECORD_TMPL_SHIFT = 12, /* compact: template index in bits 12..28 */
+	NS_AGENT_RECORD_LEN_MASK = 0xfff,
+	/* The template table: NS_AGENT_NTMPL slots after the rings. */
+	NS_AGENT_NTMPL = 4096,
+	NS_AGENT_TMPL_FRAME_MAX = 512,
+	NS_AGENT_TMPL_FIELDS = 32,
+};
+
+/* A compact record's template (written by the agent's control thread before any record
+ * names it, never changed while the shm lives; the consumer checks it all the same). */
+struct ns_agent_tmpl_field {
+	uint16_t rec_off;   /* bytes of the record ... */
+	uint16_t frame_off; /* ... copied over the frame here */
+	uint16_t len;
+	uint16_t pad;
+};
+
+struct ns_agent_tmpl {
+	_Atomic uint32_t frame_len; /* bytes of frame; 0: unused slot (stored last, release) */
+	uint32_t rec_len;           /* bytes of the compact record (its length word's) */
+	uint32_t nfields;
+	uint32_t pad;
+	struct ns_agent_tmpl_field fields[NS_AGENT_TMPL_FIELDS];
+	uint8_t frame[NS_AGENT_TMPL_FRAME_MAX];
 };
 
 struct ns_agent_ring {
@@ -91,7 +127,8 @@ struct ns_agent_shm {
 	/* Reads by plain loads that faulted (memory unmapped since the agent last read
 	 * the table of mappings): each cost a signal and read nothing. */
 	_Atomic uint64_t probe_faults;
-	uint64_t reserved[6];
+	uint64_t tmpl_offset; /* NS_AGENT_NTMPL struct ns_agent_tmpl from here */
+	uint64_t reserved[5];
 };
 
 /** Bytes of shared memory for @nrings rings of @ring_bytes. */
@@ -101,6 +138,8 @@ void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_by
 /** Ring @i header and its data. */
 struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i);
 uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
+/** Template slot @i (i < NS_AGENT_NTMPL). */
+struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
 
 /** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
  * it (a raw TSC time stamp converted: the first such record calibrates for 2 ms). Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt

@@ -218,7 +218,8 @@ static bool record_fits(const struct ns_agent__site *s)
 	const struct ns_rsp_tracepoint *d = &s->tps[0]->def;
 	uint64_t mask;
 	const char *why;
-	return d->num == s->record_num && ns_agent__record_plan(d, &mask, &why) &&
+	return d->num == s->record_num && s->record_shm == ns_agent__g.shm &&
+	       ns_agent__record_plan(d, &mask, &why) &&
 	       mask == s->record_mask;
 }
 

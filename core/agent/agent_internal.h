@@ -63,6 +63,7 @@ struct ns_agent__site {
 	uint64_t record_armed;
 	uint32_t record_num;
 	uint64_t record_mask;
+	const struct ns_agent_shm *record_shm; /* whose template table the record names */
 	enum ns_agent_tier tier;
 	char why[200]; /* the INSTALL reply's text for this site */
 	unsigned ntps;
@@ -185,10 +186,12 @@ bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8
  * collects in *@mask, else false with the reason (static text) in *@why. Also false
  * without an invariant TSC or with NONSTOP_AGENT_NO_JIT=1. */
 bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask, const char **why);
-/** The inline record of @d (planned: @mask) at @site: the ring record (header flagged
- * NS_AGENT_RECORD_TSC, the frame as ns_agent__collect would build it with 0 for the
- * fields) into @tmpl, the fields into @fields (*@nfields of them). Returns its length,
- * 0 if it does not fit NS_ARCH_PAD_REC_MAX. */
+/** The inline record of @d (planned: @mask) at @site: the ring record into @tmpl, the
+ * fields into @fields (*@nfields of them). The record is compact (agent.h): the frame as
+ * ns_agent__collect would build it goes to a slot of the shm's template table (one with
+ * the same content if there is one); if the table is full, the whole frame is the
+ * record (header flagged NS_AGENT_RECORD_TSC). Returns its length, 0 if it does not fit
+ * NS_ARCH_PAD_REC_MAX. */
 size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
                               uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
                               struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],

@@ -72,6 +72,99 @@ bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask_out
 	return *why == NULL;
 }
 
+// The compact-record templates this agent wrote into the current shm (control thread
+// only), found again by content: a tracepoint removed and installed again (or on many
+// sites with the same frame) takes no new slot.
+static struct {
+	const struct ns_agent_shm *shm;
+	unsigned n;
+	uint64_t hash[NS_AGENT_NTMPL];
+} tmpls;
+
+static uint64_t tmpl_hash(const struct ns_agent_tmpl *t, uint32_t flen)
+{
+	uint64_t h = 1469598103934665603ull; // FNV-1a
+	const uint8_t *parts[] = {(const uint8_t *)&t->rec_len, (const uint8_t *)t->fields, t->frame};
+	size_t lens[] = {8, t->nfields * sizeof(t->fields[0]), flen};
+	for (size_t p = 0; p < 3; p++)
+		for (size_t i = 0; i < lens[p]; i++)
+			h = (h ^ parts[p][i]) * 1099511628211ull;
+	return h;
+}
+
+// The slot holding @want (frame_len @flen), written now if no slot does; -1 if the
+// table is full.
+static int tmpl_slot(const struct ns_agent_tmpl *want, uint32_t flen)
+{
+	struct ns_agent_shm *shm = ns_agent__g.shm;
+	if (tmpls.shm != shm) {
+		tmpls.shm = shm;
+		tmpls.n = 0;
+	}
+	uint64_t h = tmpl_hash(want, flen);
+	size_t flds = want->nfields * sizeof(want->fields[0]);
+	for (unsigned i = 0; i < tmpls.n; i++) {
+		const struct ns_agent_tmpl *t = ns_agent_shm_tmpl(shm, i);
+		if (tmpls.hash[i] == h && atomic_load(&t->frame_len) == flen &&
+		    t->rec_len == want->rec_len && t->nfields == want->nfields &&
+		    memcmp(t->fields, want->fields, flds) == 0 && memcmp(t->frame, want->frame, flen) == 0)
+			return (int)i;
+	}
+	if (tmpls.n == NS_AGENT_NTMPL)
+		return -1;
+	struct ns_agent_tmpl *t = ns_agent_shm_tmpl(shm, tmpls.n);
+	t->rec_len = want->rec_len;
+	t->nfields = want->nfields;
+	memcpy(t->fields, want->fields, flds);
+	memcpy(t->frame, want->frame, flen);
+	atomic_store_explicit(&t->frame_len, flen, memory_order_release);
+	tmpls.hash[tmpls.n] = h;
+	return (int)tmpls.n++;
+}
+
+// The compact record (agent.h) of the frame @frame: its template in the shm's table and
+// the ring template and pad fields into @tmpl/@fields. @ff: the frame's field offsets
+// (tid, time_ns, seq, then one per register). @frame may lie in @tmpl (it is copied
+// first). 0 if the table is full.
+static size_t record_compact(const uint8_t *frame, size_t flen, const uint16_t *ff, size_t nregs,
+                             const uint8_t *regs, uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
+                             struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
+                             size_t *nfields)
+{
+	// u32 word, u32 tid, u64 tsc, u64 seq, then the registers.
+	enum { C_TID = 4, C_TSC = 8, C_SEQ = 16, C_REGS = 24 };
+	static struct ns_agent_tmpl want; // control thread only; too large for its stack
+	size_t len = C_REGS + 8 * nregs;
+	if (flen > NS_AGENT_TMPL_FRAME_MAX || 3 + nregs > NS_AGENT_TMPL_FIELDS ||
+	    len > NS_ARCH_PAD_REC_MAX || len > NS_AGENT_RECORD_LEN_MASK)
+		return 0;
+	memset(&want, 0, sizeof(want));
+	want.rec_len = (uint32_t)len;
+	want.nfields = (uint32_t)(3 + nregs);
+	want.fields[0] = (struct ns_agent_tmpl_field){C_TID, ff[0], 4, 0};
+	want.fields[1] = (struct ns_agent_tmpl_field){C_TSC, ff[1], 8, 0};
+	want.fields[2] = (struct ns_agent_tmpl_field){C_SEQ, ff[2], 8, 0};
+	for (size_t i = 0; i < nregs; i++)
+		want.fields[3 + i] = (struct ns_agent_tmpl_field){(uint16_t)(C_REGS + 8 * i), ff[3 + i], 8, 0};
+	memcpy(want.frame, frame, flen);
+	int idx = tmpl_slot(&want, (uint32_t)flen);
+	if (idx < 0)
+		return 0;
+	memset(tmpl, 0, len);
+	uint32_t w0 = NS_AGENT_RECORD_COMPACT | NS_AGENT_RECORD_TSC |
+	              (uint32_t)idx << NS_AGENT_RECORD_TMPL_SHIFT | (uint32_t)len;
+	memcpy(tmpl, &w0, 4);
+	size_t n = 0;
+	fields[n++] = (struct ns_arch_rec_field){C_TID, NS_ARCH_REC_TID, 0};
+	fields[n++] = (struct ns_arch_rec_field){C_TSC, NS_ARCH_REC_TSC, 0};
+	fields[n++] = (struct ns_arch_rec_field){C_SEQ, NS_ARCH_REC_SEQ, 0};
+	for (size_t i = 0; i < nregs; i++)
+		fields[n++] = (struct ns_arch_rec_field){(uint16_t)(C_REGS + 8 * i), NS_ARCH_REC_REG,
+		                                         regs[i]};
+	*nfields = n;
+	return len;
+}
+
 size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
                               uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
                               struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
@@ -86,29 +179,40 @@ size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, 
 	memset(tmpl, 0, NS_ARCH_PAD_REC_MAX);
 	if (ns_frame_begin(&b, tmpl + REC_HDR, NS_ARCH_PAD_REC_MAX - REC_HDR, &hdr) != 0)
 		return 0;
-	size_t n = 0;
-	fields[n++] = (struct ns_arch_rec_field){
-	        REC_HDR + offsetof(struct ns_frame_hdr, tid), NS_ARCH_REC_TID, 0};
-	fields[n++] = (struct ns_arch_rec_field){
-	        REC_HDR + offsetof(struct ns_frame_hdr, time_ns), NS_ARCH_REC_TSC, 0};
-	fields[n++] = (struct ns_arch_rec_field){
-	        REC_HDR + offsetof(struct ns_frame_hdr, seq), NS_ARCH_REC_SEQ, 0};
+	// Frame offsets of the fields: tid, time, sequence, then the registers.
+	uint16_t ff[3 + NS_ARCH_PAD_REG_RIP + 1];
+	uint8_t regs[NS_ARCH_PAD_REG_RIP + 1];
+	size_t nregs = 0;
+	ff[0] = offsetof(struct ns_frame_hdr, tid);
+	ff[1] = offsetof(struct ns_frame_hdr, time_ns);
+	ff[2] = offsetof(struct ns_frame_hdr, seq);
 	if (mask) {
 		uint64_t zero[NS_FRAME_NREGS] = {0};
 		// The block's payload: the mask, then the registers, lowest number first.
-		size_t at = REC_HDR + b.len + sizeof(struct ns_frame_block) + 8;
+		size_t at = b.len + sizeof(struct ns_frame_block) + 8;
 		if (ns_frame_add_regs_some(&b, mask, zero) != 0)
 			return 0;
 		for (unsigned r = 0; r <= NS_ARCH_PAD_REG_RIP; r++)
 			if (mask & ((uint64_t)1 << r)) {
-				fields[n++] = (struct ns_arch_rec_field){(uint16_t)at, NS_ARCH_REC_REG,
-				                                         (uint8_t)r};
+				ff[3 + nregs] = (uint16_t)at;
+				regs[nregs++] = (uint8_t)r;
 				at += 8;
 			}
 	}
 	size_t flen = ns_frame_end(&b);
 	if (b.overflow || !flen)
 		return 0;
+	size_t clen = record_compact(tmpl + REC_HDR, flen, ff, nregs, regs, tmpl, fields, nfields);
+	if (clen)
+		return clen;
+	// The template table is full: the whole frame in the ring.
+	size_t n = 0;
+	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[0]), NS_ARCH_REC_TID, 0};
+	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[1]), NS_ARCH_REC_TSC, 0};
+	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[2]), NS_ARCH_REC_SEQ, 0};
+	for (size_t i = 0; i < nregs; i++)
+		fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[3 + i]),
+		                                         NS_ARCH_REC_REG, regs[i]};
 	uint32_t len = (uint32_t)((REC_HDR + flen + 7) & ~(size_t)7);
 	uint32_t w0 = len | NS_AGENT_RECORD_TSC, w1 = (uint32_t)flen;
 	memcpy(tmpl, &w0, 4);

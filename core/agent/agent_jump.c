@@ -318,6 +318,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	s->record_armed = p.record_armed_off ? pad + p.record_armed_off : 0;
 	s->record_num = def->num;
 	s->record_mask = rmask;
+	s->record_shm = ns_agent__g.shm;
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;
 	s->pad_block = pad + p.block_off;

@@ -112,7 +112,10 @@ static struct ns_agent_shm *map_shm(int fd, size_t *size_out)
 	          (shm->ring_stride & 7) == 0 && shm->nrings <= 4096 &&
 	          !__builtin_mul_overflow(shm->ring_stride, (uint64_t)shm->nrings, &rings_end) &&
 	          !__builtin_add_overflow(rings_end, shm->rings_offset, &rings_end) &&
-	          rings_end <= (uint64_t)st.st_size;
+	          rings_end <= (uint64_t)st.st_size && shm->tmpl_offset >= rings_end &&
+	          (shm->tmpl_offset & 7) == 0 && shm->tmpl_offset <= (uint64_t)st.st_size &&
+	          (uint64_t)st.st_size - shm->tmpl_offset >=
+	                  NS_AGENT_NTMPL * sizeof(struct ns_agent_tmpl);
 	if (!ok) {
 		munmap(p, (size_t)st.st_size);
 		return NULL;

@@ -16,10 +16,16 @@ static size_t round_up(size_t v, size_t a)
 	return (v + a - 1) / a * a;
 }
 
-size_t ns_agent_shm_size(unsigned nrings, size_t ring_bytes)
+static size_t tmpl_offset(unsigned nrings, size_t ring_bytes)
 {
 	size_t stride = round_up(sizeof(struct ns_agent_ring) + round_up(ring_bytes, 8), SHM_ALIGN);
-	return round_up(sizeof(struct ns_agent_shm), SHM_ALIGN) + (size_t)nrings * stride;
+	return round_up(round_up(sizeof(struct ns_agent_shm), SHM_ALIGN) + (size_t)nrings * stride,
+	                SHM_ALIGN);
+}
+
+size_t ns_agent_shm_size(unsigned nrings, size_t ring_bytes)
+{
+	return tmpl_offset(nrings, ring_bytes) + NS_AGENT_NTMPL * sizeof(struct ns_agent_tmpl);
 }
 
 void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_bytes)
@@ -33,6 +39,7 @@ void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_by
 	shm->ring_stride = round_up(sizeof(struct ns_agent_ring) + ring_bytes, SHM_ALIGN);
 	shm->rings_offset = round_up(sizeof(struct ns_agent_shm), SHM_ALIGN);
 	shm->total_size = ns_agent_shm_size(nrings, ring_bytes);
+	shm->tmpl_offset = tmpl_offset(nrings, ring_bytes);
 	atomic_store(&shm->dropped_no_ring, 0);
 	atomic_store(&shm->hits, 0);
 	for (unsigned i = 0; i < nrings; i++) {
@@ -59,6 +66,13 @@ uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	return (uint8_t *)(r + 1);
 }
 
+struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i)
+{
+	if (i >= NS_AGENT_NTMPL)
+		return NULL;
+	return (struct ns_agent_tmpl *)((uint8_t *)shm + shm->tmpl_offset) + i;
+}
+
 // An inline record's time stamp is the raw TSC: CLOCK_REALTIME from this consumer
 // thread's own calibration (base/tsc.h).
 static void tsc_to_realtime(uint8_t *p)
@@ -76,6 +90,54 @@ static long corrupt(struct ns_agent_ring *r, uint64_t head)
 	atomic_store_explicit(&r->tail, head, memory_order_release);
 	atomic_fetch_add(&r->dropped, 1);
 	return -1;
+}
+
+// The compact record at @rec (@avail bytes published and contiguous) expanded into its
+// template's frame at @dst, and consumed. Everything is checked: the template too is
+// in memory the program could have written.
+static long pop_compact(struct ns_agent_shm *shm, struct ns_agent_ring *r, const uint8_t *rec,
+                        uint64_t avail, uint64_t contiguous, void *dst, size_t cap)
+{
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint64_t head = tail + avail;
+	uint32_t w0;
+	memcpy(&w0, rec, 4);
+	uint32_t len = w0 & NS_AGENT_RECORD_LEN_MASK;
+	uint32_t idx = (w0 & ~(NS_AGENT_RECORD_PAD | NS_AGENT_RECORD_TSC | NS_AGENT_RECORD_COMPACT)) >>
+	               NS_AGENT_RECORD_TMPL_SHIFT;
+	if (len < REC_HDR || (len & 7) || len > contiguous || len > avail || idx >= NS_AGENT_NTMPL)
+		return corrupt(r, head);
+	const struct ns_agent_tmpl *t = ns_agent_shm_tmpl(shm, idx);
+	uint32_t flen = atomic_load_explicit(&t->frame_len, memory_order_acquire);
+	uint32_t nfields = t->nfields;
+	if (flen < sizeof(struct ns_frame_hdr) || flen > NS_AGENT_TMPL_FRAME_MAX ||
+	    t->rec_len != len || nfields > NS_AGENT_TMPL_FIELDS)
+		return corrupt(r, head);
+	if (flen > cap) {
+		atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+		atomic_fetch_add(&r->dropped, 1);
+		return -1;
+	}
+	uint8_t *out = dst;
+	memcpy(out, t->frame, flen);
+	for (uint32_t i = 0; i < nfields; i++) {
+		struct ns_agent_tmpl_field f = t->fields[i];
+		if ((uint32_t)f.rec_off + f.len > len || (uint32_t)f.frame_off + f.len > flen)
+			return corrupt(r, head);
+		memcpy(out + f.frame_off, rec + f.rec_off, f.len);
+	}
+	atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+	// The frame's own size word is the template's (the program cannot change it
+	// under the stub's feet now that it is copied).
+	uint32_t fsize;
+	memcpy(&fsize, out + offsetof(struct ns_frame_hdr, size), 4);
+	if (fsize != flen) {
+		atomic_fetch_add(&r->dropped, 1);
+		return -1;
+	}
+	if (w0 & NS_AGENT_RECORD_TSC)
+		tsc_to_realtime(out + offsetof(struct ns_frame_hdr, time_ns));
+	return (long)flen;
 }
 
 long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *dst, size_t cap)
@@ -101,6 +163,8 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 			continue;
 		}
 		uint32_t flags = len & NS_AGENT_RECORD_TSC;
+		if (len & NS_AGENT_RECORD_COMPACT)
+			return pop_compact(shm, r, data + off, head - tail, size - off, dst, cap);
 		len &= ~(uint32_t)NS_AGENT_RECORD_TSC;
 		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
 			return corrupt(r, head);

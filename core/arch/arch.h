@@ -221,9 +221,10 @@ struct ns_arch_pad_spec {
  * is read) and decremented (after head is stored), and its u64 at hits_off
  * incremented: the agent's per-thread hit slot (asymmetric fence with a membarrier on
  * the control thread's side). The record's bytes are @tmpl, then each field written
- * over them (8 bytes each):
+ * over them (8 bytes each but the tid):
  *   NS_ARCH_REC_REG  GDB register @reg: 0..15 (rsp the site's), 16 (rip: the site)
- *   NS_ARCH_REC_TID  the thread block's tid, zero-extended
+ *   NS_ARCH_REC_TID  the thread block's tid, 4 bytes (the template's other 4 bytes of
+ *                    that word stay)
  *   NS_ARCH_REC_TSC  rdtsc (edx:eax)
  *   NS_ARCH_REC_SEQ  the u64 at ring + seq_off, which is then incremented (one field
  *                    of this kind at most)
@@ -232,7 +233,7 @@ struct ns_arch_pad_spec {
 enum ns_arch_rec_kind { NS_ARCH_REC_REG, NS_ARCH_REC_TID, NS_ARCH_REC_TSC, NS_ARCH_REC_SEQ };
 
 struct ns_arch_rec_field {
-	uint16_t off; /* byte offset in the record, 8-aligned */
+	uint16_t off; /* byte offset in the record, aligned to the field's size */
 	uint8_t kind; /* enum ns_arch_rec_kind */
 	uint8_t reg;  /* NS_ARCH_REC_REG: GDB register number */
 };

@@ -470,7 +470,8 @@ static struct ns_err *rec_check(const struct ns_arch_pad_record *r)
 	unsigned seqs = 0;
 	for (size_t i = 0; i < r->nfields; i++) {
 		const struct ns_arch_rec_field *f = &r->fields[i];
-		if (f->off % 8 || f->off + 8u > r->len || f->kind > NS_ARCH_REC_SEQ ||
+		unsigned size = f->kind == NS_ARCH_REC_TID ? 4 : 8;
+		if (f->off % size || f->off + size > r->len || f->kind > NS_ARCH_REC_SEQ ||
 		    (f->kind == NS_ARCH_REC_REG && f->reg > NS_ARCH_PAD_REG_RIP))
 			return ns_err_create(NS_ERR_INVALID, "inline record field %zu (kind %u at %u)",
 			                     i, f->kind, f->off);
@@ -561,7 +562,8 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
 			break;
 		case NS_ARCH_REC_TID:
 			OP_MEM(b, false, HW_RCX, -1, T + 28, 0x8b); // mov ecx, fs:[T.tid]
-			break;
+			OP_MEM(b, false, HW_RCX, HW_RDX, f->off, 0x89); // mov [rdx+off], ecx
+			continue;
 		case NS_ARCH_REC_TSC:
 			src = HW_R8;
 			break;

@@ -3,6 +3,7 @@
  * the agent's trap handler produces them (agent_collect_sig.c). */
 #include "agent/agent.h"
 #include "base/test.h"
+#include "frame/frame.h"
 
 #include <stdlib.h>
 
@@ -275,9 +276,17 @@ NS_TEST(test_agent_proto__shm_layout)
 			                 shm->ring_bytes);
 	}
 	NS_CHECK(ns_agent_shm_ring(shm, 4) == NULL);
-	// Default sizes used by the stub fit in 32-bit offsets with room to spare.
+	// The template table after the last ring, inside the shm, aligned.
+	uint8_t *last_end = ns_agent_ring_data(shm, ns_agent_shm_ring(shm, 3)) + shm->ring_bytes;
+	struct ns_agent_tmpl *t0 = ns_agent_shm_tmpl(shm, 0);
+	NS_CHECK((uint8_t *)t0 >= last_end);
+	NS_CHECK(((uintptr_t)t0 & 7) == 0);
+	NS_CHECK((uint8_t *)(ns_agent_shm_tmpl(shm, NS_AGENT_NTMPL - 1) + 1) <= end);
+	NS_CHECK(ns_agent_shm_tmpl(shm, NS_AGENT_NTMPL) == NULL);
+	// Default sizes used by the stub: the rings, a little header, the templates.
 	NS_CHECK(ns_agent_shm_size(NS_AGENT_NRINGS, NS_AGENT_RING_BYTES) <
-	         (size_t)NS_AGENT_NRINGS * (NS_AGENT_RING_BYTES + 4096));
+	         (size_t)NS_AGENT_NRINGS * (NS_AGENT_RING_BYTES + 4096) +
+	                 NS_AGENT_NTMPL * sizeof(struct ns_agent_tmpl));
 	free(shm);
 }
 
@@ -380,5 +389,164 @@ NS_TEST(test_agent_proto__ring_corrupt_resets)
 	NS_CHECK(push(shm, r, f, 8, 128));
 	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, 32), -1);
 	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, 32), 8);
+	free(shm);
+}
+
+/* ---- compact records ---- */
+
+enum { C_TID = 4, C_TSC = 8, C_SEQ = 16, C_REGS = 24, C_LEN = 40 };
+
+// A two-register logpoint frame (rdi, rsi) with the given header values, built by the
+// frame module: the template (zeros) and the expected expansions.
+static size_t frame_of(uint8_t *buf, size_t cap, uint64_t tid, uint64_t time, uint64_t seq,
+                       uint64_t rdi, uint64_t rsi)
+{
+	struct ns_frame_hdr hdr;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.tp_id = 9;
+	hdr.addr = 0x401136;
+	hdr.tid = tid;
+	hdr.time_ns = time;
+	hdr.seq = seq;
+	struct ns_frame_builder b;
+	memset(buf, 0, cap);
+	if (ns_frame_begin(&b, buf, cap, &hdr) != 0)
+		return 0;
+	uint64_t regs[NS_FRAME_NREGS] = {0};
+	regs[5] = rdi;
+	regs[4] = rsi;
+	if (ns_frame_add_regs_some(&b, 1u << 5 | 1u << 4, regs) != 0)
+		return 0;
+	return ns_frame_end(&b);
+}
+
+// Template @idx for frame_of's frame: the record's tid, tsc, seq and two registers
+// (rsi then rdi: lowest register number first in the frame's block).
+static uint32_t put_tmpl(struct ns_agent_shm *shm, unsigned idx)
+{
+	struct ns_agent_tmpl *t = ns_agent_shm_tmpl(shm, idx);
+	uint8_t f[NS_AGENT_TMPL_FRAME_MAX];
+	uint32_t flen = (uint32_t)frame_of(f, sizeof(f), 0, 0, 0, 0, 0);
+	// Where the two register values sit: find them by building with markers.
+	uint8_t m[NS_AGENT_TMPL_FRAME_MAX];
+	frame_of(m, sizeof(m), 0, 0, 0, 0x1111111111111111ull, 0x2222222222222222ull);
+	uint16_t at_rdi = 0, at_rsi = 0;
+	for (uint16_t o = 0; o + 8u <= flen; o++) {
+		uint64_t v;
+		memcpy(&v, m + o, 8);
+		if (v == 0x1111111111111111ull)
+			at_rdi = o;
+		if (v == 0x2222222222222222ull)
+			at_rsi = o;
+	}
+	memcpy(t->frame, f, flen);
+	t->rec_len = C_LEN;
+	t->nfields = 5;
+	t->fields[0] = (struct ns_agent_tmpl_field){C_TID, offsetof(struct ns_frame_hdr, tid), 4, 0};
+	t->fields[1] = (struct ns_agent_tmpl_field){C_TSC, offsetof(struct ns_frame_hdr, time_ns), 8, 0};
+	t->fields[2] = (struct ns_agent_tmpl_field){C_SEQ, offsetof(struct ns_frame_hdr, seq), 8, 0};
+	t->fields[3] = (struct ns_agent_tmpl_field){C_REGS, at_rsi, 8, 0};
+	t->fields[4] = (struct ns_agent_tmpl_field){C_REGS + 8, at_rdi, 8, 0};
+	atomic_store(&t->frame_len, flen);
+	return flen;
+}
+
+// A compact record as a jump pad writes it (no TSC flag: time stays what we put).
+static void push_compact(struct ns_agent_shm *shm, struct ns_agent_ring *r, unsigned idx,
+                         uint32_t len, uint32_t tid, uint64_t time, uint64_t seq, uint64_t rsi,
+                         uint64_t rdi)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint64_t head = atomic_load(&r->head);
+	uint8_t *rec = data + head % shm->ring_bytes;
+	uint32_t w0 = NS_AGENT_RECORD_COMPACT | idx << NS_AGENT_RECORD_TMPL_SHIFT | len;
+	memset(rec, 0, len);
+	memcpy(rec, &w0, 4);
+	memcpy(rec + C_TID, &tid, 4);
+	memcpy(rec + C_TSC, &time, 8);
+	memcpy(rec + C_SEQ, &seq, 8);
+	memcpy(rec + C_REGS, &rsi, 8);
+	memcpy(rec + C_REGS + 8, &rdi, 8);
+	atomic_store(&r->head, head + len);
+}
+
+NS_TEST(test_agent_proto__compact_expands_to_the_frame)
+{
+	struct ns_agent_shm *shm = new_shm(1, 4096);
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint32_t flen = put_tmpl(shm, 4095);
+	NS_CHECK(flen > C_LEN); // the point: the ring holds less than the frame
+	uint8_t out[1024], want[1024];
+	for (uint64_t i = 0; i < 300; i++) { // wraps the 4 KiB ring several times
+		uint64_t off = atomic_load(&r->head) % 4096;
+		if (4096 - off < C_LEN) { // the producer's padding record
+			uint32_t p = (uint32_t)(4096 - off) | NS_AGENT_RECORD_PAD;
+			memcpy(ns_agent_ring_data(shm, r) + off, &p, 4);
+			atomic_store(&r->head, atomic_load(&r->head) + 4096 - off);
+		}
+		push_compact(shm, r, 4095, C_LEN, 1000 + (uint32_t)i, 5000 + i, i, 7 * i, ~i);
+		NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), flen);
+		NS_CHECK_INT(frame_of(want, sizeof(want), 1000 + i, 5000 + i, i, ~i, 7 * i), flen);
+		if (memcmp(out, want, flen) != 0)
+			ns_test_fail(__FILE__, __LINE__, "record %llu expands wrong", (unsigned long long)i);
+	}
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+	NS_CHECK_INT(atomic_load(&r->dropped), 0);
+	free(shm);
+}
+
+NS_TEST(test_agent_proto__compact_corrupt_rejected)
+{
+	struct ns_agent_shm *shm = new_shm(1, 4096);
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint32_t flen = put_tmpl(shm, 3);
+	struct ns_agent_tmpl *t = ns_agent_shm_tmpl(shm, 3);
+	uint8_t out[1024];
+	uint64_t drops = 0;
+#define EXPECT_DROP()                                                            \
+	do {                                                                     \
+		NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);   \
+		NS_CHECK(atomic_load(&r->tail) == atomic_load(&r->head));        \
+		NS_CHECK_INT(atomic_load(&r->dropped), ++drops);                 \
+	} while (0)
+
+	push_compact(shm, r, 4, C_LEN, 1, 2, 3, 4, 5); // a slot never written
+	EXPECT_DROP();
+	push_compact(shm, r, NS_AGENT_NTMPL + 5, C_LEN, 1, 2, 3, 4, 5); // beyond the table
+	EXPECT_DROP();
+	push_compact(shm, r, 3, C_LEN + 8, 1, 2, 3, 4, 5); // not the template's length
+	EXPECT_DROP();
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	atomic_store(&r->head, atomic_load(&r->head) - 8); // record longer than published
+	EXPECT_DROP();
+	// Templates the program scribbled on.
+	t->fields[4].rec_off = C_LEN - 4; // field past the record
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	EXPECT_DROP();
+	t->fields[4].rec_off = C_REGS + 8;
+	t->fields[4].frame_off = (uint16_t)(flen - 4); // past the frame
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	EXPECT_DROP();
+	t->fields[4].frame_off = offsetof(struct ns_frame_hdr, size); // over the size word
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	EXPECT_DROP();
+	t->nfields = NS_AGENT_TMPL_FIELDS + 1;
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	EXPECT_DROP();
+	t->nfields = 5;
+	atomic_store(&t->frame_len, NS_AGENT_TMPL_FRAME_MAX + 8);
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	EXPECT_DROP();
+	// Repaired: records flow again; one larger than the caller's buffer is skipped.
+	put_tmpl(shm, 3);
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), flen);
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	push_compact(shm, r, 3, C_LEN, 1, 2, 3, 4, 5);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, flen - 1), -1);
+	NS_CHECK_INT(atomic_load(&r->dropped), ++drops);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), flen);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+#undef EXPECT_DROP
 	free(shm);
 }
