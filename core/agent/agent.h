@@ -95,14 +95,22 @@ struct ns_agent_tmpl {
 	uint8_t frame[NS_AGENT_TMPL_FRAME_MAX];
 };
 
+/* The producer's words and the consumer's are on cache lines of their own: each side
+ * reads the other's line only when its copy says the ring is full (producer) or empty
+ * (consumer), not on every record. */
 struct ns_agent_ring {
-	_Atomic uint64_t head;    /* bytes produced (monotonic); written by the owner thread */
-	_Atomic uint64_t tail;    /* bytes consumed (monotonic); written by the stub */
-	_Atomic uint64_t dropped; /* hits lost because the ring was full */
+	/* Written by the owner thread. */
+	_Atomic uint64_t head;    /* bytes produced (monotonic) */
+	uint64_t seq;             /* per-thread hit sequence */
+	uint64_t tail_seen;       /* a tail value the producer read (<= tail) */
+	_Atomic uint64_t dropped; /* hits lost because the ring was full (the stub adds corrupt ones) */
 	_Atomic uint32_t owner;   /* tid of the thread that claimed it, 0 = free */
 	uint32_t pad;
-	uint64_t seq; /* per-thread hit sequence (owner only) */
 	uint64_t reserved[3];
+	/* Written by the stub. */
+	_Atomic uint64_t tail __attribute__((aligned(64))); /* bytes consumed (monotonic) */
+	uint64_t head_seen;                                  /* a head value the consumer read */
+	uint64_t reserved2[6];
 	/* NS_AGENT_RING_BYTES of data follow */
 };
 

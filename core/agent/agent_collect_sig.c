@@ -439,12 +439,16 @@ static uint8_t *ring_reserve(struct ns_agent_shm *shm, struct ns_agent_ring *r, 
 	uint8_t *data = ns_agent_ring_data(shm, r);
 	uint64_t size = shm->ring_bytes;
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	uint64_t off = head % size;
 	uint64_t pad = size - off < NS_AGENT_MAX_FRAME ? size - off : 0;
+	uint64_t tail = r->tail_seen; // the consumer's line only when this shows no room
 	if (head - tail > size || size - (head - tail) < pad + NS_AGENT_MAX_FRAME) {
-		atomic_fetch_add(&r->dropped, 1);
-		return NULL;
+		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+		r->tail_seen = tail;
+		if (head - tail > size || size - (head - tail) < pad + NS_AGENT_MAX_FRAME) {
+			atomic_fetch_add(&r->dropped, 1);
+			return NULL;
+		}
 	}
 	if (pad) {
 		uint32_t p = (uint32_t)pad | NS_AGENT_RECORD_PAD;

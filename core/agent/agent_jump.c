@@ -264,6 +264,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 			rec.head_off = offsetof(struct ns_agent_ring, head);
 			rec.tail_off = offsetof(struct ns_agent_ring, tail);
 			rec.seq_off = offsetof(struct ns_agent_ring, seq);
+			rec.tail_seen_off = offsetof(struct ns_agent_ring, tail_seen);
 			rec.busy_off = offsetof(struct ns_agent__slot, busy);
 			rec.hits_off = offsetof(struct ns_agent__slot, hits);
 			record = true;

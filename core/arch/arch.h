@@ -213,7 +213,10 @@ struct ns_arch_pad_spec {
  * at most 1 GiB) at the thread block's data. The record goes to data + (head &
  * (ring_size - 1)) when it fits there whole and the ring has room (head - tail <=
  * ring_size - len); then head += len is stored (a plain store: x86 stores are
- * released in order). Anything else takes the full path, which handles wrapping and
+ * released in order). The room is first checked against the u64 at ring +
+ * tail_seen_off, the producer's copy of a tail it read before (tail only grows, so the
+ * copy errs on the safe side); only when that shows no room is tail read, and the copy
+ * updated: the consumer's cache line is not touched on every hit. Anything else takes the full path, which handles wrapping and
  * counts drops: a full ring, no ring or slot yet, a gen mismatch, a busy thread, or
  * the record's armed byte (pad + record_armed_off) at 0.
  *
@@ -256,7 +259,7 @@ struct ns_arch_pad_record {
 	int32_t tls, tls_busy;
 	uint64_t gen_addr;
 	uint64_t ring_size;
-	uint32_t head_off, tail_off, seq_off;
+	uint32_t head_off, tail_off, seq_off, tail_seen_off;
 	uint32_t busy_off, hits_off;
 };
 

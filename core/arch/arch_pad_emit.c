@@ -530,10 +530,21 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
 	int32_t room = (int32_t)(r->ring_size - r->len);
 	OP_MEM(b, true, HW_RAX, HW_RSI, (int32_t)r->head_off, 0x8b); // mov rax, [rsi+head]
 	PUT(b, 0x48, 0x89, 0xc2);                                    // mov rdx, rax
-	OP_MEM(b, true, HW_RDX, HW_RSI, (int32_t)r->tail_off, 0x2b); // sub rdx, [rsi+tail]
+	OP_MEM(b, true, HW_RDX, HW_RSI, (int32_t)r->tail_seen_off, 0x2b); // sub rdx, [rsi+seen]
 	PUT(b, 0x48, 0x81, 0xfa);                                    // cmp rdx, room
 	put4(b, (uint32_t)room);
+	// No room by the tail last seen: read the consumer's (its cache line), keep it.
+	put1(b, 0x76); // jbe roomy
+	size_t roomy = b->n;
+	put1(b, 0);
+	OP_MEM(b, true, HW_RDX, HW_RSI, (int32_t)r->tail_off, 0x8b);      // mov rdx, [rsi+tail]
+	OP_MEM(b, true, HW_RDX, HW_RSI, (int32_t)r->tail_seen_off, 0x89); // mov [rsi+seen], rdx
+	PUT(b, 0x48, 0xf7, 0xda);                                         // neg rdx
+	PUT(b, 0x48, 0x01, 0xc2);                                         // add rdx, rax
+	PUT(b, 0x48, 0x81, 0xfa);                                         // cmp rdx, room
+	put4(b, (uint32_t)room);
 	jcc_fix(b, CC_A, &unmark);
+	b->p[roomy] = (uint8_t)(b->n - roomy - 1);
 	PUT(b, 0x48, 0x89, 0xc2); // mov rdx, rax
 	PUT(b, 0x48, 0x81, 0xe2); // and rdx, size - 1
 	put4(b, (uint32_t)(r->ring_size - 1));

@@ -332,6 +332,7 @@ void ns_stub__release_dead_rings(struct ns_stub *s)
 		atomic_store_explicit(&r->head, 0, memory_order_relaxed);
 		atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
 		r->seq = 0;
+		r->tail_seen = r->head_seen = 0;
 		atomic_store_explicit(&r->owner, 0, memory_order_release);
 	}
 }

@@ -92,6 +92,12 @@ def cpu_of(text):
     return int(m.group(1)) if m else None
 
 
+def faults_of(text):
+    """Page faults the hitting thread took in the loop (hotloop.c's faults)."""
+    m = re.search(r'faults (\d+)', text or '')
+    return int(m.group(1)) if m else None
+
+
 def nm_syms(path):
     """{name: (addr, size)} of text symbols."""
     out = subprocess.run(['nm', '-S', path], capture_output=True, text=True).stdout
@@ -168,6 +174,7 @@ def run_nonstop(prog, n, cond, actions):
         rfd = None
         res['elapsed'] = elapsed_of(out)
         res['cpu'] = cpu_of(out)
+        res['faults'] = faults_of(out)
         if res['elapsed'] is None:
             res['error'] = 'no elapsed_ns in the program output (%s)' % ex
         return res

@@ -1082,7 +1082,7 @@ static __thread struct ns_arch_pad_thread rt_thread TLSIE;
 static __thread uint8_t rt_busy TLSIE;
 static uint32_t rt_gen = 7;
 static struct {
-	uint64_t head, tail, pad, seq;
+	uint64_t head, tail, seen, seq;
 } rt_ring;
 static uint8_t rt_data[4096] __attribute__((aligned(64)));
 static struct {
@@ -1115,6 +1115,7 @@ enum rt_case {
 	RT_GEN,        // stale generation
 	RT_FULL,       // head - tail leaves no room
 	RT_WRAP,       // not contiguous at the end of the ring
+	RT_STALE,      // room, but not by the tail last seen: written, the copy refreshed
 	RT_NCASES
 };
 
@@ -1222,6 +1223,7 @@ NS_TEST(test_arch_pad_test__record)
 	        .head_off = 0,
 	        .tail_off = 8,
 	        .seq_off = 24,
+	        .tail_seen_off = 16,
 	        .busy_off = 0,
 	        .hits_off = 8,
 	};
@@ -1262,6 +1264,7 @@ NS_TEST(test_arch_pad_test__record)
 		rt_ring.head = head0;
 		rt_ring.tail = head0 - (head0 ? 16 : 0);
 		rt_ring.seq = 40 + (uint64_t)round;
+		rt_ring.seen = rt_ring.tail;
 		rt_slot.busy = 0;
 		rt_slot.hits = 5;
 		rt_busy = 0;
@@ -1289,14 +1292,18 @@ NS_TEST(test_arch_pad_test__record)
 			break;
 		case RT_FULL:
 			rt_ring.tail = head0 - (sizeof(rt_data) - RT_LEN) - 8;
+			rt_ring.seen = rt_ring.tail - 64;
 			break;
 		case RT_WRAP:
-			rt_ring.head = rt_ring.tail = 100 * sizeof(rt_data) - RT_LEN + 8;
+			rt_ring.head = rt_ring.tail = rt_ring.seen = 100 * sizeof(rt_data) - RT_LEN + 8;
+			break;
+		case RT_STALE:
+			rt_ring.seen = head0 - sizeof(rt_data);
 			break;
 		default:
 			break;
 		}
-		uint64_t head = rt_ring.head, tail = rt_ring.tail;
+		uint64_t head = rt_ring.head, tail = rt_ring.tail, seen = rt_ring.seen;
 		memset(rt_data, 0xee, sizeof(rt_data));
 		memset(&ctr, 0, sizeof(ctr));
 		memset(pa_dump, 0, sizeof(pa_dump));
@@ -1312,7 +1319,9 @@ NS_TEST(test_arch_pad_test__record)
 		NS_CHECK_INT(rt_slot.busy, 0);
 		NS_CHECK_INT(rt_busy, c == RT_BUSY);
 		NS_CHECK(rt_ring.tail == tail);
-		if (c != RT_WRITE) {
+		// The producer's copy of the tail: refreshed when it showed no room.
+		NS_CHECK(rt_ring.seen == (c == RT_STALE || c == RT_FULL ? tail : seen));
+		if (c != RT_WRITE && c != RT_STALE) {
 			if (ctr.hits != 1)
 				ns_test_fail(__FILE__, __LINE__, "case %d: %llu collector calls", c,
 				             (unsigned long long)ctr.hits);
