@@ -62,6 +62,7 @@
 
 enum {
 	NS_AGENT_NRINGS = 64,
+	NS_AGENT_WARM_BYTES = 16 * 1024 * 1024, /* the stub's default warm_bytes */
 	/* Per ring, in a memfd: only the pages a thread fills are ever backed (a burst
 	 * of ~500 k compact logpoint frames fits); see docs/jump-pads.md. */
 	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,
@@ -136,7 +137,11 @@ struct ns_agent_shm {
 	 * the table of mappings): each cost a signal and read nothing. */
 	_Atomic uint64_t probe_faults;
 	uint64_t tmpl_offset; /* NS_AGENT_NTMPL struct ns_agent_tmpl from here */
-	uint64_t reserved[5];
+	/* Bytes of each claimed ring the agent keeps backed ahead of its producer, and of
+	 * the next free ring before a thread claims it (0: none; the stub sets it). A page
+	 * a hit writes first costs that thread a page fault (1-2 us here). */
+	uint64_t warm_bytes;
+	uint64_t reserved[4];
 };
 
 /** Bytes of shared memory for @nrings rings of @ring_bytes. */

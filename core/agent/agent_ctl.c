@@ -615,6 +615,7 @@ static void handle(const uint8_t *msg, size_t len)
 		}
 		uint32_t tier = NS_AGENT_TIER_TRAP;
 		char why[256];
+		ns_agent__warm_spare();
 		err = install(&def, &tier, why, sizeof(why));
 		ns_rsp_tp_deinit(&def);
 		if (err)
@@ -655,6 +656,15 @@ static void handle(const uint8_t *msg, size_t len)
 	}
 }
 
+enum { TICK_MS = 100 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 static void *ctl_main(void *arg)
 {
 	(void)arg;
@@ -665,13 +675,23 @@ static void *ctl_main(void *arg)
 	ns_agent__probe_tick();
 	struct timespec last_tsc;
 	clock_gettime(CLOCK_MONOTONIC, &last_tsc);
+	int64_t next_tick = mono_ms() + TICK_MS;
 	bool tsc_first = true; // publish the first calibration at the first tick
 	for (;;) {
 		// Every 100 ms without a message: publish the hit count, and every second
 		// refresh the TSC clock's base, give dead threads' slots back, reclaim.
+		// Between ticks, as often as the ring warmer asks.
+		int64_t to_tick = next_tick - mono_ms();
+		int warm = ns_agent__warm_tick();
+		int timeout = to_tick < 0 ? 0 : to_tick > TICK_MS ? TICK_MS : (int)to_tick;
+		if (warm >= 0 && warm < timeout)
+			timeout = warm;
 		struct pollfd pf = {fd, POLLIN, 0};
-		int pr = poll(&pf, 1, 100);
+		int pr = poll(&pf, 1, timeout);
+		if (pr == 0 && mono_ms() < next_tick)
+			continue;
 		if (pr == 0 || (pr < 0 && errno == EINTR)) {
+			next_tick = mono_ms() + TICK_MS;
 			ns_agent__publish_hits();
 			// Probes: the fault handlers back if the program replaced them, and
 			// the table of mappings re-read if a hit missed it.

@@ -124,6 +124,15 @@ void ns_agent__publish_hits(void);
 /** Threads that exited give their slots back (their hits are kept). */
 void ns_agent__reap_slots(void);
 
+/* agent_warm.c (control thread) */
+/** Back the rings' next pages ahead of their producers (shm->warm_bytes). Returns in
+ * how many milliseconds it wants to run again: 0 (more to do now), a few (a producer
+ * is moving), or -1 (nothing until something changes: the next tick). */
+int ns_agent__warm_tick(void);
+/** Back the first warm_bytes of the ring the next thread to hit will claim, now (before
+ * a site is patched: its first hits then write backed pages). */
+void ns_agent__warm_spare(void);
+
 /* agent_trap_sig.c */
 void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc);
 struct ns_agent__entry *ns_agent__lookup(uint64_t addr);

@@ -47,6 +47,7 @@ struct ns_stub {
 	const char *listen_addr;
 	bool use_stdio, hold;
 	int stdout_fd, stderr_fd;
+	uint64_t ring_warm; /* --ring-warm: shm warm_bytes (agent.h) */
 	const char *agent_path;
 	char **argv;
 	pid_t attach_pid; /* --attach PID; 0: launch argv */

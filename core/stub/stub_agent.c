@@ -31,6 +31,7 @@ struct ns_err *ns_stub__agent_rings(struct ns_stub *s)
 		return ns_err_errno(errno, "mmap rings");
 	s->shm = m;
 	ns_agent_shm_init(s->shm, NS_AGENT_NRINGS, NS_AGENT_RING_BYTES);
+	s->shm->warm_bytes = s->ring_warm;
 	s->scratch = malloc(NS_AGENT_MAX_FRAME);
 	if (!s->scratch)
 		return &ns_err_nomem;

@@ -4,8 +4,11 @@
  * frames, and when it goes away the tracepoints are removed and the program runs on.
  *
  *   nonstop-stub [--listen HOST:PORT | --stdio] [--hold] [--stdout-fd N]
- *                [--stderr-fd N] [--agent PATH] -- PROGRAM ARGS...
- *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH] */
+ *                [--stderr-fd N] [--agent PATH] [--ring-warm SIZE] -- PROGRAM ARGS...
+ *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH]
+ *
+ * --ring-warm SIZE (bytes, K/M/G suffixes; default 16M, 0 = off): how much of each
+ * hitting thread's ring the agent keeps backed ahead of it (docs/jump-pads.md). */
 #define _GNU_SOURCE
 #include "stub/stub.h"
 
@@ -31,9 +34,9 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: nonstop-stub [--listen HOST:PORT | --stdio] [--hold] "
 	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] [--debug-dir DIR]...\n"
-	                "                    -- PROGRAM ARGS...\n"
+	                "                    [--ring-warm SIZE] -- PROGRAM ARGS...\n"
 	                "       nonstop-stub --attach PID [--listen HOST:PORT | --stdio] "
-	                "[--agent PATH] [--debug-dir DIR]...\n");
+	                "[--agent PATH] [--debug-dir DIR]... [--ring-warm SIZE]\n");
 }
 
 static bool parse_fd(const char *s, int *out)
@@ -43,6 +46,26 @@ static bool parse_fd(const char *s, int *out)
 	if (*s == 0 || *end || v < 0 || v > 1 << 20)
 		return false;
 	*out = (int)v;
+	return true;
+}
+
+// "N", "NK", "NM" or "NG" bytes (at most 1 TiB).
+static bool parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (*s < '0' || *s > '9' || *end || v > (1ull << 40) >> shift)
+		return false;
+	*out = (uint64_t)v << shift;
 	return true;
 }
 
@@ -73,6 +96,9 @@ static bool parse_args(struct ns_stub *s, int argc, char **argv)
 			if (s->ndebug_dirs == sizeof(s->debug_dirs) / sizeof(s->debug_dirs[0]))
 				return false;
 			s->debug_dirs[s->ndebug_dirs++] = argv[++i];
+		} else if (!strcmp(a, "--ring-warm") && has_val) {
+			if (!parse_size(argv[++i], &s->ring_warm))
+				return false;
 		} else if (!strcmp(a, "--stdout-fd") && has_val) {
 			if (!parse_fd(argv[++i], &s->stdout_fd))
 				return false;
@@ -244,6 +270,7 @@ int main(int argc, char **argv)
 	static struct ns_stub st;
 	struct ns_stub *s = &st;
 	s->stdout_fd = s->stderr_fd = -1;
+	s->ring_warm = NS_AGENT_WARM_BYTES;
 	s->ctl_fd = s->memfd = s->pidfd = s->listen_fd = -1;
 	ns_strbuf_init(&s->maps);
 	if (!parse_args(s, argc, argv)) {

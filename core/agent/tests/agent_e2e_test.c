@@ -130,6 +130,7 @@ static bool recv_timeout(int fd, void *buf, size_t cap, ssize_t *n, int ms)
 
 // The next launch runs the agent with NONSTOP_AGENT_NO_JIT=1 (interpreted conditions).
 static bool launch_no_jit;
+static uint64_t launch_warm; /* the shm's warm_bytes */
 
 // Launch @exe with the agent (held until RESUME) unless @agent is false.
 static bool launch(struct proc *p, const char *exe, const char *const *args, bool agent, bool pie)
@@ -150,6 +151,7 @@ static bool launch(struct proc *p, const char *exe, const char *const *args, boo
 		if (p->shm == MAP_FAILED)
 			return false;
 		ns_agent_shm_init(p->shm, NRINGS, RING_BYTES);
+		p->shm->warm_bytes = launch_warm;
 	}
 	p->pid = fork();
 	if (p->pid == 0) {
@@ -861,6 +863,98 @@ NS_TEST(test_agent_e2e__threads_own_rings)
 	}
 	for (unsigned r = 0; r < NRINGS; r++)
 		NS_CHECK_INT(atomic_load(&ns_agent_shm_ring(p.shm, r)->dropped), 0);
+	cleanup(&p);
+}
+
+// The whole pages of ring @r's data in [lo, hi) (byte offsets; a ring's first and last
+// pages also hold ring headers, which both sides touch) that the kernel has in memory
+// (mincore on our own mapping of the memfd), and their number in *@total.
+static size_t resident_of(struct proc *p, unsigned r, uint64_t lo, uint64_t hi, size_t *total)
+{
+	uint8_t *data = ns_agent_ring_data(p->shm, ns_agent_shm_ring(p->shm, r));
+	uintptr_t a = ((uintptr_t)data + lo + 4095) & ~(uintptr_t)4095;
+	uintptr_t b = ((uintptr_t)data + hi) & ~(uintptr_t)4095;
+	*total = b > a ? (b - a) / 4096 : 0;
+	static unsigned char vec[RING_BYTES / 4096 + 2];
+	if (b <= a)
+		return 0;
+	if ((b - a) / 4096 > sizeof(vec) || mincore((void *)a, b - a, vec) != 0)
+		return (size_t)-1;
+	size_t n = 0;
+	for (size_t i = 0; i < (b - a) / 4096; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+static size_t resident(struct proc *p, unsigned r, uint64_t lo, uint64_t hi)
+{
+	size_t total;
+	return resident_of(p, r, lo, hi, &total);
+}
+
+// Every whole page of [lo, hi) of ring @r is in memory.
+static bool all_resident(struct proc *p, unsigned r, uint64_t lo, uint64_t hi)
+{
+	size_t total, n = resident_of(p, r, lo, hi, &total);
+	return total > 0 && n == total;
+}
+
+// The agent backs the first warm_bytes of the ring the next hitting thread claims
+// before it patches a site, and keeps a claimed ring backed warm_bytes past its head
+// (agent_warm.c); nothing more, and never on its own without a tracepoint.
+NS_TEST(test_agent_e2e__rings_backed_ahead)
+{
+	enum { W = 64 << 10 };
+	struct target t;
+	get_target(&t, false);
+	const char *args[] = {"300", "1000", NULL}; // work() 300 times, 1 ms apart
+	char ref[4096];
+	reference_output(t.exe, args, ref, sizeof(ref));
+	struct proc p;
+	launch_warm = W;
+	bool ok = launch(&p, t.exe, args, true, false);
+	launch_warm = 0;
+	if (!ok) {
+		cleanup(&p);
+		return;
+	}
+	usleep(300000); // three of the agent's ticks
+	for (unsigned r = 0; r < NRINGS; r++)
+		NS_CHECK_INT(resident(&p, r, 0, RING_BYTES), 0);
+	struct ns_rsp_tracepoint tp = {0};
+	tp.num = 41;
+	tp.addr = t.work;
+	tp.enabled = true;
+	tp.nactions = 1;
+	tp.actions = calloc(1, sizeof(*tp.actions));
+	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.actions[0].regmask = ~0ull;
+	char text[256];
+	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
+	free_tp(&tp);
+	// Before any hit: the first ring's first W bytes, and nothing else.
+	NS_CHECK(all_resident(&p, 0, 0, W));
+	NS_CHECK_INT(resident(&p, 0, W, RING_BYTES), 0);
+	for (unsigned r = 1; r < NRINGS; r++)
+		NS_CHECK_INT(resident(&p, r, 0, RING_BYTES), 0);
+	resume(&p);
+	run_until_exit(&p, 20000);
+	NS_CHECK(exited_ok(&p));
+	NS_CHECK_STR(p.output, ref);
+	NS_CHECK_INT(frames_of(&p, 41, frames_buf, 4 * N), 300);
+	// The main thread claimed ring 0 and wrote ~300 frames: backed through its head
+	// and W past it (give or take the last few milliseconds' hits), not much further;
+	// ring 1, the next to be claimed, W; the others nothing.
+	uint64_t head = atomic_load(&ns_agent_shm_ring(p.shm, 0)->head);
+	NS_CHECK(head > W); // the warming had to follow the head
+	printf("ring 0 head %llu, resident pages %zu\n", (unsigned long long)head,
+	       resident(&p, 0, 0, RING_BYTES));
+	NS_CHECK(all_resident(&p, 0, 0, head + W - 8192));
+	NS_CHECK_INT(resident(&p, 0, head + W + 4096, RING_BYTES), 0);
+	NS_CHECK(all_resident(&p, 1, 0, W));
+	NS_CHECK_INT(resident(&p, 1, W, RING_BYTES), 0);
+	for (unsigned r = 2; r < NRINGS; r++)
+		NS_CHECK_INT(resident(&p, r, 0, RING_BYTES), 0);
 	cleanup(&p);
 }
 

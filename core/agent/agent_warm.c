@@ -1,0 +1,134 @@
+/* Ring pages backed ahead of the hits that write them (control thread).
+ *
+ * A ring is a range of a memfd: a page gets memory, and a page-table entry in this
+ * process, when it is first touched. Left to the hitting thread, that is a page fault
+ * in the middle of a hit (1-2 us in a VM, against ~8 ns for the record itself: the
+ * faults were most of a two-int logpoint's cost in a burst). So the control thread
+ * touches them first: for every claimed ring, the shm's warm_bytes past the
+ * producer's head, and, once a tracepoint was installed, the first warm_bytes of the
+ * ring the next thread to hit will claim (the first free one, agent_collect_sig.c
+ * claim_ring). MADV_POPULATE_WRITE
+ * (Linux 5.14) maps them without writing; before it, a locked add of 0 to one word of
+ * each page (atomic against the producer's stores, and changing nothing). Pages stay
+ * backed: nothing here gives memory back (the rings' pages are the stub's to punch). */
+#define _GNU_SOURCE
+#include "agent/agent_internal.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+enum { PAGE = 4096, STEP = 4 << 20 /* bytes populated per call, at most */ };
+
+static struct {
+	const struct ns_agent_shm *shm;
+	bool no_madv;                    /* MADV_POPULATE_WRITE refused: touch instead */
+	bool armed;                      /* a tracepoint was installed: keep a spare ring */
+	uint64_t upto[NS_AGENT_NRINGS];  /* ring positions below this are backed */
+	uint64_t last[NS_AGENT_NRINGS];  /* head at the last look */
+	bool whole[NS_AGENT_NRINGS];     /* every page of the ring has been backed */
+} w;
+
+static void populate(uint8_t *p, size_t len)
+{
+	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(PAGE - 1);
+	uintptr_t hi = ((uintptr_t)p + len + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+	if (!w.no_madv) {
+		if (syscall(SYS_madvise, lo, hi - lo, MADV_POPULATE_WRITE) == 0)
+			return;
+		if (errno != EINVAL && errno != ENOSYS)
+			return; // ENOMEM, EFAULT...: leave the rest to the faults
+		w.no_madv = true;
+	}
+	for (uintptr_t a = lo; a < hi; a += PAGE)
+		__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
+}
+
+// Back ring @r's positions [from, to) (to - from <= its size), wrapping.
+static void back(const struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t from, uint64_t to)
+{
+	uint8_t *data = ns_agent_ring_data((struct ns_agent_shm *)shm, r);
+	uint64_t size = shm->ring_bytes;
+	while (from < to) {
+		uint64_t off = from % size;
+		uint64_t n = size - off < to - from ? size - off : to - from;
+		populate(data + off, n);
+		from += n;
+	}
+}
+
+static int warm(bool spare_only, uint64_t step);
+
+int ns_agent__warm_tick(void)
+{
+	return warm(false, STEP);
+}
+
+void ns_agent__warm_spare(void)
+{
+	warm(true, UINT64_MAX);
+}
+
+static int warm(bool spare_only, uint64_t step)
+{
+	const struct ns_agent_shm *shm = ns_agent__g.shm;
+	if (!shm || !atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed))
+		return -1;
+	if (w.shm != shm) {
+		bool no_madv = w.no_madv;
+		__builtin_memset(&w, 0, sizeof(w));
+		w.shm = shm;
+		w.no_madv = no_madv;
+	}
+	uint64_t size = shm->ring_bytes, want = shm->warm_bytes;
+	if (want > size)
+		want = size;
+	if (!want)
+		return -1;
+	uint64_t budget = step;
+	w.armed |= spare_only;
+	bool more = false, moving = false, spare = false;
+	unsigned n = shm->nrings < NS_AGENT_NRINGS ? shm->nrings : NS_AGENT_NRINGS;
+	for (unsigned i = 0; i < n; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring((struct ns_agent_shm *)shm, i);
+		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+		if (head < w.last[i]) // the stub released the ring: positions start again
+			w.upto[i] = head;
+		moving |= head != w.last[i];
+		w.last[i] = head;
+		if (!owner) {
+			if (spare || !w.armed)
+				continue;
+			spare = true; // the ring the next claim takes
+		} else if (spare_only) {
+			continue;
+		}
+		if (w.whole[i])
+			continue;
+		uint64_t from = w.upto[i] > head ? w.upto[i] : head, to = head + want;
+		if (from >= to)
+			continue;
+		if (to - from > budget) {
+			to = from + budget;
+			more = true;
+		}
+		back(shm, r, from, to);
+		budget -= to - from;
+		w.upto[i] = to;
+		// Positions start at 0 and pages are never given back: once positions up
+		// to the ring's size are backed, all of it is.
+		if (to >= size)
+			w.whole[i] = true;
+	}
+	// A producer that is moving may outrun what is backed within milliseconds (a
+	// burst writes ~5 GB/s, backing goes at ~2 GB/s here): look again soon.
+	return more ? 0 : moving ? 2 : -1;
+}
