@@ -7,10 +7,10 @@
  * touches them first: for every claimed ring, the shm's warm_bytes past the
  * producer's head, and, once a tracepoint was installed, the first warm_bytes of the
  * ring the next thread to hit will claim (the first free one, agent_collect_sig.c
- * claim_ring). MADV_POPULATE_WRITE
- * (Linux 5.14) maps them without writing; before it, a locked add of 0 to one word of
- * each page (atomic against the producer's stores, and changing nothing). Pages stay
- * backed: nothing here gives memory back (the rings' pages are the stub's to punch). */
+ * claim_ring). MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it,
+ * a locked add of 0 to one word of each page (atomic against the producer's stores,
+ * and changing nothing). Pages stay backed: nothing here gives memory back (the rings'
+ * pages are the stub's to punch). */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 
@@ -102,7 +102,9 @@ static int warm(bool spare_only, uint64_t step)
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 		if (head < w.last[i]) // the stub released the ring: positions start again
 			w.upto[i] = head;
-		moving |= head != w.last[i];
+		// Fast enough to matter before the next 100 ms tick: 1/64 of the window
+		// since the last look (a slow logpoint never makes this thread poll fast).
+		moving |= head < w.last[i] || head - w.last[i] >= want / 64;
 		w.last[i] = head;
 		if (!owner) {
 			if (spare || !w.armed)
@@ -128,7 +130,7 @@ static int warm(bool spare_only, uint64_t step)
 		if (to >= size)
 			w.whole[i] = true;
 	}
-	// A producer that is moving may outrun what is backed within milliseconds (a
+	// A producer that moves fast may outrun what is backed within milliseconds (a
 	// burst writes ~5 GB/s, backing goes at ~2 GB/s here): look again soon.
 	return more ? 0 : moving ? 2 : -1;
 }
