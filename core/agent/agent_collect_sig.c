@@ -394,6 +394,11 @@ static struct ns_agent_ring *set_ring(struct ns_agent_shm *shm, struct ns_agent_
 	if (!r)
 		return NULL;
 	r->seq = 0;
+	// The control thread backs this ring ahead of us from now on (agent_warm.c).
+	if (ns_agent__g.wake_fd >= 0) {
+		uint64_t one = 1;
+		syscall(SYS_write, ns_agent__g.wake_fd, &one, sizeof(one));
+	}
 	ns_agent__thr.data = (uint64_t)(uintptr_t)ns_agent_ring_data(shm, r);
 	ns_agent__thr.gen = my_gen;
 	ns_agent__thr.tid = tid();

@@ -686,8 +686,15 @@ static void *ctl_main(void *arg)
 		int timeout = to_tick < 0 ? 0 : to_tick > TICK_MS ? TICK_MS : (int)to_tick;
 		if (warm >= 0 && warm < timeout)
 			timeout = warm;
-		struct pollfd pf = {fd, POLLIN, 0};
-		int pr = poll(&pf, 1, timeout);
+		struct pollfd pf[2] = {{fd, POLLIN, 0}, {ns_agent__g.wake_fd, POLLIN, 0}};
+		int pr = poll(pf, 2, timeout);
+		if (pr > 0 && (pf[1].revents & POLLIN)) {
+			uint64_t v; // a thread claimed a ring: warm it at the loop's top
+			ssize_t rd = read(ns_agent__g.wake_fd, &v, sizeof(v));
+			(void)rd;
+			if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+		}
 		if (pr == 0 && mono_ms() < next_tick)
 			continue;
 		if (pr == 0 || (pr < 0 && errno == EINTR)) {

@@ -79,6 +79,7 @@ struct ns_agent__state {
 	struct ns_agent_shm *shm;
 	int ctl_fd;
 	int mem_fd;            /* /proc/self/mem, O_RDWR: all code writes go through it */
+	int wake_fd;           /* eventfd: a thread claimed a ring (the control thread warms) */
 	_Atomic bool collect;  /* false in a forked child */
 	_Atomic long inflight; /* handlers running right now without a thread slot */
 	/* membarrier(PRIVATE_EXPEDITED_SYNC_CORE) is registered: hits may use per-thread

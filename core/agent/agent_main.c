@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -151,6 +152,11 @@ static int run(int ctl_fd, struct ns_agent_shm *shm, size_t map_size, bool hold)
 			return -1;
 		}
 		ns_agent__g.mem_fd = hide_fd(mem_fd);
+	}
+	if (ns_agent__g.wake_fd < 0) {
+		int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (wake_fd >= 0) // without it, the warmer finds claims at its next tick
+			ns_agent__g.wake_fd = hide_fd(wake_fd);
 	}
 	struct ns_agent_shm *old = ns_agent__g.shm;
 	size_t old_size = shm_map_size;

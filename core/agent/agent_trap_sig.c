@@ -9,7 +9,7 @@
 
 #include "base/mem.h"
 
-struct ns_agent__state ns_agent__g = {.ctl_fd = -1, .mem_fd = -1};
+struct ns_agent__state ns_agent__g = {.ctl_fd = -1, .mem_fd = -1, .wake_fd = -1};
 
 static unsigned hash(uint64_t addr)
 {
