@@ -382,6 +382,22 @@ static void free_tp(struct ns_rsp_tracepoint *tp)
 	free(tp->actions);
 }
 
+// Install tracepoint @num at @addr collecting every register; the status, text in @text.
+static int install_regs(struct proc *p, uint32_t num, uint64_t addr, char *text, size_t cap)
+{
+	struct ns_rsp_tracepoint tp = {0};
+	tp.num = num;
+	tp.addr = addr;
+	tp.enabled = true;
+	tp.nactions = 1;
+	tp.actions = calloc(1, sizeof(*tp.actions));
+	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.actions[0].regmask = ~0ull;
+	int st = install(p, &tp, text, cap);
+	free_tp(&tp);
+	return st;
+}
+
 struct target {
 	const char *exe;
 	bool pie;
@@ -696,19 +712,9 @@ static void relocated_test(bool pie)
 			continue;
 		}
 		addrs[i] += p.bias;
-		struct ns_rsp_tracepoint tp = {0};
-		tp.num = 10 + i;
-		tp.addr = addrs[i];
-		tp.enabled = true;
-		tp.nactions = 1;
-		tp.actions = calloc(1, sizeof(*tp.actions));
-		tp.actions[0].kind = NS_RSP_ACT_REGS;
-		tp.actions[0].regmask = ~0ull;
 		char text[256];
-		int st = install(&p, &tp, text, sizeof(text));
-		if (st != 0)
+		if (install_regs(&p, 10 + i, addrs[i], text, sizeof(text)) != 0)
 			ns_test_fail(__FILE__, __LINE__, "install at %#lx: %s", addrs[i], text);
-		free_tp(&tp);
 	}
 	resume(&p);
 	run_until_exit(&p, 20000);
@@ -817,17 +823,8 @@ NS_TEST(test_agent_e2e__threads_own_rings)
 		cleanup(&p);
 		return;
 	}
-	struct ns_rsp_tracepoint tp = {0};
-	tp.num = 31;
-	tp.addr = work2;
-	tp.enabled = true;
-	tp.nactions = 1;
-	tp.actions = calloc(1, sizeof(*tp.actions));
-	tp.actions[0].kind = NS_RSP_ACT_REGS;
-	tp.actions[0].regmask = ~0ull;
 	char text[256];
-	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
-	free_tp(&tp);
+	NS_CHECK_INT(install_regs(&p, 31, work2, text, sizeof(text)), 0);
 	resume(&p);
 	run_until_exit(&p, 20000);
 	NS_CHECK(exited_ok(&p));
@@ -921,17 +918,8 @@ NS_TEST(test_agent_e2e__rings_backed_ahead)
 	usleep(300000); // three of the agent's ticks
 	for (unsigned r = 0; r < NRINGS; r++)
 		NS_CHECK_INT(resident(&p, r, 0, RING_BYTES), 0);
-	struct ns_rsp_tracepoint tp = {0};
-	tp.num = 41;
-	tp.addr = t.work;
-	tp.enabled = true;
-	tp.nactions = 1;
-	tp.actions = calloc(1, sizeof(*tp.actions));
-	tp.actions[0].kind = NS_RSP_ACT_REGS;
-	tp.actions[0].regmask = ~0ull;
 	char text[256];
-	NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
-	free_tp(&tp);
+	NS_CHECK_INT(install_regs(&p, 41, t.work, text, sizeof(text)), 0);
 	// Before any hit: the first ring's first W bytes, and nothing else.
 	NS_CHECK(all_resident(&p, 0, 0, W));
 	NS_CHECK_INT(resident(&p, 0, W, RING_BYTES), 0);
