@@ -30,7 +30,12 @@
  *
  * The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
- * then stores tail with release. A full ring counts a drop and never blocks. */
+ * advances its read position, and stores tail with release once a whole page (at
+ * least NS_AGENT_RECLAIM_IDLE bytes, NS_AGENT_RECLAIM_BATCH while records keep
+ * coming) lies between the two: the pages between the old tail and the new one are
+ * punched out of the memfd first (MADV_REMOVE), while the producer cannot write them
+ * yet, so a ring's memory follows what it holds. A full ring counts a drop and never
+ * blocks. */
 #ifndef NS_AGENT_H
 #define NS_AGENT_H
 
@@ -67,6 +72,11 @@ enum {
 	 * of ~500 k compact logpoint frames fits); see docs/jump-pads.md. */
 	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,
 	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
+	/* Consumed bytes the stub lets accumulate in a ring before giving their pages
+	 * back: when the ring is empty, and while records keep coming (one madvise each;
+	 * its TLB shootdown reaches the program's threads too). */
+	NS_AGENT_RECLAIM_IDLE = 64 * 1024,
+	NS_AGENT_RECLAIM_BATCH = 1024 * 1024,
 	NS_AGENT_RECORD_PAD = 1u << 31,
 	NS_AGENT_RECORD_TSC = 1u << 30,
 	NS_AGENT_RECORD_COMPACT = 1u << 29,
@@ -108,10 +118,13 @@ struct ns_agent_ring {
 	_Atomic uint32_t owner;   /* tid of the thread that claimed it, 0 = free */
 	uint32_t pad;
 	uint64_t reserved[3];
-	/* Written by the stub. */
-	_Atomic uint64_t tail __attribute__((aligned(64))); /* bytes consumed (monotonic) */
+	/* Written by the stub. tail is what the producer may reuse: it follows read in
+	 * steps of whole pages, each given back (punched) before tail passes it. */
+	_Atomic uint64_t tail __attribute__((aligned(64))); /* bytes released (monotonic) */
 	uint64_t head_seen;                                  /* a head value the consumer read */
-	uint64_t reserved2[6];
+	uint64_t read;                                       /* bytes consumed, >= tail */
+	_Atomic uint64_t resets; /* times the stub emptied and released the ring */
+	uint64_t reserved2[4];
 	/* NS_AGENT_RING_BYTES of data follow */
 };
 
@@ -153,6 +166,10 @@ struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i);
 uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 /** Template slot @i (i < NS_AGENT_NTMPL). */
 struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
+
+/** Consumer side: empty ring @r and give all its pages back (its producer is gone),
+ * counting it in r->resets. The caller then frees it (owner = 0). */
+void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
 /** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
  * it (a raw TSC time stamp converted: the first such record calibrates for 2 ms). Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt

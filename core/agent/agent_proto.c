@@ -1,10 +1,12 @@
 /* The stub <-> agent protocol: shared-memory ring layout and consumer, and the binary
  * INSTALL message. Used by both sides; the decoder treats its input as untrusted. */
+#define _GNU_SOURCE
 #include "agent/agent.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/tsc.h"
 #include "frame/frame.h"
@@ -46,6 +48,8 @@ void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_by
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		atomic_store(&r->head, 0);
 		atomic_store(&r->tail, 0);
+		r->read = r->head_seen = r->tail_seen = 0;
+		atomic_store(&r->resets, 0);
 		atomic_store(&r->dropped, 0);
 		atomic_store(&r->owner, 0);
 		r->seq = 0;
@@ -85,12 +89,84 @@ static void tsc_to_realtime(uint8_t *p)
 	memcpy(p, &ns, 8);
 }
 
+/* ---- giving consumed pages back ----
+ *
+ * The producer may write position p once p < tail + size, that is the offset of
+ * position p - size: when tail passes a page's first position, the page's bytes may be
+ * rewritten at once. So a page is punched before tail passes its start, after read
+ * passed its end: tail moves only to page boundaries (in the address space: the data
+ * of ring i starts 128 bytes into a page, not on one) and only with whole pages of
+ * consumed bytes behind it. What a producer then writes there lands on a fresh page. */
+
+enum { PAGE = 4096 };
+
+// Whole pages of positions [from, to) (to - from <= size) out of the memfd.
+static void punch(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t from, uint64_t to)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint64_t size = shm->ring_bytes;
+	while (from < to) {
+		uint64_t off = from % size;
+		uint64_t n = size - off < to - from ? size - off : to - from;
+		uintptr_t lo = ((uintptr_t)data + off + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+		uintptr_t hi = ((uintptr_t)data + off + n) & ~(uintptr_t)(PAGE - 1);
+		// Fails (EINVAL) on memory that is not a shared mapping (tests): the
+		// pages just stay.
+		if (lo < hi)
+			(void)madvise((void *)lo, hi - lo, MADV_REMOVE);
+		from += n;
+	}
+}
+
+// Publish r->read as far as a page boundary allows, when at least @min bytes would be
+// given back (min 0: always, if it moves).
+static void release(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t min)
+{
+	uint64_t size = shm->ring_bytes, rd = r->read;
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint64_t batch = NS_AGENT_RECLAIM_BATCH;
+	while (batch > size / 8)
+		batch /= 2;
+	if ((size % PAGE) || batch < PAGE) { // too small to give pages back
+		atomic_store_explicit(&r->tail, rd, memory_order_release);
+		return;
+	}
+	if (min > batch)
+		min = batch;
+	uint64_t in_page = ((uintptr_t)ns_agent_ring_data(shm, r) + rd % size) % PAGE;
+	if (rd < in_page) // still in the ring's first page (it starts mid-page)
+		return;
+	uint64_t to = rd - in_page;
+	if (to <= tail || to - tail < min)
+		return;
+	punch(shm, r, tail, to);
+	atomic_store_explicit(&r->tail, to, memory_order_release);
+}
+
+static void consume(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t len)
+{
+	r->read += len;
+	release(shm, r, NS_AGENT_RECLAIM_BATCH);
+}
+
 static long corrupt(struct ns_agent_ring *r, uint64_t head)
 {
 	r->head_seen = head;
+	r->read = head;
 	atomic_store_explicit(&r->tail, head, memory_order_release);
 	atomic_fetch_add(&r->dropped, 1);
 	return -1;
+}
+
+void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r)
+{
+	punch(shm, r, 0, shm->ring_bytes);
+	atomic_store_explicit(&r->head, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
+	r->read = 0;
+	r->seq = 0;
+	r->tail_seen = r->head_seen = 0;
+	atomic_fetch_add_explicit(&r->resets, 1, memory_order_release);
 }
 
 // The compact record at @rec (@avail bytes published and contiguous) expanded into its
@@ -99,8 +175,7 @@ static long corrupt(struct ns_agent_ring *r, uint64_t head)
 static long pop_compact(struct ns_agent_shm *shm, struct ns_agent_ring *r, const uint8_t *rec,
                         uint64_t avail, uint64_t contiguous, void *dst, size_t cap)
 {
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	uint64_t head = tail + avail;
+	uint64_t head = r->read + avail;
 	uint32_t w0;
 	memcpy(&w0, rec, 4);
 	uint32_t len = w0 & NS_AGENT_RECORD_LEN_MASK;
@@ -115,7 +190,7 @@ static long pop_compact(struct ns_agent_shm *shm, struct ns_agent_ring *r, const
 	    t->rec_len != len || nfields > NS_AGENT_TMPL_FIELDS)
 		return corrupt(r, head);
 	if (flen > cap) {
-		atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+		consume(shm, r, len);
 		atomic_fetch_add(&r->dropped, 1);
 		return -1;
 	}
@@ -127,7 +202,7 @@ static long pop_compact(struct ns_agent_shm *shm, struct ns_agent_ring *r, const
 			return corrupt(r, head);
 		memcpy(out + f.frame_off, rec + f.rec_off, f.len);
 	}
-	atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+	consume(shm, r, len);
 	// The frame's own size word is the template's (the program cannot change it
 	// under the stub's feet now that it is copied).
 	uint32_t fsize;
@@ -147,44 +222,49 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 	const uint8_t *data = ns_agent_ring_data(shm, r);
 	for (;;) {
 		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+		uint64_t rd = r->read;
 		// The producer's line only when what was seen of head is used up (or is
-		// behind tail: the stub reset the ring).
+		// behind: the stub reset the ring).
 		uint64_t head = r->head_seen;
-		if (head == tail || head - tail > size) {
+		if (head == rd || head - rd > size) {
 			head = atomic_load_explicit(&r->head, memory_order_acquire);
 			r->head_seen = head;
-			if (tail == head)
+			if (rd == head && rd - tail <= size) {
+				release(shm, r, NS_AGENT_RECLAIM_IDLE); // empty: give back what is read
 				return 0;
+			}
 		}
-		// The producer lives in another process: check everything it wrote.
-		if (head - tail > size || (tail & 7) || size < REC_HDR || (size & 7))
+		// The producer lives in another process, and the program could write
+		// this line too: check everything.
+		if (head - tail > size || rd - tail > head - tail || (rd & 7) || size < REC_HDR ||
+		    (size & 7))
 			return corrupt(r, head);
-		uint64_t off = tail % size;
+		uint64_t off = rd % size;
 		uint32_t len, frame_len;
 		memcpy(&len, data + off, 4);
 		if (len & NS_AGENT_RECORD_PAD) {
 			uint64_t skip = len & ~(uint32_t)NS_AGENT_RECORD_PAD;
-			if (skip != size - off || skip > head - tail)
+			if (skip != size - off || skip > head - rd)
 				return corrupt(r, head);
-			atomic_store_explicit(&r->tail, tail + skip, memory_order_release);
+			consume(shm, r, skip);
 			continue;
 		}
 		uint32_t flags = len & NS_AGENT_RECORD_TSC;
 		if (len & NS_AGENT_RECORD_COMPACT)
-			return pop_compact(shm, r, data + off, head - tail, size - off, dst, cap);
+			return pop_compact(shm, r, data + off, head - rd, size - off, dst, cap);
 		len &= ~(uint32_t)NS_AGENT_RECORD_TSC;
-		if (len < REC_HDR || (len & 7) || len > size - off || len > head - tail)
+		if (len < REC_HDR || (len & 7) || len > size - off || len > head - rd)
 			return corrupt(r, head);
 		memcpy(&frame_len, data + off + 4, 4);
 		if (frame_len > len - REC_HDR)
 			return corrupt(r, head);
 		if (frame_len > cap) {
-			atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+			consume(shm, r, len);
 			atomic_fetch_add(&r->dropped, 1);
 			return -1;
 		}
 		memcpy(dst, data + off + REC_HDR, frame_len);
-		atomic_store_explicit(&r->tail, tail + len, memory_order_release);
+		consume(shm, r, len);
 		if (flags && frame_len >= sizeof(struct ns_frame_hdr))
 			tsc_to_realtime((uint8_t *)dst + offsetof(struct ns_frame_hdr, time_ns));
 		return (long)frame_len;

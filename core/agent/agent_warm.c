@@ -4,13 +4,16 @@
  * process, when it is first touched. Left to the hitting thread, that is a page fault
  * in the middle of a hit (1-2 us in a VM, against ~8 ns for the record itself: the
  * faults were most of a two-int logpoint's cost in a burst). So the control thread
- * touches them first: for every claimed ring, the shm's warm_bytes past the
- * producer's head, and, once a tracepoint was installed, the first warm_bytes of the
- * ring the next thread to hit will claim (the first free one, agent_collect_sig.c
- * claim_ring). MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it,
- * a locked add of 0 to one word of each page (atomic against the producer's stores,
- * and changing nothing). Pages stay backed: nothing here gives memory back (the rings'
- * pages are the stub's to punch). */
+ * touches them first: for every claimed ring, a window past the producer's head
+ * (256 KiB at first, growing to the shm's warm_bytes for a producer that writes a
+ * quarter of its window between two looks, halving for one that writes under 1/64),
+ * and, once a tracepoint was installed, the first warm_bytes of the ring the next
+ * thread to hit will claim (the first free one, agent_collect_sig.c claim_ring).
+ * MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it, a locked add
+ * of 0 to one word of each page (atomic against the producer's stores, and changing
+ * nothing). Giving pages back is the stub's part: it punches consumed pages before
+ * letting the producer reuse them (agent_proto.c), and this never backs a position
+ * the producer may not write yet (tail + size), so the two never cross. */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 
@@ -25,15 +28,20 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-enum { PAGE = 4096, STEP = 4 << 20 /* bytes populated per call, at most */ };
+enum {
+	PAGE = 4096,
+	STEP = 4 << 20,   /* bytes populated per call, at most */
+	WIN0 = 256 << 10, /* a newly claimed ring's window */
+};
 
 static struct {
 	const struct ns_agent_shm *shm;
 	bool no_madv;                    /* MADV_POPULATE_WRITE refused: touch instead */
 	bool armed;                      /* a tracepoint was installed: keep a spare ring */
-	uint64_t upto[NS_AGENT_NRINGS];  /* ring positions below this are backed */
-	uint64_t last[NS_AGENT_NRINGS];  /* head at the last look */
-	bool whole[NS_AGENT_NRINGS];     /* every page of the ring has been backed */
+	uint64_t upto[NS_AGENT_NRINGS];   /* ring positions below this are backed */
+	uint64_t last[NS_AGENT_NRINGS];   /* head at the last look */
+	uint64_t win[NS_AGENT_NRINGS];    /* bytes to keep backed past head (0: not yet) */
+	uint64_t resets[NS_AGENT_NRINGS]; /* the ring's reset count at the last look */
 } w;
 
 static void populate(uint8_t *p, size_t len)
@@ -99,23 +107,46 @@ static int warm(bool spare_only, uint64_t step)
 	for (unsigned i = 0; i < n; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring((struct ns_agent_shm *)shm, i);
 		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
+		uint64_t resets = atomic_load_explicit(&r->resets, memory_order_acquire);
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-		if (head < w.last[i]) // the stub released the ring: positions start again
-			w.upto[i] = head;
-		// Fast enough to matter before the next 100 ms tick: 1/64 of the window
-		// since the last look (a slow logpoint never makes this thread poll fast).
-		moving |= head < w.last[i] || head - w.last[i] >= want / 64;
+		// Pages behind tail were given back before tail moved (agent_proto.c), so
+		// positions below tail + size are ours to back: reading tail first is what
+		// keeps this from backing a page the stub is about to punch.
+		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+		if (resets != w.resets[i] || head < w.last[i]) {
+			// The stub emptied the ring and gave its pages back: start again.
+			w.resets[i] = resets;
+			w.upto[i] = w.last[i] = w.win[i] = 0;
+		}
+		uint64_t moved = head - w.last[i];
 		w.last[i] = head;
 		if (!owner) {
 			if (spare || !w.armed)
 				continue;
-			spare = true; // the ring the next claim takes
+			spare = true; // the ring the next claim takes: a whole window
+			w.win[i] = want;
 		} else if (spare_only) {
 			continue;
+		} else {
+			// A claimed ring's window follows its producer: it starts small (a
+			// thread that hits now and then costs little memory), grows up to
+			// warm_bytes when the producer writes a good part of it between two
+			// looks, and shrinks back when it slows down.
+			uint64_t win = w.win[i] ? w.win[i] : (WIN0 < want ? WIN0 : want);
+			if (moved >= win / 4)
+				win = 4 * moved > 2 * win ? 4 * moved : 2 * win;
+			else if (moved < win / 64 && win / 2 >= WIN0)
+				win /= 2;
+			w.win[i] = win < want ? win : want;
+			// Fast enough to matter before the next 100 ms tick: 1/64 of the
+			// window since the last look (a slow logpoint never makes this
+			// thread poll fast).
+			moving |= moved && moved >= w.win[i] / 64;
 		}
-		if (w.whole[i])
-			continue;
-		uint64_t from = w.upto[i] > head ? w.upto[i] : head, to = head + want;
+		uint64_t win = w.win[i];
+		uint64_t from = w.upto[i] > head ? w.upto[i] : head, to = head + win;
+		if (to > tail + size)
+			to = tail + size;
 		if (from >= to)
 			continue;
 		if (to - from > budget) {
@@ -125,10 +156,6 @@ static int warm(bool spare_only, uint64_t step)
 		back(shm, r, from, to);
 		budget -= to - from;
 		w.upto[i] = to;
-		// Positions start at 0 and pages are never given back: once positions up
-		// to the ring's size are backed, all of it is.
-		if (to >= size)
-			w.whole[i] = true;
 	}
 	// A producer that moves fast may outrun what is backed within milliseconds (a
 	// burst writes ~5 GB/s, backing goes at ~2 GB/s here): look again soon.

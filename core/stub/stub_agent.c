@@ -327,13 +327,9 @@ void ns_stub__release_dead_rings(struct ns_stub *s)
 		// The owner is dead, so nobody produces into this ring any more; only a
 		// drained ring is released (frames still in it are popped first).
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-		if (head != tail)
+		if (head != r->read)
 			continue;
-		atomic_store_explicit(&r->head, 0, memory_order_relaxed);
-		atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
-		r->seq = 0;
-		r->tail_seen = r->head_seen = 0;
+		ns_agent_ring_reset(s->shm, r); // its pages back too
 		atomic_store_explicit(&r->owner, 0, memory_order_release);
 	}
 }

@@ -898,7 +898,9 @@ static bool all_resident(struct proc *p, unsigned r, uint64_t lo, uint64_t hi)
 
 // The agent backs the first warm_bytes of the ring the next hitting thread claims
 // before it patches a site, and keeps a claimed ring backed warm_bytes past its head
-// (agent_warm.c); nothing more, and never on its own without a tracepoint.
+// (agent_warm.c; here a new ring's first window is all of W, as W < 256 KiB); nothing
+// more, and never on its own without a tracepoint. The stub gives back what it read
+// (agent_proto.c).
 NS_TEST(test_agent_e2e__rings_backed_ahead)
 {
 	enum { W = 64 << 10 };
@@ -930,14 +932,20 @@ NS_TEST(test_agent_e2e__rings_backed_ahead)
 	NS_CHECK(exited_ok(&p));
 	NS_CHECK_STR(p.output, ref);
 	NS_CHECK_INT(frames_of(&p, 41, frames_buf, 4 * N), 300);
-	// The main thread claimed ring 0 and wrote ~300 frames: backed through its head
-	// and W past it (give or take the last few milliseconds' hits), not much further;
-	// ring 1, the next to be claimed, W; the others nothing.
-	uint64_t head = atomic_load(&ns_agent_shm_ring(p.shm, 0)->head);
+	// The main thread claimed ring 0 and wrote ~300 frames, all read: what the stub
+	// read is given back up to a page boundary at most NS_AGENT_RECLAIM_IDLE + a
+	// page behind head; from there the ring is backed through head and W past it
+	// (give or take the last few milliseconds' hits), not much further; ring 1, the
+	// next to be claimed, W; the others nothing.
+	struct ns_agent_ring *r0 = ns_agent_shm_ring(p.shm, 0);
+	uint64_t head = atomic_load(&r0->head), tail = atomic_load(&r0->tail);
 	NS_CHECK(head > W); // the warming had to follow the head
-	printf("ring 0 head %llu, resident pages %zu\n", (unsigned long long)head,
-	       resident(&p, 0, 0, RING_BYTES));
-	NS_CHECK(all_resident(&p, 0, 0, head + W - 8192));
+	printf("ring 0 head %llu tail %llu, resident pages %zu\n", (unsigned long long)head,
+	       (unsigned long long)tail, resident(&p, 0, 0, RING_BYTES));
+	NS_CHECK(r0->read == head);
+	NS_CHECK(tail > 0 && head - tail < NS_AGENT_RECLAIM_IDLE + 4096);
+	NS_CHECK_INT(resident(&p, 0, 0, tail), 0);
+	NS_CHECK(all_resident(&p, 0, tail, head + W - 8192));
 	NS_CHECK_INT(resident(&p, 0, head + W + 4096, RING_BYTES), 0);
 	NS_CHECK(all_resident(&p, 1, 0, W));
 	NS_CHECK_INT(resident(&p, 1, W, RING_BYTES), 0);

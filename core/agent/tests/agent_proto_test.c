@@ -1,11 +1,15 @@
 /* Tests for core/agent/agent_proto.c: INSTALL encode/decode (round trip, every
  * truncation, corrupt fields) and the ring consumer against records produced the way
  * the agent's trap handler produces them (agent_collect_sig.c). */
+#define _GNU_SOURCE
 #include "agent/agent.h"
 #include "base/test.h"
 #include "frame/frame.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void make_tp(struct ns_rsp_tracepoint *tp)
 {
@@ -549,4 +553,169 @@ NS_TEST(test_agent_proto__compact_corrupt_rejected)
 	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
 #undef EXPECT_DROP
 	free(shm);
+}
+
+/* ---- pages given back ---- */
+
+enum { PG = 4096 };
+
+// The shm in a memfd mapped shared, as the stub maps it (punching needs that).
+static struct ns_agent_shm *memfd_shm(unsigned nrings, size_t ring_bytes, size_t *len_out)
+{
+	size_t len = ns_agent_shm_size(nrings, ring_bytes);
+	int fd = memfd_create("nonstop-test", 0);
+	if (fd < 0 || ftruncate(fd, (off_t)len) != 0)
+		return NULL;
+	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return NULL;
+	ns_agent_shm_init(m, nrings, ring_bytes);
+	*len_out = len;
+	return m;
+}
+
+// Whole pages of ring @r's data positions [lo, hi) (offsets in one lap) in memory, by
+// the kernel's account (mincore), and their number in *@total.
+static size_t in_core(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t lo,
+                      uint64_t hi, size_t *total)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uintptr_t a = ((uintptr_t)data + lo + PG - 1) & ~(uintptr_t)(PG - 1);
+	uintptr_t b = ((uintptr_t)data + hi) & ~(uintptr_t)(PG - 1);
+	*total = b > a ? (b - a) / PG : 0;
+	if (b <= a)
+		return 0;
+	static unsigned char vec[(2 << 20) / PG + 2];
+	if ((b - a) / PG > sizeof(vec) || mincore((void *)a, b - a, vec) != 0)
+		return (size_t)-1;
+	size_t n = 0;
+	for (size_t i = 0; i < *total; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+// A 1 MiB ring (the stub's are 64 MiB: the same rules at 1/8 of the ring, 128 KiB)
+// carried through 24 laps by a producer that writes in bursts and a consumer that
+// drains each: tail only ever sits on a page boundary, every page wholly below tail in
+// the current lap is out of memory, what is unread is intact and in memory, and the
+// producer gets the ring's capacity less at most one batch.
+NS_TEST(test_agent_proto__ring_gives_pages_back)
+{
+	enum { RB = 1 << 20, BATCH = RB / 8 };
+	size_t len;
+	struct ns_agent_shm *shm = memfd_shm(2, RB, &len);
+	NS_CHECK(shm != NULL);
+	if (!shm)
+		return;
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 1);
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	NS_CHECK(((uintptr_t)data & (PG - 1)) != 0); // boundaries are not at position 0
+	uint8_t f[3000], out[4096];
+	uint64_t pushed = 0, popped = 0;
+	size_t total;
+	unsigned checked_laps = 0, fulls = 0;
+	while (atomic_load(&r->head) < 24ull * RB) {
+		// A burst: 100..1300 records of 1..3000 bytes, or until the ring is full.
+		unsigned burst = 100 + (unsigned)(pushed % 7) * 200;
+		for (unsigned i = 0; i < burst; i++) {
+			uint32_t fl = 1 + (uint32_t)((pushed * 2654435761u) % sizeof(f));
+			memset(f, (int)(pushed & 0xff), fl);
+			memcpy(f, &pushed, fl < 8 ? fl : 8);
+			if (!push(shm, r, f, fl, 3008 + 8)) {
+				// Full: the producer had the ring less what tail lags behind read.
+				uint64_t tl = atomic_load(&r->tail);
+				NS_CHECK(atomic_load(&r->head) - tl + 3016 * 2 >= RB);
+				NS_CHECK(r->read - tl < BATCH + PG);
+				fulls++;
+				break;
+			}
+			pushed++;
+		}
+		// Check in core before draining: every written unread page is there.
+		uint64_t tail = atomic_load(&r->tail), head = atomic_load(&r->head);
+		if (head / RB == tail / RB && head > tail + 2 * PG) {
+			size_t n = in_core(shm, r, tail % RB, head % RB, &total);
+			NS_CHECK_INT(n, total);
+		}
+		long n;
+		while ((n = ns_agent_ring_pop(shm, r, out, sizeof(out))) != 0) {
+			uint32_t want = 1 + (uint32_t)((popped * 2654435761u) % sizeof(f));
+			uint64_t id = 0;
+			memcpy(&id, out, want < 8 ? want : 8);
+			uint64_t mask = want < 8 ? (1ull << (8 * want)) - 1 : ~0ull;
+			if (n != (long)want || id != (popped & mask) ||
+			    (want > 8 && out[want - 1] != (uint8_t)(popped & 0xff))) {
+				ns_test_fail(__FILE__, __LINE__, "record %llu: %ld bytes",
+				             (unsigned long long)popped, n);
+				return;
+			}
+			popped++;
+		}
+		// Drained: tail on a page boundary close behind read == head.
+		tail = atomic_load(&r->tail);
+		head = atomic_load(&r->head);
+		NS_CHECK(r->read == head);
+		if (tail)
+			NS_CHECK((((uintptr_t)data + tail % RB) & (PG - 1)) == 0);
+		NS_CHECK(head - tail < NS_AGENT_RECLAIM_IDLE + PG);
+		// The pages of this lap below tail, and of the last lap above head (read
+		// and released before this lap began), are out of memory. Those the
+		// producer wrote since are in.
+		uint64_t lap = tail - tail % RB;
+		if (tail % RB > 2 * PG) {
+			NS_CHECK_INT(in_core(shm, r, 0, tail % RB, &total), 0);
+			checked_laps += lap > 0;
+		}
+		if (lap && head - lap < RB - 2 * PG)
+			NS_CHECK_INT(in_core(shm, r, head % RB + PG, RB, &total), 0);
+		if (head / RB == tail / RB && head - tail > 2 * PG) {
+			size_t in = in_core(shm, r, tail % RB, head % RB, &total);
+			NS_CHECK_INT(in, total);
+		}
+	}
+	NS_CHECK_INT(popped, pushed);
+	printf("%u drains checked, %u times full\n", checked_laps, fulls);
+	NS_CHECK(checked_laps > 10);
+	NS_CHECK(fulls > 0);
+	NS_CHECK_INT(atomic_load(&r->dropped), fulls);
+	// The whole ring back when the stub resets it; the other ring untouched.
+	NS_CHECK(in_core(shm, r, 0, RB, &total) > 0);
+	ns_agent_ring_reset(shm, r);
+	NS_CHECK_INT(in_core(shm, r, 0, RB, &total), 0);
+	NS_CHECK(total >= RB / PG - 1);
+	NS_CHECK_INT(atomic_load(&r->resets), 1);
+	NS_CHECK(atomic_load(&r->head) == 0 && atomic_load(&r->tail) == 0 && r->read == 0);
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+	NS_CHECK(push(shm, r, f, 100, 3016));
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 100);
+	munmap(shm, len);
+}
+
+// A consumer position the program scribbled on (read outside [tail, head]) is a
+// corrupt ring: reset to empty, counted, and records flow again.
+NS_TEST(test_agent_proto__ring_bad_read_position)
+{
+	size_t len;
+	struct ns_agent_shm *shm = memfd_shm(1, 1 << 20, &len);
+	NS_CHECK(shm != NULL);
+	if (!shm)
+		return;
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint8_t f[64] = {7}, out[128];
+	NS_CHECK(push(shm, r, f, 64, 128));
+	r->read = atomic_load(&r->head) + 8; // past head
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK(r->read == atomic_load(&r->head));
+	NS_CHECK(push(shm, r, f, 64, 128));
+	r->read = atomic_load(&r->tail) - 8; // behind tail
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK(push(shm, r, f, 64, 128));
+	r->read += 4; // not a record boundary
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), -1);
+	NS_CHECK_INT(atomic_load(&r->dropped), 3);
+	NS_CHECK(push(shm, r, f, 64, 128));
+	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 64);
+	NS_CHECK(out[0] == 7);
+	munmap(shm, len);
 }
