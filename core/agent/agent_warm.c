@@ -32,6 +32,8 @@ enum {
 	PAGE = 4096,
 	STEP = 4 << 20,   /* bytes populated per call, at most */
 	WIN0 = 256 << 10, /* a newly claimed ring's window */
+	AHEAD_MAX = 4,    /* claimed rings' backed-ahead bytes above which the spare gets
+	                     WIN0, in warm_bytes */
 };
 
 static struct {
@@ -42,6 +44,8 @@ static struct {
 	uint64_t last[NS_AGENT_NRINGS];   /* head at the last look */
 	uint64_t win[NS_AGENT_NRINGS];    /* bytes to keep backed past head (0: not yet) */
 	uint64_t resets[NS_AGENT_NRINGS]; /* the ring's reset count at the last look */
+	uint32_t owner[NS_AGENT_NRINGS];  /* the ring's owner at the last look */
+	uint64_t ahead;                   /* bytes backed past claimed rings' heads */
 } w;
 
 static void populate(uint8_t *p, size_t len)
@@ -103,6 +107,7 @@ static int warm(bool spare_only, uint64_t step)
 	uint64_t budget = step;
 	w.armed |= spare_only;
 	bool more = false, moving = false, spare = false;
+	uint64_t ahead = 0;
 	unsigned n = shm->nrings < NS_AGENT_NRINGS ? shm->nrings : NS_AGENT_NRINGS;
 	for (unsigned i = 0; i < n; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring((struct ns_agent_shm *)shm, i);
@@ -123,8 +128,13 @@ static int warm(bool spare_only, uint64_t step)
 		if (!owner) {
 			if (spare || !w.armed)
 				continue;
-			spare = true; // the ring the next claim takes: a whole window
-			w.win[i] = want;
+			// The ring the next claim takes: a whole window (a burst in a new
+			// thread outruns any warming that starts at its claim), while the
+			// claimed rings hold less than 3 windows ahead of their heads
+			// (each slow thread keeps what its spare had until it writes it).
+			spare = true;
+			w.win[i] = w.ahead + want <= AHEAD_MAX * want ? want : WIN0 < want ? WIN0 : want;
+			w.owner[i] = 0;
 		} else if (spare_only) {
 			continue;
 		} else {
@@ -142,8 +152,14 @@ static int warm(bool spare_only, uint64_t step)
 			// window since the last look (a slow logpoint never makes this
 			// thread poll fast).
 			moving |= moved && moved >= w.win[i] / 64;
+			// Just claimed (the claiming thread woke this look): see how fast
+			// it goes in 2 ms, a burst must not wait for the 100 ms tick.
+			moving |= owner != w.owner[i];
+			w.owner[i] = owner;
 		}
 		uint64_t win = w.win[i];
+		if (owner && w.upto[i] > head)
+			ahead += w.upto[i] - head;
 		uint64_t from = w.upto[i] > head ? w.upto[i] : head, to = head + win;
 		if (to > tail + size)
 			to = tail + size;
@@ -157,6 +173,8 @@ static int warm(bool spare_only, uint64_t step)
 		budget -= to - from;
 		w.upto[i] = to;
 	}
+	if (!spare_only)
+		w.ahead = ahead;
 	// A producer that moves fast may outrun what is backed within milliseconds (a
 	// burst writes ~5 GB/s, backing goes at ~2 GB/s here): look again soon.
 	return more ? 0 : moving ? 2 : -1;
