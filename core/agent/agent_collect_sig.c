@@ -230,6 +230,7 @@ static bool inside(uint64_t lo, uint64_t hi, uint64_t addr, size_t len)
 }
 
 static void hit_ranges(struct hit *h);
+static void fast_ranges(struct hit *h, struct ns_ax_jit_range *fast);
 
 // [addr, addr+len) lies in memory known readable for the whole hit.
 static bool direct(struct hit *h, uint64_t addr, size_t len)
@@ -545,8 +546,15 @@ static void collect_one(struct hit *h, const struct ns_collect_src *src, struct 
 		return;
 	uint32_t status = 0;
 	uint64_t fault = 0;
-	ns_collect_actions_regs(&tp->def, src, h->uc ? NULL : src_read_regs_pad, &h->b, &status,
-	                        &fault);
+	// At a pad hit the X actions run natively (compiled for the pad's block).
+	struct ns_ax_jit_range fast[NS_AX_JIT_NRANGES];
+	struct ns_collect_native nat = {tp->act_jit, h->regs, NULL};
+	if (h->regs && tp->act_jit && tp->act_reads_mem) {
+		fast_ranges(h, fast);
+		nat.fast = fast;
+	}
+	ns_collect_actions_regs(&tp->def, src, h->uc ? NULL : src_read_regs_pad,
+	                        h->regs && tp->act_jit ? &nat : NULL, &h->b, &status, &fault);
 	end_frame(h, r, rec, head, status, fault);
 }
 
@@ -606,10 +614,10 @@ static int jit_read_mem(void *user, void *dst, uint64_t addr, size_t len)
 	return src_read_mem(user, dst, addr, len);
 }
 
-static void set_range(struct ns_ax_jit_ctx *c, unsigned i, uint64_t lo, uint64_t hi)
+static void set_range(struct ns_ax_jit_range *f, uint64_t lo, uint64_t hi)
 {
-	c->fast[i].lo = lo;
-	c->fast[i].limit = hi >= lo + 8 ? hi - lo - 7 : 0;
+	f->lo = lo;
+	f->limit = hi >= lo + 8 ? hi - lo - 7 : 0;
 }
 
 // The stack range and the static mappings of this hit (struct hit).
@@ -626,6 +634,20 @@ static void hit_ranges(struct hit *h)
 		h->stk_lo = l < lo ? lo : l;
 		h->stk_hi = hi;
 	}
+}
+
+// What native code at this hit may read inline: the stack, the static mappings.
+static void fast_ranges(struct hit *h, struct ns_ax_jit_range *fast)
+{
+	if (!h->ranges)
+		hit_ranges(h);
+	set_range(&fast[0], h->stk_lo, h->stk_hi);
+	const struct ns_agent__maps *m = h->maps;
+	for (unsigned i = 1; i < NS_AX_JIT_NRANGES; i++)
+		if (m && i - 1 < m->nst)
+			set_range(&fast[i], m->st[2 * (i - 1)], m->st[2 * (i - 1) + 1]);
+		else
+			set_range(&fast[i], 0, 0);
 }
 
 static int jit_read_reg(void *user, unsigned regno, uint64_t *val)
@@ -646,17 +668,8 @@ static int jit_cond(struct hit *h, const struct ns_agent__tp *tp, struct ns_ax_r
 	c.ntsv = 0;
 	c.reserved = 0;
 	// The native code reads ctx->fast only at a ref opcode (the memory read helper).
-	if (tp->cond_reads_mem) {
-		if (!h->ranges)
-			hit_ranges(h);
-		set_range(&c, 0, h->stk_lo, h->stk_hi);
-		const struct ns_agent__maps *m = h->maps;
-		for (unsigned i = 1; i < NS_AX_JIT_NRANGES; i++)
-			if (m && i - 1 < m->nst)
-				set_range(&c, i, m->st[2 * (i - 1)], m->st[2 * (i - 1) + 1]);
-			else
-				set_range(&c, i, 0, 0);
-	}
+	if (tp->cond_reads_mem)
+		fast_ranges(h, c.fast);
 	c.pc = 0;
 	c.status = 0;
 	c.fault_addr = 0;

@@ -283,6 +283,7 @@ static void free_tp(struct ns_agent__tp *tp)
 	if (!tp)
 		return;
 	ns_rsp_tp_deinit(&tp->def);
+	free(tp->act_jit);
 	free(tp);
 }
 
@@ -431,12 +432,12 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 	for (size_t i = 0; i < def->nactions; i++)
 		if (def->actions[i].kind == NS_RSP_ACT_REGS)
 			tp->has_regs = true;
-	// A pad site runs its condition natively (the pad's register block); before the
-	// tracepoint is published, so a hit never sees it half set.
+	// A pad site runs its condition and X actions natively (the pad's register
+	// block); before the tracepoint is published, so a hit never sees it half set.
 	char jit_why[256] = "";
 	ns_agent__maps_refresh();
 	if (proto.pad)
-		ns_agent__jit_cond(tp, def->addr, jit_why, sizeof(jit_why));
+		ns_agent__jit_tp(tp, def->addr, jit_why, sizeof(jit_why));
 	// Installing a number that is already at this address replaces it.
 	struct ns_agent__tp *replaced = NULL;
 	for (unsigned i = 0; old && i < old->ntps; i++) {

@@ -31,6 +31,10 @@ struct ns_agent__tp {
 	 * pad's register block); NULL: interpreted. Code memory is never freed. */
 	ns_ax_jit_fn cond_jit;
 	bool cond_reads_mem; /* the condition has a ref opcode (needs ctx->fast) */
+	/* The X actions compiled likewise: act_jit[i] for action i (NULL: not an X
+	 * action, or interpreted); act_jit NULL if none is. */
+	ns_ax_jit_fn *act_jit;
+	bool act_reads_mem; /* one of them has a ref opcode */
 };
 
 /* One patched address. Immutable once published: adding or removing a tracepoint
@@ -182,10 +186,11 @@ extern __thread uint64_t ns_agent__guard_limit __attribute__((tls_model("initial
 /* agent_jit.c (control thread) */
 /** Read NONSTOP_AGENT_NO_JIT once at start. */
 void ns_agent__jit_init(void);
-/** Compile @tp's condition for the pad's register block into code near @near (sets
- * tp->cond_jit). If it stays interpreted, appends "; condition interpreted: <reason>"
- * to @why (@cap bytes). */
-void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap);
+/** Compile @tp's condition and X actions for the pad's register block into code near
+ * @near (sets tp->cond_jit, tp->act_jit). What stays interpreted is appended to @why
+ * (@cap bytes): "; condition interpreted: <reason>", "; action N interpreted:
+ * <reason>". */
+void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap);
 /** Compile @d's condition as a jump-pad guard for the site at @site into @buf (@cap
  * bytes): true with *@len and *@clobber set, or false with the reason appended to @why
  * ("; condition not inline: ..."). */

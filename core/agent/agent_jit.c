@@ -228,27 +228,24 @@ static void append(char *why, size_t cap, const char *fmt, const char *arg)
 		snprintf(why + n, cap - n, fmt, arg);
 }
 
-void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap)
+// @code compiled for the pad's register block into code memory near @near: the
+// function, or NULL with the reason in *@err; *@reads_mem: it has a ref opcode (only
+// then must a hit set up the ranges the native code reads inline; no listing: assume
+// it does).
+static ns_ax_jit_fn compile(const uint8_t *code, size_t len, uint64_t near, bool *reads_mem,
+                            struct ns_err **err_out)
 {
-	const struct ns_rsp_tracepoint *d = &tp->def;
-	tp->cond_jit = NULL;
-	if (!d->cond)
-		return;
-	if (no_jit) {
-		append(why, cap, "; condition interpreted: %s", "NONSTOP_AGENT_NO_JIT=1");
-		return;
-	}
 	struct ns_ax_jit_options opt = {
 	        .nregs = NS_ARCH_PAD_NREGS, .max_steps = 0, .nfast = NS_AX_JIT_NRANGES};
-	size_t bound = ns_ax_jit_size_bound(d->cond_len);
+	size_t bound = ns_ax_jit_size_bound(len);
 	uint8_t *buf = malloc(bound);
 	if (!buf) {
-		append(why, cap, "; condition interpreted: %s", "out of memory");
-		return;
+		*err_out = ns_err_create(NS_ERR_NOMEM, "out of memory");
+		return NULL;
 	}
 	size_t used = 0;
 	uint64_t mem = 0;
-	struct ns_err *err = ns_ax_jit_compile(d->cond, d->cond_len, &opt, buf, bound, &used);
+	struct ns_err *err = ns_ax_jit_compile(code, len, &opt, buf, bound, &used);
 	if (!err && used > 60 * 1024)
 		err = ns_err_create(NS_ERR_UNSUPPORTED, "native code too large (%zu bytes)", used);
 	if (!err)
@@ -257,16 +254,65 @@ void ns_agent__jit_cond(struct ns_agent__tp *tp, uint64_t near, char *why, size_
 		err = ns_agent__write_code(mem, buf, used);
 	free(buf);
 	if (err) {
-		append(why, cap, "; condition interpreted: %s", err->msg);
-		ns_err_destroy(err);
+		*err_out = err;
+		return NULL;
+	}
+	char *dis = ns_ax_disasm(code, len);
+	*reads_mem = !dis || strstr(dis, " ref") != NULL;
+	free(dis);
+	return (ns_ax_jit_fn)(uintptr_t)mem;
+}
+
+void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t cap)
+{
+	const struct ns_rsp_tracepoint *d = &tp->def;
+	tp->cond_jit = NULL;
+	tp->act_jit = NULL;
+	tp->act_reads_mem = false;
+	size_t nx = 0;
+	for (size_t i = 0; i < d->nactions; i++)
+		nx += d->actions[i].kind == NS_RSP_ACT_EXPR;
+	if (no_jit) {
+		if (d->cond)
+			append(why, cap, "; condition interpreted: %s", "NONSTOP_AGENT_NO_JIT=1");
+		if (nx)
+			append(why, cap, "; actions interpreted: %s", "NONSTOP_AGENT_NO_JIT=1");
 		return;
 	}
-	// Whether it reads memory (a ref8..ref64): only then does a hit set up the ranges
-	// the native code reads inline. Unknown (no listing): assume it does.
-	char *dis = ns_ax_disasm(d->cond, d->cond_len);
-	tp->cond_reads_mem = !dis || strstr(dis, " ref") != NULL;
-	free(dis);
-	tp->cond_jit = (ns_ax_jit_fn)(uintptr_t)mem;
+	struct ns_err *err = NULL;
+	if (d->cond) {
+		tp->cond_jit = compile(d->cond, d->cond_len, near, &tp->cond_reads_mem, &err);
+		if (err) {
+			append(why, cap, "; condition interpreted: %s", err->msg);
+			ns_err_destroy(err);
+			err = NULL;
+		}
+	}
+	if (!nx)
+		return;
+	tp->act_jit = calloc(d->nactions, sizeof(*tp->act_jit));
+	if (!tp->act_jit) {
+		append(why, cap, "; actions interpreted: %s", "out of memory");
+		return;
+	}
+	// Each expression on its own: one that cannot be compiled (a loop, too long) is
+	// interpreted, the others still run natively.
+	for (size_t i = 0; i < d->nactions; i++) {
+		const struct ns_rsp_action *a = &d->actions[i];
+		if (a->kind != NS_RSP_ACT_EXPR)
+			continue;
+		bool reads = false;
+		tp->act_jit[i] = compile(a->code, a->code_len, near, &reads, &err);
+		tp->act_reads_mem |= reads;
+		if (err) {
+			char what[32];
+			snprintf(what, sizeof(what), "; action %zu", i);
+			append(why, cap, "%s", what);
+			append(why, cap, " interpreted: %s", err->msg);
+			ns_err_destroy(err);
+			err = NULL;
+		}
+	}
 }
 
 bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8_t *buf,

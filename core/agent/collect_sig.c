@@ -84,12 +84,36 @@ bool ns_collect_hit_fires(const struct ns_rsp_tracepoint *d, uint64_t n)
 void ns_collect_actions(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
                         struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out)
 {
-	ns_collect_actions_regs(d, src, NULL, b, status_out, fault_out);
+	ns_collect_actions_regs(d, src, NULL, NULL, b, status_out, fault_out);
+}
+
+// X action @code natively: the interpreter's result in *@res.
+static void run_native(ns_ax_jit_fn fn, const struct ns_collect_native *nat, struct run *r,
+                       struct ns_ax_result *res)
+{
+	struct ns_ax_jit_ctx c;
+	c.read_mem = ax_read_mem;
+	c.read_reg = ax_read_reg;
+	c.trace_mem = ax_trace_mem;
+	c.user = r;
+	c.tsv = NULL;
+	c.ntsv = 0;
+	c.reserved = 0;
+	for (unsigned i = 0; i < NS_AX_JIT_NRANGES; i++)
+		c.fast[i] = nat->fast ? nat->fast[i] : (struct ns_ax_jit_range){0, 0};
+	c.pc = 0;
+	c.status = 0;
+	c.fault_addr = 0;
+	res->value = fn(nat->regs, &c);
+	res->status = (enum ns_ax_status)c.status;
+	res->pc = c.pc;
+	res->fault_addr = c.fault_addr;
 }
 
 void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
                              void (*read_regs)(void *ctx, uint64_t *regs),
-                             struct ns_frame_builder *b, uint32_t *status_out, uint64_t *fault_out)
+                             const struct ns_collect_native *native, struct ns_frame_builder *b,
+                             uint32_t *status_out, uint64_t *fault_out)
 {
 	struct run r = {src, b};
 	uint32_t status = 0;
@@ -128,10 +152,15 @@ void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_
 			add_mem(&r, base + (uint64_t)a->offset,
 			        a->len > NS_AGENT_MAX_FRAME ? NS_AGENT_MAX_FRAME : a->len, false);
 		} else if (a->kind == NS_RSP_ACT_EXPR) {
-			struct ns_ax_env env = {ax_read_mem, ax_read_reg, ax_trace_mem, NULL, 0,
-			                        0,           &r};
 			struct ns_ax_result res;
-			ns_ax_run(a->code, a->code_len, &env, &res);
+			if (native && native->fn[i]) {
+				run_native(native->fn[i], native, &r, &res);
+			} else {
+				struct ns_ax_env env = {ax_read_mem, ax_read_reg, ax_trace_mem,
+				                        NULL,        0,           0,
+				                        &r};
+				ns_ax_run(a->code, a->code_len, &env, &res);
+			}
 			if (res.status != NS_AX_OK) {
 				if (!status) {
 					status = res.status;

@@ -1170,6 +1170,166 @@ NS_TEST(test_agent_e2e__jump_jit_conditions_match_interpreter)
 	NS_CHECK_INT(st_interp, NS_AX_FAULT);
 }
 
+// X actions at work()'s entry, run natively (or, with @no_jit, interpreted): each
+// frame of tracepoint 20 written as text into @out (@cap bytes), with stack addresses
+// given relative to the frame's rsp (the two runs' stacks differ). The text the
+// INSTALL reply gave is in @text.
+static void jump_actions_run(bool no_jit, char *out, size_t cap, char *text, size_t text_cap)
+{
+	struct target t;
+	get_target(&t, false);
+	uint64_t lo, hi;
+	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
+	const char *args[] = {"300", NULL};
+	char ref[4096];
+	reference_output(t.exe, args, ref, sizeof(ref));
+	struct proc p;
+	launch_no_jit = no_jit;
+	bool ok = launch(&p, t.exe, args, true, false);
+	launch_no_jit = false;
+	out[0] = 0;
+	if (!ok) {
+		cleanup(&p);
+		return;
+	}
+	p.tier = NS_AGENT_TIER_JUMP;
+	struct ns_rsp_tracepoint tp = {0};
+	tp.num = 20;
+	tp.addr = t.work;
+	tp.enabled = true;
+	tp.nranges = 1;
+	tp.ranges[0] = lo;
+	tp.ranges[1] = hi;
+	tp.nactions = 6;
+	tp.actions = calloc(6, sizeof(*tp.actions));
+	tp.actions[0].kind = NS_RSP_ACT_REGS;
+	tp.actions[0].regmask = 1u << NS_REG_RDI | 1u << NS_REG_RSP;
+	struct ns_ax_asm a;
+	for (int k = 1; k < 6; k++) {
+		ns_ax_asm_init(&a);
+		switch (k) {
+		case 1: // the stack and a global (both read inline by native code)
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+			ns_ax_emit_const(&a, 8);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			ns_ax_emit_const(&a, (int64_t)t.counter);
+			ns_ax_emit_const(&a, 4);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			break;
+		case 2: // 16 bytes of code at the return address (a pointer read first)
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+			ns_ax_emit(&a, NS_AX_REF64);
+			ns_ax_emit_const(&a, 16);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			break;
+		case 3: { // the counter only on odd calls (a forward branch), then a fault
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+			ns_ax_emit_const(&a, 1);
+			ns_ax_emit(&a, NS_AX_BIT_AND);
+			ns_ax_emit(&a, NS_AX_LOG_NOT);
+			size_t j = ns_ax_emit_jump(&a, NS_AX_IF_GOTO);
+			ns_ax_emit_const(&a, (int64_t)t.counter);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 4);
+			ns_ax_emit(&a, NS_AX_POP);
+			ns_ax_patch_jump(&a, j, a.len);
+			ns_ax_emit_const(&a, 0x10);
+			ns_ax_emit(&a, NS_AX_REF64);
+			break;
+		}
+		case 4: // 8 / (rdi % 4): division by zero on every fourth call
+			ns_ax_emit_const(&a, 8);
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+			ns_ax_emit_const(&a, 4);
+			ns_ax_emit(&a, NS_AX_REM_UNSIGNED);
+			ns_ax_emit(&a, NS_AX_DIV_UNSIGNED);
+			ns_ax_emit(&a, NS_AX_POP);
+			ns_ax_emit_const(&a, (int64_t)t.counter);
+			ns_ax_emit_const(&a, 2);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			break;
+		case 5: { // a loop (not compiled): counter + 2 and + 1, 2 bytes each
+			ns_ax_emit_const(&a, 2);
+			size_t top = a.len;
+			ns_ax_emit(&a, NS_AX_DUP);
+			ns_ax_emit_const(&a, (int64_t)t.counter);
+			ns_ax_emit(&a, NS_AX_ADD);
+			ns_ax_emit_const(&a, 2);
+			ns_ax_emit(&a, NS_AX_TRACE);
+			ns_ax_emit_const(&a, 1);
+			ns_ax_emit(&a, NS_AX_SUB);
+			ns_ax_emit(&a, NS_AX_DUP);
+			size_t back = ns_ax_emit_jump(&a, NS_AX_IF_GOTO);
+			ns_ax_patch_jump(&a, back, top);
+			break;
+		}
+		}
+		tp.actions[k].kind = NS_RSP_ACT_EXPR;
+		tp.actions[k].code = steal(&a, &tp.actions[k].code_len);
+	}
+	NS_CHECK_INT(install(&p, &tp, text, text_cap), 0);
+	free_tp(&tp);
+	resume(&p);
+	run_until_exit(&p, 20000);
+	NS_CHECK(exited_ok(&p));
+	NS_CHECK_STR(p.output, ref);
+	size_t n = frames_of(&p, 20, frames_buf, 4 * N), at = 0;
+	NS_CHECK_INT(n, 300);
+	for (size_t i = 0; i < n && at + 512 < cap; i++) {
+		const struct ns_frame *f = &frames_buf[i];
+		uint64_t rsp = 0, rdi = 0;
+		NS_CHECK(ns_frame_reg(f, NS_REG_RSP, &rsp) == 0 && ns_frame_reg(f, NS_REG_RDI, &rdi) == 0);
+		at += (size_t)snprintf(out + at, cap - at, "rdi=%lu st=%u fault=%lx:", rdi,
+		                       f->hdr.status, f->hdr.fault_addr);
+		struct ns_frame_block blk;
+		const uint8_t *pl;
+		size_t it = 0;
+		while (ns_frame_next_block(f, &it, &blk, &pl) && at + 256 < cap) {
+			bool stack = blk.addr >= rsp - 64 && blk.addr < rsp + 4096;
+			at += (size_t)snprintf(out + at, cap - at, " [%u %s%lx %u", blk.type,
+			                       stack ? "rsp+" : "", stack ? blk.addr - rsp : blk.addr,
+			                       blk.len);
+			for (uint32_t b = 0; b < blk.len && b < 16 && blk.type != NS_FRAME_BLOCK_REGS &&
+			                     blk.type != NS_FRAME_BLOCK_REGS_SOME;
+			     b++)
+				at += (size_t)snprintf(out + at, cap - at, " %02x", pl[b]);
+			at += (size_t)snprintf(out + at, cap - at, "]");
+		}
+		at += (size_t)snprintf(out + at, cap - at, "\n");
+		// Against what the program computes: the counter at work(k)'s entry.
+		uint32_t c = 0;
+		NS_CHECK(ns_frame_read(f, t.counter, &c, 4) == 4 && c == counter_at(rdi));
+		NS_CHECK_INT(f->hdr.status, NS_AX_FAULT); // action 3 always faults first
+		NS_CHECK(f->hdr.fault_addr == 0x10);
+	}
+	cleanup(&p);
+}
+
+// Native X actions give the frames the interpreter gives: memory blocks, error blocks,
+// the first failure in the header; the action that has a loop stays interpreted, says so.
+NS_TEST(test_agent_e2e__jump_jit_actions_match_interpreter)
+{
+	enum { CAP = 1 << 20 };
+	char *jit = malloc(CAP), *interp = malloc(CAP), text[512];
+	jump_actions_run(false, jit, CAP, text, sizeof(text));
+	printf("%s\n", text);
+	NS_CHECK(strstr(text, "; action 5 interpreted: ") != NULL);
+	NS_CHECK(strstr(text, "action 1 ") == NULL && strstr(text, "action 4 ") == NULL);
+	NS_CHECK(strstr(text, "condition") == NULL);
+	jump_actions_run(true, interp, CAP, text, sizeof(text));
+	NS_CHECK(strstr(text, "; actions interpreted: NONSTOP_AGENT_NO_JIT=1") != NULL);
+	NS_CHECK(strlen(jit) > 300 * 40);
+	if (strcmp(jit, interp) != 0) {
+		size_t i = 0;
+		while (jit[i] == interp[i])
+			i++;
+		size_t from = i > 200 ? i - 200 : 0;
+		ns_test_fail(__FILE__, __LINE__, "native and interpreted frames differ at %zu:\n%.400s\n---\n%.400s",
+		             i, jit + from, interp + from);
+	}
+	free(jit);
+	free(interp);
+}
+
 // Worker threads (stacks created after the INSTALL) with a condition that reads the stack.
 NS_TEST(test_agent_e2e__jump_jit_condition_threads)
 {
