@@ -167,9 +167,73 @@ struct ns_err *ns_agent__code_alloc(uint64_t addr, size_t size, uint64_t *out)
 	return NULL;
 }
 
-static struct ns_err *slot_alloc(uint64_t addr, uint64_t *out)
+struct parked {
+	uint64_t mem;
+	size_t cap;
+};
+static struct parked *parked;
+static size_t nparked, parked_cap;
+
+void ns_agent__code_park(uint64_t mem, size_t cap)
 {
-	return ns_agent__code_alloc(addr, NS_AGENT__SLOT_SIZE, out);
+	if (!mem || nparked == NS_AGENT__PARK_MAX)
+		return;
+	if (nparked == parked_cap) {
+		size_t n = parked_cap ? 2 * parked_cap : 64;
+		struct parked *p = realloc(parked, n * sizeof(*p));
+		if (!p)
+			return;
+		parked = p;
+		parked_cap = n;
+	}
+	parked[nparked++] = (struct parked){mem, cap};
+}
+
+size_t ns_agent__code_parked(uint64_t addr, size_t len, uint64_t *out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = nparked; i-- > 0 && n < max;)
+		if (parked[i].cap >= len && near(parked[i].mem, addr) &&
+		    near(parked[i].mem + parked[i].cap, addr))
+			out[n++] = parked[i].mem;
+	return n;
+}
+
+bool ns_agent__code_take(uint64_t mem, const uint8_t *buf, size_t len, const size_t *skip,
+                         size_t nskip)
+{
+	size_t i;
+	for (i = 0; i < nparked && parked[i].mem != mem; i++)
+		;
+	if (i == nparked || parked[i].cap < len)
+		return false;
+	const uint8_t *code = (const uint8_t *)(uintptr_t)mem;
+	for (size_t k = 0; k < len; k++) {
+		if (code[k] == buf[k])
+			continue;
+		size_t j;
+		for (j = 0; j < nskip && skip[j] != k; j++)
+			;
+		if (j == nskip)
+			return false;
+	}
+	parked[i] = parked[--nparked];
+	return true;
+}
+
+struct ns_err *ns_agent__code_place(uint64_t addr, const uint8_t *buf, size_t len, uint64_t *out)
+{
+	uint64_t cand[16];
+	size_t n = ns_agent__code_parked(addr, len, cand, 16);
+	for (size_t i = 0; i < n; i++)
+		if (ns_agent__code_take(cand[i], buf, len, NULL, 0)) {
+			*out = cand[i];
+			return NULL;
+		}
+	struct ns_err *err = ns_agent__code_alloc(addr, len, out);
+	if (!err)
+		err = ns_agent__write_code(*out, buf, len);
+	return err;
 }
 
 static struct ns_err *build_slot(uint64_t addr, const uint8_t *code,
@@ -178,12 +242,23 @@ static struct ns_err *build_slot(uint64_t addr, const uint8_t *code,
 	struct ns_arch_insn copy = *insn;
 	if (copy.kind == NS_INSN_RET)
 		copy.kind = NS_INSN_PLAIN; // ret runs anywhere; the slot is a fallback
-	uint64_t slot = 0;
-	struct ns_err *err = slot_alloc(addr, &slot);
-	if (err)
-		return err;
 	uint8_t buf[NS_AGENT__SLOT_SIZE];
 	size_t n;
+	// The slot an earlier site at this address had, if it comes out the same.
+	uint64_t cand[16];
+	size_t nc = ns_agent__code_parked(addr, NS_AGENT__SLOT_SIZE, cand, 16);
+	for (size_t i = 0; i < nc; i++) {
+		struct ns_err *err = ns_arch_relocate(&copy, code, addr, cand[i], buf, sizeof(buf), &n);
+		if (!err && ns_agent__code_take(cand[i], buf, n, NULL, 0)) {
+			*out = cand[i];
+			return NULL;
+		}
+		ns_err_destroy(err);
+	}
+	uint64_t slot = 0;
+	struct ns_err *err = ns_agent__code_alloc(addr, NS_AGENT__SLOT_SIZE, &slot);
+	if (err)
+		return err;
 	err = ns_arch_relocate(&copy, code, addr, slot, buf, sizeof(buf), &n);
 	if (!err)
 		err = write_code(slot, buf, n);
@@ -282,8 +357,13 @@ static void free_tp(struct ns_agent__tp *tp)
 {
 	if (!tp)
 		return;
+	// Quiescent: no collector runs its native code any more.
+	ns_agent__code_park((uint64_t)(uintptr_t)tp->cond_jit, tp->cond_jit_len);
+	for (size_t i = 0; tp->act_jit && i < tp->def.nactions; i++)
+		ns_agent__code_park((uint64_t)(uintptr_t)tp->act_jit[i], tp->act_jit_len[i]);
 	ns_rsp_tp_deinit(&tp->def);
 	free(tp->act_jit);
+	free(tp->act_jit_len);
 	free(tp);
 }
 
@@ -520,6 +600,9 @@ static unsigned remove_tps(bool all, uint32_t num, struct ns_err **err_out)
 				continue;
 			}
 			publish(e, NULL);
+			// Its slot and pad are parked (a thread may still be in them).
+			ns_agent__code_park(old->slot, NS_AGENT__SLOT_SIZE);
+			ns_agent__code_park(old->pad, old->pad_cap);
 		} else {
 			struct ns_agent__site *s = site_new(old, keep);
 			if (!s) {

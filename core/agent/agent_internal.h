@@ -16,6 +16,7 @@
 enum {
 	NS_AGENT__TABLE_SIZE = 8192, /* open-addressing site table (power of two) */
 	NS_AGENT__SLOT_SIZE = 32,    /* one out-of-line copy: insn (<= 15) + jmp (<= 14) */
+	NS_AGENT__PARK_MAX = 65536,  /* parked code blocks kept for reuse (agent_ctl.c) */
 	NS_AGENT__ORIG_MAX = 24,     /* >= NS_ARCH_PAD_MAX_WINDOW */
 };
 
@@ -30,10 +31,12 @@ struct ns_agent__tp {
 	/* The condition compiled to native code (agent_jit.c), run at jump-pad hits (the
 	 * pad's register block); NULL: interpreted. Code memory is never freed. */
 	ns_ax_jit_fn cond_jit;
+	size_t cond_jit_len;
 	bool cond_reads_mem; /* the condition has a ref opcode (needs ctx->fast) */
 	/* The X actions compiled likewise: act_jit[i] for action i (NULL: not an X
 	 * action, or interpreted); act_jit NULL if none is. */
 	ns_ax_jit_fn *act_jit;
+	size_t *act_jit_len;
 	bool act_reads_mem; /* one of them has a ref opcode */
 };
 
@@ -49,7 +52,8 @@ struct ns_agent__site {
 	 * int3 hit at addr (a thread that trapped while the site was being converted or
 	 * removed) resumes at pad_block, the pad's relocated window, never in the original
 	 * bytes. jumped: "jmp pad" is (being) written over [addr, addr+wlen). */
-	uint64_t pad;       /* the pad's address (never freed nor reused) */
+	uint64_t pad;       /* the pad's address (parked when the site goes) */
+	size_t pad_cap;     /* its bytes */
 	uint64_t pad_block; /* pad + block_off */
 	struct ns_arch_pad padinfo;
 	uint8_t wlen; /* window length (bytes displaced) */
@@ -278,8 +282,29 @@ void ns_agent__atfork_child(void);
 
 /** All code writes (through /proc/self/mem, never making a page writable). */
 struct ns_err *ns_agent__write_code(uint64_t addr, const void *buf, size_t len);
-/** @size bytes of fresh executable memory within reach of @addr (never reused). */
+/** @size bytes of fresh executable memory within reach of @addr. */
 struct ns_err *ns_agent__code_alloc(uint64_t addr, size_t size, uint64_t *out);
+/* Code no longer used (a removed site's slot and pad, a freed tracepoint's native code)
+ * is parked, never freed nor rewritten: a thread may still be inside it. A new block
+ * that comes out byte for byte the same as a parked one takes that one instead of fresh
+ * memory (the same pad at the same line again, the same condition again), so a thread
+ * still inside runs exactly what it would have run. What a user toggles costs memory
+ * once. */
+/** Park block @mem of @cap bytes (at most NS_AGENT__PARK_MAX are kept; more are
+ * forgotten, i.e. leaked as before). */
+void ns_agent__code_park(uint64_t mem, size_t cap);
+/** Parked blocks of at least @len bytes within reach of @addr: up to @max of them into
+ * @out; how many. */
+size_t ns_agent__code_parked(uint64_t addr, size_t len, uint64_t *out, size_t max);
+/** Whether the @len bytes at parked block @mem are @buf's (the @nskip offsets in @skip
+ * excepted: bytes the agent changes at run time), and if so take it out of the parked
+ * blocks. */
+bool ns_agent__code_take(uint64_t mem, const uint8_t *buf, size_t len, const size_t *skip,
+                         size_t nskip);
+/** A block for @len bytes of position-independent code @buf near @addr: a parked block
+ * with those bytes, else fresh memory written with them. */
+struct ns_err *ns_agent__code_place(uint64_t addr, const uint8_t *buf, size_t len,
+                                    uint64_t *out);
 
 /* agent_jump.c: the jump-pad tier (control thread only). */
 /** Once at start: membarrier registration, the move signal, and the tier switch.

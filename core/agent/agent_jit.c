@@ -233,7 +233,7 @@ static void append(char *why, size_t cap, const char *fmt, const char *arg)
 // then must a hit set up the ranges the native code reads inline; no listing: assume
 // it does).
 static ns_ax_jit_fn compile(const uint8_t *code, size_t len, uint64_t near, bool *reads_mem,
-                            struct ns_err **err_out)
+                            size_t *used_out, struct ns_err **err_out)
 {
 	struct ns_ax_jit_options opt = {
 	        .nregs = NS_ARCH_PAD_NREGS, .max_steps = 0, .nfast = NS_AX_JIT_NRANGES};
@@ -248,11 +248,10 @@ static ns_ax_jit_fn compile(const uint8_t *code, size_t len, uint64_t near, bool
 	struct ns_err *err = ns_ax_jit_compile(code, len, &opt, buf, bound, &used);
 	if (!err && used > 60 * 1024)
 		err = ns_err_create(NS_ERR_UNSUPPORTED, "native code too large (%zu bytes)", used);
-	if (!err)
-		err = ns_agent__code_alloc(near, used, &mem);
-	if (!err)
-		err = ns_agent__write_code(mem, buf, used);
+	if (!err) // position-independent: the same program again takes its parked copy
+		err = ns_agent__code_place(near, buf, used, &mem);
 	free(buf);
+	*used_out = used;
 	if (err) {
 		*err_out = err;
 		return NULL;
@@ -281,7 +280,8 @@ void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t 
 	}
 	struct ns_err *err = NULL;
 	if (d->cond) {
-		tp->cond_jit = compile(d->cond, d->cond_len, near, &tp->cond_reads_mem, &err);
+		tp->cond_jit = compile(d->cond, d->cond_len, near, &tp->cond_reads_mem,
+		                       &tp->cond_jit_len, &err);
 		if (err) {
 			append(why, cap, "; condition interpreted: %s", err->msg);
 			ns_err_destroy(err);
@@ -291,7 +291,12 @@ void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t 
 	if (!nx)
 		return;
 	tp->act_jit = calloc(d->nactions, sizeof(*tp->act_jit));
-	if (!tp->act_jit) {
+	tp->act_jit_len = calloc(d->nactions, sizeof(*tp->act_jit_len));
+	if (!tp->act_jit || !tp->act_jit_len) {
+		free(tp->act_jit);
+		free(tp->act_jit_len);
+		tp->act_jit = NULL;
+		tp->act_jit_len = NULL;
 		append(why, cap, "; actions interpreted: %s", "out of memory");
 		return;
 	}
@@ -302,7 +307,7 @@ void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t 
 		if (a->kind != NS_RSP_ACT_EXPR)
 			continue;
 		bool reads = false;
-		tp->act_jit[i] = compile(a->code, a->code_len, near, &reads, &err);
+		tp->act_jit[i] = compile(a->code, a->code_len, near, &reads, &tp->act_jit_len[i], &err);
 		tp->act_reads_mem |= reads;
 		if (err) {
 			char what[32];

@@ -8,7 +8,9 @@
  * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE), threads between two displaced
  * instructions moved into the pad (a real-time signal, NS_AGENT__MOVE_SIG), the tail,
  * serialise, the first byte (0xe9), serialise. Removal: int3, serialise, the original
- * tail, serialise, the original first byte, serialise. Pads are never freed. */
+ * tail, serialise, the original first byte, serialise. Pads are never freed nor
+ * rewritten with other bytes: a removed site's pad is parked, and taken again only by
+ * a site whose pad comes out the same (agent_ctl.c ns_agent__code_park). */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 
@@ -272,19 +274,14 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 			rwhy = "its frame is too large";
 		}
 	}
-	uint64_t pad;
+	uint64_t pad = 0;
 	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0) +
 	                 (record ? NS_ARCH_PAD_REC_EXTRA : 0);
-	if ((err = ns_agent__code_alloc(s->addr, pad_cap, &pad))) {
-		refuse(s, "no room for a pad: %s", err->msg);
-		ns_err_destroy(err);
-		goto out;
-	}
 	struct ns_arch_pad_spec spec = {
 	        .site = s->addr,
 	        .code = code,
 	        .window_len = w.len,
-	        .pad_addr = pad,
+	        .pad_addr = 0,
 	        .collector = (uint64_t)(uintptr_t)ns_agent__pad_collect,
 	        .ctx = (uint64_t)(uintptr_t)e,
 	        .flags = NS_ARCH_PAD_FLAGS_AUTO,
@@ -296,8 +293,34 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	uint8_t buf[NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_GUARD_EXTRA + GUARD_MAX +
 	            NS_ARCH_PAD_REC_EXTRA];
 	struct ns_arch_pad p;
-	if ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p)) ||
-	    (err = ns_agent__write_code(pad, buf, p.len))) {
+	// The pad an earlier site here had, if this one comes out byte for byte the same
+	// (its armed bytes aside): a thread still in it runs what it would have run.
+	uint64_t cand[16];
+	size_t nc = ns_agent__code_parked(s->addr, pad_cap, cand, 16);
+	for (size_t i = 0; i < nc && !pad; i++) {
+		spec.pad_addr = cand[i];
+		if ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p))) {
+			ns_err_destroy(err);
+			continue;
+		}
+		size_t skip[2] = {p.armed_off, p.record_armed_off};
+		if (ns_agent__code_take(cand[i], buf, p.len, skip, 2)) {
+			pad = cand[i];
+			// Armed as written; publish then keeps them right.
+			for (int k = 0; k < 2; k++)
+				if (skip[k] && (err = ns_agent__write_code(pad + skip[k], buf + skip[k], 1)))
+					ns_err_destroy(err); // publish rewrites it
+		}
+	}
+	if (!pad && (err = ns_agent__code_alloc(s->addr, pad_cap, &pad))) {
+		refuse(s, "no room for a pad: %s", err->msg);
+		ns_err_destroy(err);
+		goto out;
+	}
+	bool reused = spec.pad_addr == pad;
+	spec.pad_addr = pad;
+	if (!reused && ((err = ns_arch_pad_emit(&spec, buf, pad_cap, &p)) ||
+	                (err = ns_agent__write_code(pad, buf, p.len)))) {
 		refuse(s, "cannot build the pad: %s", err->msg);
 		ns_err_destroy(err);
 		goto out;
@@ -322,6 +345,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	s->record_shm = ns_agent__g.shm;
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;
+	s->pad_cap = pad_cap;
 	s->pad_block = pad + p.block_off;
 	s->padinfo = p;
 	s->wlen = w.len;

@@ -1330,6 +1330,101 @@ NS_TEST(test_agent_e2e__jump_jit_actions_match_interpreter)
 	free(interp);
 }
 
+// Executable anonymous mappings of process @pid (where slots, pads and native code go).
+static unsigned exec_anon_maps(pid_t pid)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	FILE *f = fopen(path, "re");
+	unsigned n = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		char perms[8] = "";
+		unsigned long inode = 1;
+		if (sscanf(line, "%*x-%*x %7s %*x %*x:%*x %lu", perms, &inode) == 2 &&
+		    perms[2] == 'x' && inode == 0 && !strchr(line, '['))
+			n++;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+// The pad address an INSTALL reply names ("pad at 0x..."), 0 if none.
+static uint64_t pad_of(const char *text)
+{
+	const char *p = strstr(text, "pad at 0x");
+	return p ? strtoull(p + 7, NULL, 16) : 0;
+}
+
+// A logpoint toggled on and off hundreds of times (two definitions in turn, as a user
+// editing a condition back and forth) takes the same pad, slot and native code each
+// time instead of new memory; the program is unchanged and the last one collects.
+NS_TEST(test_agent_e2e__pads_reused_when_toggled)
+{
+	struct target t;
+	get_target(&t, false);
+	uint64_t lo, hi;
+	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
+	const char *args[] = {"1000", NULL};
+	char ref[4096];
+	reference_output(t.exe, args, ref, sizeof(ref));
+	struct proc p;
+	if (!launch(&p, t.exe, args, true, false)) {
+		cleanup(&p);
+		return;
+	}
+	p.tier = NS_AGENT_TIER_JUMP;
+	uint64_t pads[2] = {0, 0};
+	unsigned maps_after_first = 0;
+	for (int k = 0; k < 400; k++) {
+		struct ns_rsp_tracepoint tp = {0};
+		tp.num = 50 + (uint32_t)(k & 1);
+		tp.addr = t.work;
+		tp.enabled = true;
+		tp.nranges = 1;
+		tp.ranges[0] = lo;
+		tp.ranges[1] = hi;
+		add_actions(&tp, t.counter);
+		tp.cond = cond_code(k & 1, t.counter, &tp.cond_len);
+		char text[256];
+		NS_CHECK_INT(install(&p, &tp, text, sizeof(text)), 0);
+		free_tp(&tp);
+		uint64_t pad = pad_of(text);
+		NS_CHECK(pad != 0);
+		if (k < 2)
+			pads[k] = pad;
+		else if (pad != pads[k & 1]) {
+			ns_test_fail(__FILE__, __LINE__, "install %d: pad 0x%lx, was 0x%lx", k, pad,
+			             pads[k & 1]);
+			break;
+		}
+		if (k == 1)
+			maps_after_first = exec_anon_maps(p.pid);
+		if (k < 399) {
+			p.tier = 0; // a REMOVE's reply names no tier
+			NS_CHECK_INT(remove_tp(&p, tp.num), 0);
+			p.tier = NS_AGENT_TIER_JUMP;
+		}
+	}
+	NS_CHECK(pads[0] != pads[1]);
+	// 400 pads of ~1 KiB would have taken several 64 KiB code pages more.
+	NS_CHECK_INT(exec_anon_maps(p.pid), maps_after_first);
+	resume(&p);
+	run_until_exit(&p, 20000);
+	NS_CHECK(exited_ok(&p));
+	NS_CHECK_STR(p.output, ref);
+	// The last one (number 51, "*(u64 *)rsp != 0 and rdi % 3 == 0") collects.
+	size_t n = frames_of(&p, 51, frames_buf, 4 * N);
+	NS_CHECK_INT(n, 334);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t rdi = 1;
+		uint32_t c = 0;
+		NS_CHECK(ns_frame_reg(&frames_buf[i], NS_REG_RDI, &rdi) == 0 && rdi % 3 == 0);
+		NS_CHECK(ns_frame_read(&frames_buf[i], t.counter, &c, 4) == 4 && c == counter_at(rdi));
+	}
+	cleanup(&p);
+}
+
 // Worker threads (stacks created after the INSTALL) with a condition that reads the stack.
 NS_TEST(test_agent_e2e__jump_jit_condition_threads)
 {
