@@ -146,7 +146,13 @@ static void release(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t 
 static void consume(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t len)
 {
 	r->read += len;
-	release(shm, r, NS_AGENT_RECLAIM_BATCH);
+	// Per record: only a subtraction and a compare until a batch (1/8 of a small
+	// ring) lies read behind tail.
+	uint64_t size = shm->ring_bytes, batch = size / 8 < NS_AGENT_RECLAIM_BATCH
+	                                                 ? size / 8
+	                                                 : NS_AGENT_RECLAIM_BATCH;
+	if (r->read - atomic_load_explicit(&r->tail, memory_order_relaxed) >= batch / 2)
+		release(shm, r, NS_AGENT_RECLAIM_BATCH);
 }
 
 static long corrupt(struct ns_agent_ring *r, uint64_t head)

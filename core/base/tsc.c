@@ -45,6 +45,13 @@ void ns_tsc_pair(uint64_t *tsc, uint64_t *ns)
 	}
 }
 
+static void derive(struct ns_tsc_clock *c)
+{
+	uint64_t dt = c->tsc_b - c->tsc_a, dn = c->ns_b - c->ns_a;
+	c->mult = (uint64_t)(((unsigned __int128)dn << 32) / dt);
+	c->ms_ticks = (uint64_t)((unsigned __int128)dt * 1000000u / dn);
+}
+
 void ns_tsc_clock_tick(struct ns_tsc_clock *c)
 {
 	if (!c->ready) {
@@ -54,13 +61,12 @@ void ns_tsc_clock_tick(struct ns_tsc_clock *c)
 			;
 		ns_tsc_pair(&c->tsc_b, &c->ns_b);
 		c->ready = c->tsc_b > c->tsc_a && c->ns_b > c->ns_a;
+		if (c->ready)
+			derive(c);
 		return;
 	}
 	uint64_t now = __builtin_ia32_rdtsc();
-	// Ticks per ms from the current rate (ns_b - ns_a over tsc_b - tsc_a).
-	uint64_t ms = (uint64_t)((unsigned __int128)(c->tsc_b - c->tsc_a) * 1000000u /
-	                         (c->ns_b - c->ns_a));
-	if (now - c->tsc_b < ms)
+	if (now - c->tsc_b < c->ms_ticks)
 		return;
 	uint64_t tsc, ns;
 	ns_tsc_pair(&tsc, &ns);
@@ -72,15 +78,15 @@ void ns_tsc_clock_tick(struct ns_tsc_clock *c)
 	}
 	c->tsc_b = tsc;
 	c->ns_b = ns;
+	derive(c);
 }
 
 uint64_t ns_tsc_clock_ns(const struct ns_tsc_clock *c, uint64_t tsc)
 {
 	if (!c->ready)
 		return 0;
-	uint64_t dt = c->tsc_b - c->tsc_a, dn = c->ns_b - c->ns_a;
 	if (tsc >= c->tsc_a)
-		return c->ns_a + (uint64_t)((unsigned __int128)(tsc - c->tsc_a) * dn / dt);
-	uint64_t back = (uint64_t)((unsigned __int128)(c->tsc_a - tsc) * dn / dt);
+		return c->ns_a + (uint64_t)(((unsigned __int128)(tsc - c->tsc_a) * c->mult) >> 32);
+	uint64_t back = (uint64_t)(((unsigned __int128)(c->tsc_a - tsc) * c->mult) >> 32);
 	return back < c->ns_a ? c->ns_a - back : 0;
 }

@@ -20,6 +20,9 @@ void ns_tsc_pair(uint64_t *tsc, uint64_t *ns);
 /* A consumer's conversion: the rate between an early pair (a) and a recent one (b). */
 struct ns_tsc_clock {
 	uint64_t tsc_a, ns_a, tsc_b, ns_b;
+	/* From the pairs, when they change (a 128-bit division each, not per stamp): ns
+	 * per tick in 32.32 fixed point, and ticks per millisecond. */
+	uint64_t mult, ms_ticks;
 	bool ready;
 };
 

@@ -4,6 +4,7 @@
 #include "base/test.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 NS_TEST(test_err__wrap_keeps_code_and_column)
@@ -51,6 +52,19 @@ NS_TEST(test_err__strbuf_hex_roundtrip)
 	NS_CHECK_STR(ns_strbuf_str(&sb), "00ff12ab");
 	NS_CHECK_INT(ns_hex_decode(sb.buf, sb.len, out), 0);
 	NS_CHECK(memcmp(in, out, 4) == 0);
+	// Every byte value against printf's two digits.
+	unsigned char all[256];
+	char want[3];
+	for (int i = 0; i < 256; i++)
+		all[i] = (unsigned char)i;
+	ns_strbuf_deinit(&sb);
+	ns_strbuf_init(&sb);
+	ns_strbuf_hex(&sb, all, sizeof(all));
+	NS_CHECK_INT(sb.len, 512);
+	for (int i = 0; i < 256 && sb.len == 512; i++) {
+		snprintf(want, sizeof(want), "%02x", i);
+		NS_CHECK(sb.buf[2 * i] == want[0] && sb.buf[2 * i + 1] == want[1]);
+	}
 	NS_CHECK_INT(ns_hex_decode("0g", 2, out), -1);
 	NS_CHECK_INT(ns_hex_decode("012", 3, out), -1);
 	ns_strbuf_deinit(&sb);

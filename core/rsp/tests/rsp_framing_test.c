@@ -4,6 +4,7 @@
 #include "base/test.h"
 #include "rsp/rsp.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Feed @s whole; returns the first event and how much was used. */
@@ -209,4 +210,72 @@ NS_TEST(test_rsp_framing__appends_to_what_is_there)
 	NS_CHECK_STR(ns_strbuf_str(&sb), "$OK#9a%a}]b#9d");
 	NS_CHECK_INT(sb.len, strlen("$OK#9a%a}]b#9d"));
 	ns_strbuf_deinit(&sb);
+}
+
+// The reference framing, a byte at a time, as the GDB manual states it.
+static size_t frame_by_bytes(char *out, const uint8_t *s, size_t len)
+{
+	size_t n = 0;
+	unsigned sum = 0;
+	out[n++] = '$';
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = s[i];
+		if (c == '$' || c == '#' || c == '}' || c == '*') {
+			out[n++] = '}';
+			sum += '}';
+			c ^= 0x20;
+		}
+		out[n++] = (char)c;
+		sum += c;
+	}
+	n += (size_t)sprintf(out + n, "#%02x", sum & 0xff);
+	return n;
+}
+
+// The word-at-a-time framing against the reference: payloads of every length up to
+// 300 and long ones (past the 128-word checksum fold), with no, few and many bytes
+// that need escaping, at every alignment.
+NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
+{
+	enum { MAX = 20000 };
+	uint8_t *buf = malloc(MAX + 8);
+	char *want = malloc(2 * MAX + 8);
+	uint64_t x = 88172645463325252ull;
+	unsigned cases = 0;
+	for (size_t len = 0; len < MAX; len = len < 300 ? len + 1 : len * 3 / 2) {
+		for (int density = 0; density < 4; density++) {
+			for (size_t i = 0; i < len + 8; i++) {
+				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+				uint8_t c = (uint8_t)x;
+				// density 0: hex digits only; 1: rare specials; 2: any byte;
+				// 3: mostly specials.
+				if (density == 0)
+					c = (uint8_t)"0123456789abcdef"[c & 15];
+				else if (density == 1 && (x >> 20) % 97 == 0)
+					c = (uint8_t)"$#}*"[(x >> 8) & 3];
+				else if (density == 1)
+					c = (uint8_t)('0' + c % 40);
+				else if (density == 3 && (x >> 20) % 3)
+					c = (uint8_t)"$#}*"[(x >> 8) & 3];
+				buf[i] = c;
+			}
+			size_t off = len & 7; // vary the start's alignment
+			struct ns_strbuf sb;
+			ns_strbuf_init(&sb);
+			ns_rsp_frame(&sb, buf + off, len, false);
+			size_t n = frame_by_bytes(want, buf + off, len);
+			cases++;
+			if (sb.len != n || memcmp(sb.buf, want, n) != 0) {
+				ns_test_fail(__FILE__, __LINE__, "length %zu density %d: framing differs",
+				             len, density);
+				ns_strbuf_deinit(&sb);
+				goto out;
+			}
+			ns_strbuf_deinit(&sb);
+		}
+	}
+	NS_CHECK(cases > 1000);
+out:
+	free(buf);
+	free(want);
 }
