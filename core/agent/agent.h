@@ -30,12 +30,11 @@
  *
  * The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
- * advances its read position, and stores tail with release once a whole page (at
- * least NS_AGENT_RECLAIM_IDLE bytes, NS_AGENT_RECLAIM_BATCH while records keep
- * coming) lies between the two: the pages between the old tail and the new one are
- * punched out of the memfd first (MADV_REMOVE), while the producer cannot write them
- * yet, so a ring's memory follows what it holds. A full ring counts a drop and never
- * blocks. */
+ * advances its read position, and stores tail with release when read is
+ * NS_AGENT_RECLAIM_LAG (or 1/8 of the ring) ahead of it. Once a ring is quiet,
+ * ns_agent_ring_trim punches the pages between tail and read out of the memfd
+ * (MADV_REMOVE) before moving tail past them: the producer cannot write them then. A
+ * full ring counts a drop and never blocks. */
 #ifndef NS_AGENT_H
 #define NS_AGENT_H
 
@@ -72,11 +71,9 @@ enum {
 	 * of ~500 k compact logpoint frames fits); see docs/jump-pads.md. */
 	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,
 	NS_AGENT_MAX_FRAME = 64 * 1024, /* largest frame one hit may produce */
-	/* Consumed bytes the stub lets accumulate in a ring before giving their pages
-	 * back: when the ring is empty, and while records keep coming (one madvise each;
-	 * its TLB shootdown reaches the program's threads too). */
-	NS_AGENT_RECLAIM_IDLE = 64 * 1024,
-	NS_AGENT_RECLAIM_BATCH = 1024 * 1024,
+	/* How far the stub keeps tail behind what it has read (at most 1/8 of a ring):
+	 * what it can give back once the ring is quiet (ns_agent_ring_trim). */
+	NS_AGENT_RECLAIM_LAG = 8 * 1024 * 1024,
 	NS_AGENT_RECORD_PAD = 1u << 31,
 	NS_AGENT_RECORD_TSC = 1u << 30,
 	NS_AGENT_RECORD_COMPACT = 1u << 29,
@@ -124,7 +121,8 @@ struct ns_agent_ring {
 	uint64_t head_seen;                                  /* a head value the consumer read */
 	uint64_t read;                                       /* bytes consumed, >= tail */
 	_Atomic uint64_t resets; /* times the stub emptied and released the ring */
-	uint64_t reserved2[4];
+	uint64_t trim_read;      /* read at the last ns_agent_ring_trim */
+	uint64_t reserved2[3];
 	/* NS_AGENT_RING_BYTES of data follow */
 };
 
@@ -166,6 +164,11 @@ struct ns_agent_ring *ns_agent_shm_ring(struct ns_agent_shm *shm, unsigned i);
 uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 /** Template slot @i (i < NS_AGENT_NTMPL). */
 struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
+
+/** Consumer side, every ~100 ms: if no record was read from @r since the last call,
+ * give back the whole pages between tail and read (punched before tail moves past
+ * them). */
+void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
 /** Consumer side: empty ring @r and give all its pages back (its producer is gone),
  * counting it in r->resets. The caller then frees it (owner = 0). */

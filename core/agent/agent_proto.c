@@ -48,7 +48,7 @@ void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_by
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		atomic_store(&r->head, 0);
 		atomic_store(&r->tail, 0);
-		r->read = r->head_seen = r->tail_seen = 0;
+		r->read = r->trim_read = r->head_seen = r->tail_seen = 0;
 		atomic_store(&r->resets, 0);
 		atomic_store(&r->dropped, 0);
 		atomic_store(&r->owner, 0);
@@ -93,10 +93,14 @@ static void tsc_to_realtime(uint8_t *p)
  *
  * The producer may write position p once p < tail + size, that is the offset of
  * position p - size: when tail passes a page's first position, the page's bytes may be
- * rewritten at once. So a page is punched before tail passes its start, after read
- * passed its end: tail moves only to page boundaries (in the address space: the data
- * of ring i starts 128 bytes into a page, not on one) and only with whole pages of
- * consumed bytes behind it. What a producer then writes there lands on a fresh page. */
+ * rewritten at once. So a page may be punched only while tail is behind it, after read
+ * passed its end. The consumer keeps tail behind read (a lag of at most 1/8 of the
+ * ring, so the producer keeps 7/8 of its room): while records keep coming, tail jumps to
+ * read whenever the lag reaches that, and the pages it passes stay backed (the producer
+ * is about to write them again: punching them would cost it a page fault each, and the
+ * warmer work). Once a ring is quiet, ns_agent_ring_trim punches the whole pages of
+ * the lag and only then moves tail (to a page boundary in the address space: ring i's
+ * data starts 128 bytes into a page). */
 
 enum { PAGE = 4096 };
 
@@ -118,41 +122,41 @@ static void punch(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t fr
 	}
 }
 
-// Publish r->read as far as a page boundary allows, when at least @min bytes would be
-// given back (min 0: always, if it moves).
-static void release(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t min)
+static uint64_t lag_max(const struct ns_agent_shm *shm)
 {
-	uint64_t size = shm->ring_bytes, rd = r->read;
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	uint64_t batch = NS_AGENT_RECLAIM_BATCH;
-	while (batch > size / 8)
-		batch /= 2;
-	if ((size % PAGE) || batch < PAGE) { // too small to give pages back
-		atomic_store_explicit(&r->tail, rd, memory_order_release);
-		return;
-	}
-	if (min > batch)
-		min = batch;
-	uint64_t in_page = ((uintptr_t)ns_agent_ring_data(shm, r) + rd % size) % PAGE;
-	if (rd < in_page) // still in the ring's first page (it starts mid-page)
-		return;
-	uint64_t to = rd - in_page;
-	if (to <= tail || to - tail < min)
-		return;
-	punch(shm, r, tail, to);
-	atomic_store_explicit(&r->tail, to, memory_order_release);
+	uint64_t l = shm->ring_bytes / 8;
+	return l < NS_AGENT_RECLAIM_LAG ? l : NS_AGENT_RECLAIM_LAG;
 }
 
 static void consume(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t len)
 {
 	r->read += len;
-	// Per record: only a subtraction and a compare until a batch (1/8 of a small
-	// ring) lies read behind tail.
-	uint64_t size = shm->ring_bytes, batch = size / 8 < NS_AGENT_RECLAIM_BATCH
-	                                                 ? size / 8
-	                                                 : NS_AGENT_RECLAIM_BATCH;
-	if (r->read - atomic_load_explicit(&r->tail, memory_order_relaxed) >= batch / 2)
-		release(shm, r, NS_AGENT_RECLAIM_BATCH);
+	if (r->read - atomic_load_explicit(&r->tail, memory_order_relaxed) >= lag_max(shm))
+		atomic_store_explicit(&r->tail, r->read, memory_order_release);
+}
+
+void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
+{
+	uint64_t rd = r->read, size = shm->ring_bytes;
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	if (rd != r->trim_read) { // records since the last look: not quiet yet
+		r->trim_read = rd;
+		return;
+	}
+	if (rd - tail > size || rd == tail)
+		return;
+	if (size % PAGE) { // no page boundaries that stay put: release only
+		atomic_store_explicit(&r->tail, rd, memory_order_release);
+		return;
+	}
+	uint64_t in_page = ((uintptr_t)ns_agent_ring_data(shm, r) + rd % size) % PAGE;
+	if (rd < in_page) // still in the ring's first page (it starts mid-page)
+		return;
+	uint64_t to = rd - in_page;
+	if (to <= tail)
+		return;
+	punch(shm, r, tail, to);
+	atomic_store_explicit(&r->tail, to, memory_order_release);
 }
 
 static long corrupt(struct ns_agent_ring *r, uint64_t head)
@@ -169,7 +173,7 @@ void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	punch(shm, r, 0, shm->ring_bytes);
 	atomic_store_explicit(&r->head, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
-	r->read = 0;
+	r->read = r->trim_read = 0;
 	r->seq = 0;
 	r->tail_seen = r->head_seen = 0;
 	atomic_fetch_add_explicit(&r->resets, 1, memory_order_release);
@@ -235,10 +239,8 @@ long ns_agent_ring_pop(struct ns_agent_shm *shm, struct ns_agent_ring *r, void *
 		if (head == rd || head - rd > size) {
 			head = atomic_load_explicit(&r->head, memory_order_acquire);
 			r->head_seen = head;
-			if (rd == head && rd - tail <= size) {
-				release(shm, r, NS_AGENT_RECLAIM_IDLE); // empty: give back what is read
+			if (rd == head)
 				return 0;
-			}
 		}
 		// The producer lives in another process, and the program could write
 		// this line too: check everything.

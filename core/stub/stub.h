@@ -150,6 +150,8 @@ size_t ns_stub__drain(struct ns_stub *s);
 /** Drops not yet reported (ring drops + no-ring drops + queue overflow). */
 uint64_t ns_stub__new_drops(struct ns_stub *s);
 void ns_stub__release_dead_rings(struct ns_stub *s);
+/** Quiet rings give back the pages already read (ns_agent_ring_trim); every ~100 ms. */
+void ns_stub__trim_rings(struct ns_stub *s);
 void ns_stub__free_frames(struct ns_stub *s);
 /** Queue one frame (@n bytes) as if it came from a ring (counts hits, bounds the queue). */
 void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n);

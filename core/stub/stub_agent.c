@@ -315,6 +315,14 @@ uint64_t ns_stub__new_drops(struct ns_stub *s)
 	return s->drops_total - s->drops_reported;
 }
 
+void ns_stub__trim_rings(struct ns_stub *s)
+{
+	if (!s->shm || s->exited)
+		return;
+	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++)
+		ns_agent_ring_trim(s->shm, ns_agent_shm_ring(s->shm, i));
+}
+
 void ns_stub__release_dead_rings(struct ns_stub *s)
 {
 	if (!s->shm || s->exited)

@@ -298,7 +298,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	int64_t next_housekeeping = now_ms() + 1000;
+	int64_t next_housekeeping = now_ms() + 1000, next_trim = now_ms() + 100;
 	for (;;) {
 		struct pollfd pf[6];
 		int n = 0, i_client = -1, i_listen = -1, i_ctl = -1, i_pid = -1, i_sig = -1;
@@ -357,6 +357,10 @@ int main(int argc, char **argv)
 		ns_stub__maybe_notify(s);
 
 		int64_t now = now_ms();
+		if (now >= next_trim) { // quiet rings give their read pages back
+			ns_stub__trim_rings(s);
+			next_trim = now + 100;
+		}
 		if (now >= next_housekeeping) {
 			ns_stub__release_dead_rings(s);
 			next_housekeeping = now + 1000;
