@@ -31,7 +31,7 @@
  * The producer fills the bytes and then
  * publishes head with a release store; the consumer reads head with acquire, copies,
  * advances its read position, and stores tail with release when read is
- * NS_AGENT_RECLAIM_LAG (or 1/8 of the ring) ahead of it. Once a ring is quiet,
+ * NS_AGENT_RECLAIM_LAG (or 1/8 of the ring) ahead of it. Unless a ring streams,
  * ns_agent_ring_trim punches the pages between tail and read out of the memfd
  * (MADV_REMOVE) before moving tail past them: the producer cannot write them then. A
  * full ring counts a drop and never blocks. */
@@ -165,9 +165,9 @@ uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 /** Template slot @i (i < NS_AGENT_NTMPL). */
 struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
 
-/** Consumer side, every ~100 ms: if no record was read from @r since the last call,
- * give back the whole pages between tail and read (punched before tail moves past
- * them). */
+/** Consumer side, every ~100 ms: unless @r streams (1/8 of the lag read since the last
+ * call), give back the whole pages between tail and read (punched before tail moves
+ * past them). */
 void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
 /** Consumer side: empty ring @r and give all its pages back (its producer is gone),

@@ -98,9 +98,9 @@ static void tsc_to_realtime(uint8_t *p)
  * ring, so the producer keeps 7/8 of its room): while records keep coming, tail jumps to
  * read whenever the lag reaches that, and the pages it passes stay backed (the producer
  * is about to write them again: punching them would cost it a page fault each, and the
- * warmer work). Once a ring is quiet, ns_agent_ring_trim punches the whole pages of
- * the lag and only then moves tail (to a page boundary in the address space: ring i's
- * data starts 128 bytes into a page). */
+ * warmer work). A ring that is not streaming has the whole pages of its lag punched
+ * by ns_agent_ring_trim, and only then tail moved (to a page boundary in the address
+ * space: ring i's data starts 128 bytes into a page). */
 
 enum { PAGE = 4096 };
 
@@ -139,10 +139,12 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 {
 	uint64_t rd = r->read, size = shm->ring_bytes;
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	if (rd != r->trim_read) { // records since the last look: not quiet yet
-		r->trim_read = rd;
+	// A stream (more than 1/8 of the lag since the last look: 1 MiB per 100 ms, 10
+	// MB/s) keeps its pages: it writes them again within a lap.
+	uint64_t moved = rd - r->trim_read;
+	r->trim_read = rd;
+	if (moved >= lag_max(shm) / 8)
 		return;
-	}
 	if (rd - tail > size || rd == tail)
 		return;
 	if (size % PAGE) { // no page boundaries that stay put: release only
