@@ -16,6 +16,7 @@ enum {
 	NS_STUB_QUEUE_BYTES = 256 * 1024 * 1024, /* bound of buffered frames */
 	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
 	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
+	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
 };
 
@@ -48,6 +49,7 @@ struct ns_stub {
 	bool use_stdio, hold;
 	int stdout_fd, stderr_fd;
 	uint64_t ring_warm; /* --ring-warm: shm warm_bytes (agent.h) */
+	int nice;           /* --nice: added to the stub's nice value once the program runs */
 	const char *agent_path;
 	char **argv;
 	pid_t attach_pid; /* --attach PID; 0: launch argv */

@@ -4,11 +4,14 @@
  * frames, and when it goes away the tracepoints are removed and the program runs on.
  *
  *   nonstop-stub [--listen HOST:PORT | --stdio] [--hold] [--stdout-fd N]
- *                [--stderr-fd N] [--agent PATH] [--ring-warm SIZE] -- PROGRAM ARGS...
- *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH]
+ *                [--stderr-fd N] [--agent PATH] [--ring-warm SIZE] [--nice N]
+ *                -- PROGRAM ARGS...
+ *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH] [--nice N]
  *
  * --ring-warm SIZE (bytes, K/M/G suffixes; default 16M, 0 = off): how much of each
- * hitting thread's ring the agent keeps backed ahead of it (docs/jump-pads.md). */
+ * hitting thread's ring the agent keeps backed ahead of it (docs/jump-pads.md).
+ * --nice N (0..19, default 10): how much the stub lowers its own priority once the
+ * program runs (the program keeps its own). */
 #define _GNU_SOURCE
 #include "stub/stub.h"
 
@@ -22,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -34,9 +38,9 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: nonstop-stub [--listen HOST:PORT | --stdio] [--hold] "
 	                "[--stdout-fd N] [--stderr-fd N] [--agent PATH] [--debug-dir DIR]...\n"
-	                "                    [--ring-warm SIZE] -- PROGRAM ARGS...\n"
+	                "                    [--ring-warm SIZE] [--nice N] -- PROGRAM ARGS...\n"
 	                "       nonstop-stub --attach PID [--listen HOST:PORT | --stdio] "
-	                "[--agent PATH] [--debug-dir DIR]... [--ring-warm SIZE]\n");
+	                "[--agent PATH] [--debug-dir DIR]... [--ring-warm SIZE] [--nice N]\n");
 }
 
 static bool parse_fd(const char *s, int *out)
@@ -99,6 +103,12 @@ static bool parse_args(struct ns_stub *s, int argc, char **argv)
 		} else if (!strcmp(a, "--ring-warm") && has_val) {
 			if (!parse_size(argv[++i], &s->ring_warm))
 				return false;
+		} else if (!strcmp(a, "--nice") && has_val) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (!*argv[i] || *end || v < 0 || v > 19)
+				return false;
+			s->nice = (int)v;
 		} else if (!strcmp(a, "--stdout-fd") && has_val) {
 			if (!parse_fd(argv[++i], &s->stdout_fd))
 				return false;
@@ -271,6 +281,7 @@ int main(int argc, char **argv)
 	struct ns_stub *s = &st;
 	s->stdout_fd = s->stderr_fd = -1;
 	s->ring_warm = NS_AGENT_WARM_BYTES;
+	s->nice = NS_STUB_NICE;
 	s->ctl_fd = s->memfd = s->pidfd = s->listen_fd = -1;
 	ns_strbuf_init(&s->maps);
 	if (!parse_args(s, argc, argv)) {
@@ -288,6 +299,15 @@ int main(int argc, char **argv)
 	if (err) {
 		fprintf(stderr, "nonstop-stub: %s\n", err->msg);
 		return 1;
+	}
+	// The program started (it keeps its own priority): from now on the stub yields
+	// the CPU to it. Frames wait in the rings meanwhile (a full ring counts drops).
+	if (s->nice) {
+		errno = 0;
+		int cur = getpriority(PRIO_PROCESS, 0);
+		if ((cur != -1 || errno == 0) && setpriority(PRIO_PROCESS, 0, cur + s->nice) != 0)
+			fprintf(stderr, "nonstop-stub: cannot lower its priority: %s\n",
+			        strerror(errno));
 	}
 	if (s->use_stdio) {
 		err = ns_rsp_conn_create(0, 1, &s->conn);

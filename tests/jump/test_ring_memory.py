@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ring memory under nonstop-stub: a logpoint hit now and then (1 kHz, ~1.2 KiB frames:
+"""Ring memory and priority under nonstop-stub: a logpoint hit now and then (1 kHz, ~1.2 KiB frames:
 well under a stream) must not leave the pages it wrote backed. The stub's 100 ms trim
 punches what it has read (core/agent/agent_proto.c); the program's own account of its
 ring mapping (/proc/PID/smaps, Rss of the memfd) is the independent answer, against the
@@ -47,6 +47,12 @@ def child_of(pid):
     return int(kids[0]) if kids else None
 
 
+def nice_of(pid):
+    """The nice value of process @pid (its main thread), from /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        return int(f.read().rsplit(')', 1)[1].split()[16])
+
+
 def ring_rss_kb(pid):
     """Rss of the program's mapping of the ring memfd (kB), from its smaps."""
     rss, inside = 0, False
@@ -78,6 +84,10 @@ def main():
         check('jump_tier', 'tier=jump' in info, info)
         rsp.cmd('vCont;c')
         prog = child_of(p.pid)
+        # The stub yields the CPU to the program (--nice, default 10); the program keeps
+        # the priority it was started with (ours).
+        check('stub_nice', nice_of(p.pid) == os.nice(0) + 10 and nice_of(prog) == os.nice(0),
+              (nice_of(p.pid), nice_of(prog), os.nice(0)))
         frames, nbytes, samples, ex = 0, 0, [], None
         deadline = time.monotonic() + 60
         while ex is None and time.monotonic() < deadline:
