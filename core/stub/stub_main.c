@@ -302,7 +302,8 @@ int main(int argc, char **argv)
 	}
 	// The program started (it keeps its own priority): from now on the stub yields
 	// the CPU to it. Frames wait in the rings meanwhile (a full ring counts drops).
-	if (s->nice) {
+	// Not under the ptrace tier: there a hitting thread waits for the stub.
+	if (s->nice && !s->pt) {
 		errno = 0;
 		int cur = getpriority(PRIO_PROCESS, 0);
 		if ((cur != -1 || errno == 0) && setpriority(PRIO_PROCESS, 0, cur + s->nice) != 0)
