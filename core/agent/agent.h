@@ -122,7 +122,8 @@ struct ns_agent_ring {
 	uint64_t read;                                       /* bytes consumed, >= tail */
 	_Atomic uint64_t resets; /* times the stub emptied and released the ring */
 	uint64_t trim_read;      /* read at the last ns_agent_ring_trim */
-	uint64_t reserved2[3];
+	uint64_t trim_head;      /* head at the last ns_agent_ring_trim */
+	uint64_t reserved2[2];
 	/* NS_AGENT_RING_BYTES of data follow */
 };
 
@@ -165,8 +166,8 @@ uint8_t *ns_agent_ring_data(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 /** Template slot @i (i < NS_AGENT_NTMPL). */
 struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
 
-/** Consumer side, every ~100 ms: unless @r streams (1/8 of the lag read since the last
- * call), give back the whole pages between tail and read (punched before tail moves
+/** Consumer side, every ~100 ms: unless @r streams (1/8 of the lag written or read
+ * since the last call), give back the whole pages between tail and read (punched before tail moves
  * past them). */
 void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 

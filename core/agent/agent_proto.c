@@ -48,7 +48,7 @@ void ns_agent_shm_init(struct ns_agent_shm *shm, unsigned nrings, size_t ring_by
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		atomic_store(&r->head, 0);
 		atomic_store(&r->tail, 0);
-		r->read = r->trim_read = r->head_seen = r->tail_seen = 0;
+		r->read = r->trim_read = r->trim_head = r->head_seen = r->tail_seen = 0;
 		atomic_store(&r->resets, 0);
 		atomic_store(&r->dropped, 0);
 		atomic_store(&r->owner, 0);
@@ -139,11 +139,14 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 {
 	uint64_t rd = r->read, size = shm->ring_bytes;
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	// A stream (more than 1/8 of the lag since the last look: 1 MiB per 100 ms, 10
-	// MB/s) keeps its pages: it writes them again within a lap.
-	uint64_t moved = rd - r->trim_read;
+	// A stream (more than 1/8 of the lag since the last look, written or read: 1 MiB
+	// per 100 ms, 10 MB/s) keeps its pages: it writes them again within a lap. The
+	// producer's side counts too: a consumer that fell behind reads slowly.
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t moved = rd - r->trim_read, wrote = head - r->trim_head;
 	r->trim_read = rd;
-	if (moved >= lag_max(shm) / 8)
+	r->trim_head = head;
+	if (moved >= lag_max(shm) / 8 || wrote >= lag_max(shm) / 8)
 		return;
 	if (rd - tail > size || rd == tail)
 		return;
@@ -175,7 +178,7 @@ void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	punch(shm, r, 0, shm->ring_bytes);
 	atomic_store_explicit(&r->head, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail, 0, memory_order_relaxed);
-	r->read = r->trim_read = 0;
+	r->read = r->trim_read = r->trim_head = 0;
 	r->seq = 0;
 	r->tail_seen = r->head_seen = 0;
 	atomic_fetch_add_explicit(&r->resets, 1, memory_order_release);

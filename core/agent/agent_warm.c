@@ -11,7 +11,7 @@
  * thread to hit will claim (the first free one, agent_collect_sig.c claim_ring).
  * MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it, a locked add
  * of 0 to one word of each page (atomic against the producer's stores, and changing
- * nothing). Giving pages back is the stub's part: it punches consumed pages before
+ * nothing). Giving pages back is the stub's part: it punches read pages before
  * letting the producer reuse them (agent_proto.c), and this never backs a position
  * the producer may not write yet (tail + size), so the two never cross. */
 #define _GNU_SOURCE
@@ -114,9 +114,10 @@ static int warm(bool spare_only, uint64_t step)
 		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
 		uint64_t resets = atomic_load_explicit(&r->resets, memory_order_acquire);
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-		// Pages behind tail were given back before tail moved (agent_proto.c), so
-		// positions below tail + size are ours to back: reading tail first is what
-		// keeps this from backing a page the stub is about to punch.
+		// The stub punches only read pages between tail and read (agent_proto.c),
+		// whose offsets the producer next writes at positions >= tail + size: what
+		// is backed below tail + size (tail read now, it only grows) is never
+		// punched before the producer has written it.
 		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 		if (resets != w.resets[i] || head < w.last[i]) {
 			// The stub emptied the ring and gave its pages back: start again.

@@ -714,6 +714,19 @@ NS_TEST(test_agent_proto__ring_gives_pages_back)
 	NS_CHECK(kept > 5);
 	NS_CHECK(fulls > 0);
 	NS_CHECK_INT(atomic_load(&r->dropped), fulls);
+	// A consumer that fell behind reads little between two looks, but the producer
+	// streams: still no punch.
+	ns_agent_ring_trim(shm, r);
+	push_burst(shm, r, 200, 3000, &pushed, &full);
+	uint8_t one[4096];
+	NS_CHECK(ns_agent_ring_pop(shm, r, one, sizeof(one)) > 0);
+	popped++;
+	uint64_t before = atomic_load(&r->tail);
+	ns_agent_ring_trim(shm, r);
+	NS_CHECK(atomic_load(&r->tail) == before);
+	if (!pop_all(shm, r, 3000, &popped))
+		return;
+	ns_agent_ring_trim(shm, r); // (the rest read: a stream still)
 	// Quiet at last (nothing since the last look): the lag's whole pages go.
 	uint64_t tail = atomic_load(&r->tail), rd = r->read;
 	ns_agent_ring_trim(shm, r);
