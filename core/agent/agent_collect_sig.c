@@ -547,14 +547,15 @@ static void collect_one(struct hit *h, const struct ns_collect_src *src, struct 
 	uint32_t status = 0;
 	uint64_t fault = 0;
 	// At a pad hit the X actions run natively (compiled for the pad's block).
+	// Inert actions are skipped in either tier.
 	struct ns_ax_jit_range fast[NS_AX_JIT_NRANGES];
-	struct ns_collect_native nat = {tp->act_jit, h->regs, NULL};
+	struct ns_collect_native nat = {h->regs ? tp->act_jit : NULL, h->regs, NULL, tp->inert};
 	if (h->regs && tp->act_jit && tp->act_reads_mem) {
 		fast_ranges(h, fast);
 		nat.fast = fast;
 	}
-	ns_collect_actions_regs(&tp->def, src, h->uc ? NULL : src_read_regs_pad,
-	                        h->regs && tp->act_jit ? &nat : NULL, &h->b, &status, &fault);
+	ns_collect_actions_regs(&tp->def, src, h->uc ? NULL : src_read_regs_pad, &nat, &h->b,
+	                        &status, &fault);
 	end_frame(h, r, rec, head, status, fault);
 }
 

@@ -509,9 +509,17 @@ static struct ns_err *install(struct ns_rsp_tracepoint *def, uint32_t *tier_out,
 		return &ns_err_nomem;
 	}
 	tp->def = *def;
-	for (size_t i = 0; i < def->nactions; i++)
-		if (def->actions[i].kind == NS_RSP_ACT_REGS)
+	for (size_t i = 0; i < def->nactions; i++) {
+		const struct ns_rsp_action *a = &def->actions[i];
+		if (a->kind == NS_RSP_ACT_REGS)
 			tp->has_regs = true;
+		// Inert with the registers every tier reads (the pad's block), and too
+		// short to run out of the interpreter's step budget: skipping it changes
+		// no frame in any tier.
+		if (a->kind == NS_RSP_ACT_EXPR && i < 64 && a->code_len <= NS_AX_DEFAULT_STEPS &&
+		    ns_ax_is_inert(a->code, a->code_len, NS_ARCH_PAD_NREGS))
+			tp->inert |= 1ull << i;
+	}
 	// A pad site runs its condition and X actions natively (the pad's register
 	// block); before the tracepoint is published, so a hit never sees it half set.
 	char jit_why[256] = "";

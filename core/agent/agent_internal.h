@@ -38,6 +38,9 @@ struct ns_agent__tp {
 	ns_ax_jit_fn *act_jit;
 	size_t *act_jit_len;
 	bool act_reads_mem; /* one of them has a ref opcode */
+	/* X actions (bit i: action i) that cannot add anything to a frame (ns_ax_is_inert:
+	 * a logpoint's register value, already in the R block): not run at hits. */
+	uint64_t inert;
 };
 
 /* One patched address. Immutable once published: adding or removing a tracepoint

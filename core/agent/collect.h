@@ -48,16 +48,21 @@ void ns_collect_actions(const struct ns_rsp_tracepoint *d, const struct ns_colle
 /* X actions compiled to native code (ax.h ns_ax_jit_compile), run instead of the
  * interpreter: same frames by the JIT's contract. */
 struct ns_collect_native {
-	const ns_ax_jit_fn *fn; /* per action of the tracepoint; NULL entries: interpret */
+	const ns_ax_jit_fn *fn; /* per action of the tracepoint (NULL entries, or NULL:
+	                           interpret) */
 	const uint64_t *regs;   /* the register block the code was compiled for */
 	/* The ranges the code reads inline (ctx->fast; all empty is fine), or NULL. */
 	const struct ns_ax_jit_range *fast;
+	/* X actions (bit i: action i < 64) that are inert (ns_ax_is_inert for the
+	 * registers every tier has): they add nothing to a frame and are not run. */
+	uint64_t inert;
 };
 
 /** ns_collect_actions, with @read_regs (if not NULL) reading all NS_FRAME_NREGS
  * registers at once for an R action (0 for one that is not available) instead of
  * src->read_reg for each, and @native (if not NULL) running X actions natively (its
- * read_mem/read_reg/trace_mem are @src's, as for the interpreter). */
+ * read_mem/read_reg/trace_mem are @src's, as for the interpreter) and skipping the
+ * inert ones. */
 void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_collect_src *src,
                              void (*read_regs)(void *ctx, uint64_t *regs),
                              const struct ns_collect_native *native, struct ns_frame_builder *b,

@@ -152,8 +152,10 @@ void ns_collect_actions_regs(const struct ns_rsp_tracepoint *d, const struct ns_
 			add_mem(&r, base + (uint64_t)a->offset,
 			        a->len > NS_AGENT_MAX_FRAME ? NS_AGENT_MAX_FRAME : a->len, false);
 		} else if (a->kind == NS_RSP_ACT_EXPR) {
+			if (native && i < 64 && (native->inert >> i & 1))
+				continue; // adds nothing to the frame (a logpoint's register value)
 			struct ns_ax_result res;
-			if (native && native->fn[i]) {
+			if (native && native->fn && native->fn[i]) {
 				run_native(native->fn[i], native, &r, &res);
 			} else {
 				struct ns_ax_env env = {ax_read_mem, ax_read_reg, ax_trace_mem,
