@@ -661,19 +661,10 @@ static int jit_read_reg(void *user, unsigned regno, uint64_t *val)
 static int jit_cond(struct hit *h, const struct ns_agent__tp *tp, struct ns_ax_result *res)
 {
 	struct ns_ax_jit_ctx c;
-	c.read_mem = jit_read_mem;
-	c.read_reg = jit_read_reg;
-	c.trace_mem = NULL;
-	c.user = h;
-	c.tsv = NULL;
-	c.ntsv = 0;
-	c.reserved = 0;
+	ns_ax_jit_ctx_init(&c, jit_read_mem, jit_read_reg, NULL, h);
 	// The native code reads ctx->fast only at a ref opcode (the memory read helper).
 	if (tp->cond_reads_mem)
 		fast_ranges(h, c.fast);
-	c.pc = 0;
-	c.status = 0;
-	c.fault_addr = 0;
 	uint64_t v = tp->cond_jit(h->regs, &c);
 	if (c.status != NS_AX_OK) {
 		res->status = (enum ns_ax_status)c.status;

@@ -92,18 +92,9 @@ static void run_native(ns_ax_jit_fn fn, const struct ns_collect_native *nat, str
                        struct ns_ax_result *res)
 {
 	struct ns_ax_jit_ctx c;
-	c.read_mem = ax_read_mem;
-	c.read_reg = ax_read_reg;
-	c.trace_mem = ax_trace_mem;
-	c.user = r;
-	c.tsv = NULL;
-	c.ntsv = 0;
-	c.reserved = 0;
-	for (unsigned i = 0; i < NS_AX_JIT_NRANGES; i++)
-		c.fast[i] = nat->fast ? nat->fast[i] : (struct ns_ax_jit_range){0, 0};
-	c.pc = 0;
-	c.status = 0;
-	c.fault_addr = 0;
+	ns_ax_jit_ctx_init(&c, ax_read_mem, ax_read_reg, ax_trace_mem, r);
+	for (unsigned i = 0; nat->fast && i < NS_AX_JIT_NRANGES; i++)
+		c.fast[i] = nat->fast[i];
 	res->value = fn(nat->regs, &c);
 	res->status = (enum ns_ax_status)c.status;
 	res->pc = c.pc;

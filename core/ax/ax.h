@@ -226,6 +226,20 @@ struct ns_ax_jit_ctx {
 
 typedef uint64_t (*ns_ax_jit_fn)(const uint64_t *regs, struct ns_ax_jit_ctx *ctx);
 
+/** @ctx ready for a run: the callbacks and @user, no trace state variables, every fast
+ * range empty, outputs cleared. Async-signal-safe. */
+static inline void ns_ax_jit_ctx_init(struct ns_ax_jit_ctx *ctx,
+                                      int (*read_mem)(void *, void *, uint64_t, size_t),
+                                      int (*read_reg)(void *, unsigned, uint64_t *),
+                                      int (*trace_mem)(void *, uint64_t, size_t, bool),
+                                      void *user)
+{
+	*ctx = (struct ns_ax_jit_ctx){.read_mem = read_mem,
+	                              .read_reg = read_reg,
+	                              .trace_mem = trace_mem,
+	                              .user = user};
+}
+
 struct ns_ax_jit_options {
 	/* Registers 0..nregs-1 are read from the block passed as @regs (GDB numbering:
 	 * NS_ARCH_PAD_NREGS = 18 for the jump pad's block, NS_AX_NREGS = 26 for a full

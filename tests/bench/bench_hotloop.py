@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 # Bytes replies, notifications dropped: fast enough to drain a million frames. bench_server
 # imports Rsp, define and x_act from here.
-from nsrsp import RawRsp as Rsp, define, x_act  # noqa: E402,F401
+from nsrsp import RawRsp as Rsp, define, stop_stub, x_act  # noqa: E402,F401
 
 SRC = os.path.join(HERE, 'hotloop.c')
 QUICK = '--quick' in sys.argv
@@ -184,15 +184,7 @@ def run_nonstop(prog, n, cond, actions, stub_args=()):
     finally:
         if rfd is not None:
             os.close(rfd)
-        try:
-            p.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_stub(p)
 
 
 def site_byte(stub_pid, addr):

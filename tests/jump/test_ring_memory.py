@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from nsrsp import Rsp, qtdp_packets, split_frames, x_act  # noqa: E402
+from nsrsp import Rsp, qtdp_packets, split_frames, stop_stub, x_act  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 STUB = os.path.join(BUILD, 'bin', 'nonstop-stub')
@@ -111,15 +111,7 @@ def main():
         check('pages_given_back', samples and worst < 768,
               'Rss %s kB with %s bytes written' % (worst, samples[-1][0] if samples else 0))
     finally:
-        try:
-            p.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_stub(p)
     print('%d passed, %d failed' % (results.count(True), results.count(False)))
     return 0 if all(results) else 1
 

@@ -9,6 +9,7 @@ import os
 import re
 import select
 import struct
+import subprocess
 import time
 
 FRAME_MAGIC = 0x5246534e  # "NSFR"
@@ -114,6 +115,20 @@ class RawRsp(Rsp):
 
     def _reply(self, body):
         return body
+
+
+def stop_stub(proc, timeout=10):
+    """Close the stub's RSP input (it removes its tracepoints and exits once the program
+    has) and reap it, killing it after @timeout seconds."""
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def x_act(code):

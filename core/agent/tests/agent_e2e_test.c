@@ -354,6 +354,20 @@ static uint8_t *steal(struct ns_ax_asm *a, size_t *len)
 	return c;
 }
 
+// @tp: tracepoint @num at @addr, enabled, in the function [lo, hi) (a jump-pad site
+// needs its function's range); no condition, no actions yet.
+static void tp_in(struct ns_rsp_tracepoint *tp, uint32_t num, uint64_t addr, uint64_t lo,
+                  uint64_t hi)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->num = num;
+	tp->addr = addr;
+	tp->enabled = true;
+	tp->nranges = 1;
+	tp->ranges[0] = lo;
+	tp->ranges[1] = hi;
+}
+
 // trace 8 bytes at RSP (the return address at a function's entry) and 4 bytes of
 // the global counter.
 static void add_actions(struct ns_rsp_tracepoint *tp, uint64_t counter_addr)
@@ -1076,21 +1090,30 @@ static uint8_t *cond_code(int which, uint64_t counter_addr, size_t *len)
 	return steal(&a, len);
 }
 
+// Launch the target held with @args (interpreting conditions and actions if @no_jit),
+// its untraced output in @ref, work()'s range in *@lo, *@hi.
+static bool launch_work(struct proc *p, struct target *t, const char **args, bool no_jit,
+                        char *ref, size_t ref_cap, uint64_t *lo, uint64_t *hi)
+{
+	get_target(t, false);
+	NS_CHECK(nm_range(t->exe, "work", lo, hi) && *lo == t->work);
+	reference_output(t->exe, args, ref, ref_cap);
+	launch_no_jit = no_jit;
+	bool ok = launch(p, t->exe, args, true, false);
+	launch_no_jit = false;
+	return ok;
+}
+
 // Frames of tracepoints 10..14 at work()'s entry in the jump-pad tier, with conditions
 // compiled (or, with @no_jit, interpreted); counts in @counts.
 static void jump_cond_run(bool no_jit, size_t counts[5], uint32_t *fault_status)
 {
 	struct target t;
-	get_target(&t, false);
 	uint64_t lo, hi;
-	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
 	const char *args[] = {"1000", NULL};
 	char ref[4096];
-	reference_output(t.exe, args, ref, sizeof(ref));
 	struct proc p;
-	launch_no_jit = no_jit;
-	bool ok = launch(&p, t.exe, args, true, false);
-	launch_no_jit = false;
+	bool ok = launch_work(&p, &t, args, no_jit, ref, sizeof(ref), &lo, &hi);
 	if (!ok) {
 		cleanup(&p);
 		return;
@@ -1099,13 +1122,8 @@ static void jump_cond_run(bool no_jit, size_t counts[5], uint32_t *fault_status)
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_REALTIME, &t0);
 	for (int k = 0; k < 5; k++) {
-		struct ns_rsp_tracepoint tp = {0};
-		tp.num = 10 + (uint32_t)k;
-		tp.addr = t.work;
-		tp.enabled = true;
-		tp.nranges = 1;
-		tp.ranges[0] = lo;
-		tp.ranges[1] = hi;
+		struct ns_rsp_tracepoint tp;
+		tp_in(&tp, 10 + (uint32_t)k, t.work, lo, hi);
 		add_actions(&tp, t.counter);
 		tp.cond = cond_code(k, t.counter, &tp.cond_len);
 		char text[256];
@@ -1179,29 +1197,19 @@ NS_TEST(test_agent_e2e__jump_jit_conditions_match_interpreter)
 static void jump_actions_run(bool no_jit, char *out, size_t cap, char *text, size_t text_cap)
 {
 	struct target t;
-	get_target(&t, false);
 	uint64_t lo, hi;
-	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
 	const char *args[] = {"300", NULL};
 	char ref[4096];
-	reference_output(t.exe, args, ref, sizeof(ref));
 	struct proc p;
-	launch_no_jit = no_jit;
-	bool ok = launch(&p, t.exe, args, true, false);
-	launch_no_jit = false;
+	bool ok = launch_work(&p, &t, args, no_jit, ref, sizeof(ref), &lo, &hi);
 	out[0] = 0;
 	if (!ok) {
 		cleanup(&p);
 		return;
 	}
 	p.tier = NS_AGENT_TIER_JUMP;
-	struct ns_rsp_tracepoint tp = {0};
-	tp.num = 20;
-	tp.addr = t.work;
-	tp.enabled = true;
-	tp.nranges = 1;
-	tp.ranges[0] = lo;
-	tp.ranges[1] = hi;
+	struct ns_rsp_tracepoint tp;
+	tp_in(&tp, 20, t.work, lo, hi);
 	tp.nactions = 6;
 	tp.actions = calloc(6, sizeof(*tp.actions));
 	tp.actions[0].kind = NS_RSP_ACT_REGS;
@@ -1364,14 +1372,11 @@ static uint64_t pad_of(const char *text)
 NS_TEST(test_agent_e2e__pads_reused_when_toggled)
 {
 	struct target t;
-	get_target(&t, false);
 	uint64_t lo, hi;
-	NS_CHECK(nm_range(t.exe, "work", &lo, &hi) && lo == t.work);
 	const char *args[] = {"1000", NULL};
 	char ref[4096];
-	reference_output(t.exe, args, ref, sizeof(ref));
 	struct proc p;
-	if (!launch(&p, t.exe, args, true, false)) {
+	if (!launch_work(&p, &t, args, false, ref, sizeof(ref), &lo, &hi)) {
 		cleanup(&p);
 		return;
 	}
@@ -1379,13 +1384,8 @@ NS_TEST(test_agent_e2e__pads_reused_when_toggled)
 	uint64_t pads[2] = {0, 0};
 	unsigned maps_after_first = 0;
 	for (int k = 0; k < 400; k++) {
-		struct ns_rsp_tracepoint tp = {0};
-		tp.num = 50 + (uint32_t)(k & 1);
-		tp.addr = t.work;
-		tp.enabled = true;
-		tp.nranges = 1;
-		tp.ranges[0] = lo;
-		tp.ranges[1] = hi;
+		struct ns_rsp_tracepoint tp;
+		tp_in(&tp, 50 + (uint32_t)(k & 1), t.work, lo, hi);
 		add_actions(&tp, t.counter);
 		tp.cond = cond_code(k & 1, t.counter, &tp.cond_len);
 		char text[256];
@@ -1441,13 +1441,8 @@ NS_TEST(test_agent_e2e__jump_jit_condition_threads)
 		return;
 	}
 	p.tier = NS_AGENT_TIER_JUMP;
-	struct ns_rsp_tracepoint tp = {0};
-	tp.num = 32;
-	tp.addr = lo;
-	tp.enabled = true;
-	tp.nranges = 1;
-	tp.ranges[0] = lo;
-	tp.ranges[1] = hi;
+	struct ns_rsp_tracepoint tp;
+	tp_in(&tp, 32, lo, lo, hi);
 	tp.nactions = 1;
 	tp.actions = calloc(1, sizeof(*tp.actions));
 	tp.actions[0].kind = NS_RSP_ACT_REGS;
@@ -1489,13 +1484,8 @@ static double bench_once(int mode)
 	}
 	if (mode) {
 		p.tier = NS_AGENT_TIER_JUMP;
-		struct ns_rsp_tracepoint tp = {0};
-		tp.num = 40;
-		tp.addr = t.work;
-		tp.enabled = true;
-		tp.nranges = 1;
-		tp.ranges[0] = lo;
-		tp.ranges[1] = hi;
+		struct ns_rsp_tracepoint tp;
+		tp_in(&tp, 40, t.work, lo, hi);
 		struct ns_ax_asm a;
 		if (mode == 1) { // false condition: rdi == -1
 			ns_ax_asm_init(&a);
