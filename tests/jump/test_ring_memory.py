@@ -104,11 +104,13 @@ def main():
                 samples.append((nbytes, ring_rss_kb(prog)))
                 time.sleep(0.15)
         check('all_frames', frames == CALLS and ex == 'W0', (frames, ex))
-        # Rings' header pages (64) and a template page are always in; the trim every
-        # 100 ms keeps the rest to about what 100-200 ms of hits wrote (~250 KiB).
+        # Ring header pages and a template page are always in; the trim every 100 ms
+        # keeps the rest to what the stub has not read yet plus ~100-200 ms of hits
+        # (~250 KiB; more if the stub, at nice 10, waits for the CPU). Without the
+        # trim: all that went through (> 1.5 MB when the samples are taken).
         worst = max((kb for _, kb in samples), default=None)
         print('ring mapping Rss (kB) after N bytes of frames: %s' % samples)
-        check('pages_given_back', samples and worst < 768,
+        check('pages_given_back', samples and worst < 1024,
               'Rss %s kB with %s bytes written' % (worst, samples[-1][0] if samples else 0))
     finally:
         stop_stub(p)
