@@ -709,43 +709,43 @@ static void fetch_frames(struct session *s)
 		if (rep.len == 0 || strcmp(rep.data, "OK") == 0)
 			return;
 		// The reply buffer is reused by the next request: copy it.
-		char *items = strndup(rep.data, rep.len);
+		uint8_t *items = malloc(rep.len);
 		if (!items)
 			return;
-		char *save = NULL;
-		for (char *it = strtok_r(items, ";", &save); it; it = strtok_r(NULL, ";", &save)) {
-			const char *p = it + 1;
-			uint64_t v = 0;
-			switch (it[0]) {
-			case 'F': {
-				size_t hl = strlen(p);
-				uint8_t *buf = malloc(hl / 2 + 8);
-				if (buf && hl % 2 == 0 && ns_hex_decode(p, hl, buf) == 0)
-					bp_on_frame(s, buf, hl / 2);
-				free(buf);
+		memcpy(items, rep.data, rep.len);
+		size_t pos = 0;
+		bool more = true;
+		while (more) {
+			struct ns_rsp_frames_item it;
+			err = ns_rsp_frames_next(items, rep.len, &pos, &it, &more);
+			if (err) {
+				ns_log(NS_LOG_WARN, "%s", err->msg);
+				ns_err_destroy(err);
 				break;
 			}
+			if (!more)
+				break;
+			switch (it.kind) {
+			case 'F':
+				bp_on_frame(s, it.data, it.len);
+				break;
 			case 'L':
-				if (ns_rsp_parse_hex(&p, &v) >= 0 && v) {
+				if (it.value) {
 					char msg[160];
 					int m = snprintf(msg, sizeof(msg),
 					                 "nonstop: %llu hits were dropped (trace "
 					                 "buffers full)\n",
-					                 (unsigned long long)v);
+					                 (unsigned long long)it.value);
 					session_output(s, "important", msg, (size_t)m);
 				}
 				break;
 			case 'W':
-				if (ns_rsp_parse_hex(&p, &v) >= 0) {
-					s->tgt.exited = true;
-					s->tgt.exit_code = (int)v;
-				}
+				s->tgt.exited = true;
+				s->tgt.exit_code = (int)it.value;
 				break;
 			case 'X':
-				if (ns_rsp_parse_hex(&p, &v) >= 0) {
-					s->tgt.exited = true;
-					s->tgt.exit_code = 128 + (int)v;
-				}
+				s->tgt.exited = true;
+				s->tgt.exit_code = 128 + (int)it.value;
 				break;
 			}
 		}

@@ -110,7 +110,8 @@ struct ns_err *target_load_map(struct target *t)
 static struct ns_err *handshake(struct target *t)
 {
 	struct ns_rsp_packet rep;
-	struct ns_err *err = target_request(t, "qSupported:NsFramePush+", &rep);
+	// Frames come binary if the stub can (half the bytes, no hex either side).
+	struct ns_err *err = target_request(t, "qSupported:NsFramePush+;NsFrameBinary+", &rep);
 	if (err)
 		return err;
 	if (!strstr(rep.data, "NsFramePush+"))

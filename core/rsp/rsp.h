@@ -149,6 +149,30 @@ void ns_rsp_free_packets(char **packets, size_t n);
  * which must have the same number and address. *@more is set if '-' ends it. */
 struct ns_err *ns_rsp_tp_parse(const char *pkt, struct ns_rsp_tracepoint *tp, bool *more);
 
+/* ---- qNsFrames replies ---- */
+
+/* A qNsFrames reply is items separated by ';': a trace frame as "F<hex>", or, once the
+ * client has said "NsFrameBinary+" in qSupported, as "b<hex length>:<raw bytes>" (the
+ * bytes escaped by the packet framing only: half the size and no hex work on either
+ * side); "L<hex>" hits dropped since the last report; "W<hex>"/"X<hex>" the program's
+ * exit code / terminating signal. */
+struct ns_rsp_frames_item {
+	char kind;           /* 'F' (a frame, either encoding), 'L', 'W', 'X', or 0: an item
+	                        this reader does not know (skipped, for later extensions) */
+	const uint8_t *data; /* 'F': the frame's bytes, inside the reply buffer */
+	size_t len;
+	uint64_t value; /* 'L', 'W', 'X' */
+};
+/** The item of the qNsFrames reply @reply (@len bytes) at *@pos, advancing *@pos past
+ * it and its separator; *@more is false at the end (no item then). A hex frame is decoded in place (so @reply
+ * is modified). Errors (NS_ERR_FORMAT, *@pos then at the end): a length that runs past
+ * the reply, bad hex, a binary frame not followed by ';' or the end. */
+struct ns_err *ns_rsp_frames_next(uint8_t *reply, size_t len, size_t *pos,
+                                  struct ns_rsp_frames_item *out, bool *more);
+/** Append frame @data (@len bytes) to a qNsFrames reply in @out as an item
+ * (';'-separated from what @out holds), binary or hex. */
+void ns_rsp_frames_put(struct ns_strbuf *out, const void *data, size_t len, bool binary);
+
 /* ---- Small codec helpers ---- */
 
 /** Parse hex number at *@p, advancing it; -1 if no digits. */

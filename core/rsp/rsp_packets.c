@@ -385,3 +385,98 @@ struct ns_err *ns_rsp_tp_parse(const char *pkt, struct ns_rsp_tracepoint *tp, bo
 		return parse_actions(pkt, p + 1, tp, more);
 	return parse_definition(pkt, p, tp, more);
 }
+
+/* ---- qNsFrames replies ---- */
+
+// A hex number filling [p, end): 1 to 16 digits.
+static bool whole_hex(const uint8_t *p, const uint8_t *end, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (p == end || end - p > 16)
+		return false;
+	for (; p < end; p++) {
+		int d = ns_hex_digit((char)*p);
+		if (d < 0)
+			return false;
+		v = v << 4 | (uint64_t)d;
+	}
+	*out = v;
+	return true;
+}
+
+struct ns_err *ns_rsp_frames_next(uint8_t *reply, size_t len, size_t *pos,
+                                  struct ns_rsp_frames_item *out, bool *more)
+{
+	size_t at = *pos;
+	memset(out, 0, sizeof(*out));
+	*more = at < len;
+	if (!*more)
+		return NULL;
+	const char *what = "item";
+	if (reply[at] == 'b') {
+		// "b<hex length>:<bytes>": the length says where the bytes end, whatever they hold.
+		what = "binary frame";
+		const uint8_t *colon = memchr(reply + at, ':', len - at);
+		uint64_t n;
+		if (!colon || !whole_hex(reply + at + 1, colon, &n))
+			goto bad;
+		size_t start = (size_t)(colon - reply) + 1;
+		if (n > len - start)
+			goto bad;
+		size_t end = start + (size_t)n;
+		if (end < len && reply[end] != ';')
+			goto bad;
+		out->kind = 'F';
+		out->data = reply + start;
+		out->len = (size_t)n;
+		*pos = end < len ? end + 1 : end;
+		return NULL;
+	}
+	const uint8_t *sep = memchr(reply + at, ';', len - at);
+	size_t end = sep ? (size_t)(sep - reply) : len;
+	*pos = sep ? end + 1 : end;
+	switch (reply[at]) {
+	case 'F':
+		what = "hex frame";
+		if ((end - at - 1) % 2 || ns_hex_decode((const char *)reply + at + 1, end - at - 1,
+		                                        reply + at + 1))
+			goto bad;
+		out->kind = 'F';
+		out->data = reply + at + 1;
+		out->len = (end - at - 1) / 2;
+		return NULL;
+	case 'L':
+	case 'W':
+	case 'X':
+		what = "count";
+		if (!whole_hex(reply + at + 1, reply + end, &out->value))
+			goto bad;
+		out->kind = (char)reply[at];
+		return NULL;
+	default:
+		return NULL; // someone else's item: skipped
+	}
+bad:
+	*pos = len;
+	return ns_err_create(NS_ERR_FORMAT, "qNsFrames reply: bad %s at offset %zu", what, at);
+}
+
+void ns_rsp_frames_put(struct ns_strbuf *out, const void *data, size_t len, bool binary)
+{
+	if (out->len)
+		ns_strbuf_putc(out, ';');
+	if (binary) {
+		char head[20], *h = head + sizeof(head);
+		*--h = ':';
+		size_t n = len;
+		do
+			*--h = "0123456789abcdef"[n & 15];
+		while (n >>= 4);
+		*--h = 'b';
+		ns_strbuf_append(out, h, (size_t)(head + sizeof(head) - h));
+		ns_strbuf_append(out, data, len);
+	} else {
+		ns_strbuf_putc(out, 'F');
+		ns_strbuf_hex(out, data, len);
+	}
+}

@@ -16,16 +16,18 @@ enum {
 	NS_STUB_QUEUE_BYTES = 256 * 1024 * 1024, /* bound of buffered frames */
 	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
 	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
+	NS_STUB_DRAIN_MS = 5, /* rings read (and the client notified) every 5 ms */
 	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
 };
 
 struct ns_stub_pt;
 
-struct ns_stub_frame {
-	struct ns_stub_frame *next;
-	uint32_t size;
-	uint8_t data[];
+/* Frames waiting for the client (stub_queue.c): a FIFO of records in 1 MiB chunks. */
+struct ns_stub_chunk;
+struct ns_stub_queue {
+	struct ns_stub_chunk *head, *tail, *spare;
+	size_t count, bytes; /* frames held and their bytes */
 };
 
 struct ns_stub_tp {
@@ -82,8 +84,7 @@ struct ns_stub {
 	uint64_t drops_reported;                   /* of which sent as L items */
 
 	/* frames */
-	struct ns_stub_frame *fhead, *ftail;
-	size_t fcount, fbytes;
+	struct ns_stub_queue frames;
 	uint64_t fcreated;
 	uint8_t *scratch; /* NS_AGENT_MAX_FRAME bytes */
 
@@ -98,6 +99,7 @@ struct ns_stub {
 	int listen_fd;
 	struct ns_rsp_conn *conn;
 	bool frame_push;         /* client said NsFramePush+ */
+	bool frame_binary;       /* client said NsFrameBinary+: "b<len>:<bytes>" items */
 	bool notify_outstanding; /* %NsFrames sent, "OK" not yet returned */
 	bool exit_reported;      /* W/X item (or %Stop) sent */
 	bool nonstop;            /* QNonStop:1 */
@@ -132,6 +134,18 @@ struct ns_err *ns_stub__read_proc(struct ns_stub *s, const char *file, struct ns
  * paused once) and connect to it; prints the pause on stderr. The target is left
  * untouched on failure. */
 struct ns_err *ns_stub__attach(struct ns_stub *s);
+
+/* stub_queue.c */
+/** Room for a frame of up to @cap bytes at the queue's end (NULL: no memory); the
+ * frame is kept only by a commit() before the next reserve(). */
+uint8_t *ns_stub__queue_reserve(struct ns_stub_queue *q, size_t cap);
+/** Keep the @n bytes written where the last reserve() pointed. */
+void ns_stub__queue_commit(struct ns_stub_queue *q, size_t n);
+/** The oldest frame (its size in *@n), or NULL if the queue is empty. */
+uint8_t *ns_stub__queue_front(struct ns_stub_queue *q, size_t *n);
+void ns_stub__queue_pop(struct ns_stub_queue *q);
+/** Drop every frame and give all memory back. */
+void ns_stub__queue_clear(struct ns_stub_queue *q);
 
 /* stub_agent.c */
 /** The ring memfd and its mapping (s->memfd, s->shm, s->scratch). */

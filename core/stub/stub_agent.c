@@ -245,6 +245,23 @@ static uint64_t count_hit(struct ns_stub *s, const uint8_t *f, size_t len)
 	return n;
 }
 
+// Keep the frame of @n bytes at @f, where the last queue reserve() pointed.
+static void keep_frame(struct ns_stub *s, uint8_t *f, size_t n)
+{
+	s->fcreated++;
+	uint64_t count = count_hit(s, f, n);
+	if (s->frames.bytes + n > NS_STUB_QUEUE_BYTES) {
+		s->drops_total++;
+		return;
+	}
+	// An inline record (jump pad) leaves hit_count 0: the count as frames arrive.
+	uint64_t hc;
+	size_t at = offsetof(struct ns_frame_hdr, hit_count);
+	if (count && n >= sizeof(struct ns_frame_hdr) && (memcpy(&hc, f + at, 8), hc == 0))
+		memcpy(f + at, &count, 8);
+	ns_stub__queue_commit(&s->frames, n);
+}
+
 size_t ns_stub__drain(struct ns_stub *s)
 {
 	if (!s->shm)
@@ -253,13 +270,22 @@ size_t ns_stub__drain(struct ns_stub *s)
 	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
 		for (;;) {
-			long n = ns_agent_ring_pop(s->shm, r, s->scratch, NS_AGENT_MAX_FRAME);
+			// Straight into the queue; without memory for it, popped and dropped.
+			uint8_t *dst = ns_stub__queue_reserve(&s->frames, NS_AGENT_MAX_FRAME);
+			long n = ns_agent_ring_pop(s->shm, r, dst ? dst : s->scratch,
+			                           NS_AGENT_MAX_FRAME);
 			if (n == 0)
 				break;
 			if (n < 0)
 				continue; // counted in the ring's dropped
-			ns_stub__push_frame(s, s->scratch, (size_t)n);
 			got++;
+			if (dst) {
+				keep_frame(s, dst, (size_t)n);
+			} else {
+				s->fcreated++;
+				count_hit(s, s->scratch, (size_t)n);
+				s->drops_total++;
+			}
 		}
 	}
 	return got;
@@ -267,33 +293,15 @@ size_t ns_stub__drain(struct ns_stub *s)
 
 void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
 {
-	s->fcreated++;
-	uint64_t count = count_hit(s, f, n);
-	if (s->fbytes + n > NS_STUB_QUEUE_BYTES) {
+	uint8_t *dst = ns_stub__queue_reserve(&s->frames, n);
+	if (!dst) {
+		s->fcreated++;
+		count_hit(s, f, n);
 		s->drops_total++;
 		return;
 	}
-	struct ns_stub_frame *fr = malloc(sizeof(*fr) + n);
-	if (!fr) {
-		s->drops_total++;
-		return;
-	}
-	fr->next = NULL;
-	fr->size = (uint32_t)n;
-	memcpy(fr->data, f, n);
-	// An inline record (jump pad) leaves hit_count 0: the count as frames arrive.
-	uint64_t hc;
-	size_t at = offsetof(struct ns_frame_hdr, hit_count);
-	if (count && n >= sizeof(struct ns_frame_hdr) &&
-	    (memcpy(&hc, fr->data + at, 8), hc == 0))
-		memcpy(fr->data + at, &count, 8);
-	if (s->ftail)
-		s->ftail->next = fr;
-	else
-		s->fhead = fr;
-	s->ftail = fr;
-	s->fcount++;
-	s->fbytes += n;
+	memcpy(dst, f, n);
+	keep_frame(s, dst, n);
 }
 
 uint64_t ns_stub__new_drops(struct ns_stub *s)
@@ -344,12 +352,5 @@ void ns_stub__release_dead_rings(struct ns_stub *s)
 
 void ns_stub__free_frames(struct ns_stub *s)
 {
-	struct ns_stub_frame *f = s->fhead;
-	while (f) {
-		struct ns_stub_frame *n = f->next;
-		free(f);
-		f = n;
-	}
-	s->fhead = s->ftail = NULL;
-	s->fcount = s->fbytes = 0;
+	ns_stub__queue_clear(&s->frames);
 }

@@ -320,6 +320,7 @@ int main(int argc, char **argv)
 	}
 
 	int64_t next_housekeeping = now_ms() + 1000, next_trim = now_ms() + 100;
+	int64_t next_drain = 0;
 	for (;;) {
 		struct pollfd pf[6];
 		int n = 0, i_client = -1, i_listen = -1, i_ctl = -1, i_pid = -1, i_sig = -1;
@@ -344,9 +345,11 @@ int main(int argc, char **argv)
 			i_sig = n;
 			pf[n++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
 		}
-		// The 1 ms drain tick runs while tracepoints may produce frames.
-		bool tracing = s->running || s->fcount;
-		int timeout = tracing ? 1 : 100;
+		// The drain tick runs while tracepoints may produce frames: the rings are
+		// read in batches (docs/jump-pads.md, "Frames leave in batches").
+		bool tracing = s->running || s->frames.count;
+		int64_t wait = next_drain - now_ms();
+		int timeout = !tracing ? 100 : wait < 0 ? 0 : (int)wait;
 		if (s->conn && ns_rsp_buffered(s->conn))
 			timeout = 0;
 		int r = poll(pf, (nfds_t)n, timeout);
@@ -370,7 +373,10 @@ int main(int argc, char **argv)
 		}
 		if (i_ctl >= 0 && pf[i_ctl].revents)
 			ns_stub__agent_input(s);
-		ns_stub__drain(s);
+		if (now_ms() >= next_drain) {
+			ns_stub__drain(s);
+			next_drain = now_ms() + NS_STUB_DRAIN_MS;
+		}
 		if (i_listen >= 0 && (pf[i_listen].revents & POLLIN))
 			accept_client(s);
 		if (s->conn)

@@ -253,7 +253,8 @@ static void qtstatus(struct ns_stub *s, struct ns_strbuf *r)
 	                 "T%d;%s;tframes:%zx;tcreated:%" PRIx64 ";tsize:%zx;tfree:%zx;"
 	                 "circular:0;disconn:0;ns_dropped:%" PRIx64 ";ns_tier:%s",
 	                 s->running ? 1 : 0, s->running || !s->ever_run ? "tnotrun:0" : "tstop:0",
-	                 s->fcount, s->fcreated, s->fbytes, (size_t)NS_STUB_QUEUE_BYTES - s->fbytes,
+	                 s->frames.count, s->fcreated, s->frames.bytes,
+	                 (size_t)NS_STUB_QUEUE_BYTES - s->frames.bytes,
 	                 s->drops_total, s->pt ? "ptrace" : "trap");
 	// Reads of program memory at hits that needed a system call (the agent's slow
 	// path: docs/jump-pads.md, "Reading the program's memory").
@@ -348,23 +349,18 @@ static void qnsframes(struct ns_stub *s, struct ns_strbuf *r)
 		ns_strbuf_printf(r, "L%" PRIx64, drops);
 		s->drops_reported += drops;
 	}
-	while (s->fhead) {
-		struct ns_stub_frame *f = s->fhead;
+	size_t n;
+	const uint8_t *f;
+	// The batch counts payload bytes (before the framing's escapes): hex doubles a frame.
+	size_t per_byte = s->frame_binary ? 1 : 2;
+	while ((f = ns_stub__queue_front(&s->frames, &n))) {
 		// Always at least one frame per reply, else stop near the batch size.
-		if (r->len && r->len + 2 + 2 * (size_t)f->size > NS_STUB_BATCH_BYTES)
+		if (r->len && r->len + 20 + per_byte * n > NS_STUB_BATCH_BYTES)
 			break;
-		if (r->len)
-			ns_strbuf_putc(r, ';');
-		ns_strbuf_putc(r, 'F');
-		ns_strbuf_hex(r, f->data, f->size);
-		s->fhead = f->next;
-		if (!s->fhead)
-			s->ftail = NULL;
-		s->fcount--;
-		s->fbytes -= f->size;
-		free(f);
+		ns_rsp_frames_put(r, f, n, s->frame_binary);
+		ns_stub__queue_pop(&s->frames);
 	}
-	if (!s->fhead && s->exited && !s->exit_reported) {
+	if (!s->frames.count && s->exited && !s->exit_reported) {
 		if (r->len)
 			ns_strbuf_putc(r, ';');
 		exit_item(s, r);
@@ -398,10 +394,10 @@ void ns_stub__maybe_notify(struct ns_stub *s)
 	if (s->frame_push) {
 		if (s->notify_outstanding)
 			return;
-		if (!s->fcount && !ns_stub__new_drops(s) && !(s->exited && !s->exit_reported))
+		if (!s->frames.count && !ns_stub__new_drops(s) && !(s->exited && !s->exit_reported))
 			return;
 		char buf[64];
-		int n = snprintf(buf, sizeof(buf), "NsFrames:%zx", s->fcount);
+		int n = snprintf(buf, sizeof(buf), "NsFrames:%zx", s->frames.count);
 		err = ns_rsp_notify(s->conn, buf, (size_t)n);
 		s->notify_outstanding = true;
 	} else if (s->exited && !s->exit_reported) {
@@ -442,7 +438,8 @@ void ns_stub__client_gone(struct ns_stub *s)
 	s->drops_reported = s->drops_total;
 	ns_rsp_conn_destroy(s->conn);
 	s->conn = NULL;
-	s->frame_push = s->notify_outstanding = s->nonstop = s->allstop_waiting = false;
+	s->frame_push = s->frame_binary = s->notify_outstanding = s->nonstop = false;
+	s->allstop_waiting = false;
 	s->nstops = 0;
 	s->stop_outstanding = false;
 	ns_strbuf_reset(&s->maps);
@@ -453,20 +450,22 @@ void ns_stub__client_gone(struct ns_stub *s)
 static void qsupported(struct ns_stub *s, const char *p, struct ns_strbuf *r)
 {
 	// The client's features follow "qSupported:", separated by ';'.
-	s->frame_push = false;
+	s->frame_push = s->frame_binary = false;
 	const char *f = strchr(p, ':');
 	while (f) {
 		f++;
 		size_t n = strcspn(f, ";");
 		if (n == strlen("NsFramePush+") && strncmp(f, "NsFramePush+", n) == 0)
 			s->frame_push = true;
+		if (n == strlen("NsFrameBinary+") && strncmp(f, "NsFrameBinary+", n) == 0)
+			s->frame_binary = true;
 		f = f[n] ? f + n : NULL;
 	}
 	ns_strbuf_printf(
 	        r,
 	        "PacketSize=%x;QStartNoAckMode+;QNonStop+;multiprocess+;"
 	        "qXfer:exec-file:read+;qXfer:nonstop-maps:read+;qXfer:auxv:read+;InstallInTrace+;"
-	        "EnableDisableTracepoints+;QTBuffer:size+;NsFramePush+",
+	        "EnableDisableTracepoints+;QTBuffer:size+;NsFramePush+;NsFrameBinary+",
 	        NS_STUB_PACKET_SIZE);
 }
 

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 # Bytes replies, notifications dropped: fast enough to drain a million frames. bench_server
 # imports Rsp, define and x_act from here.
-from nsrsp import RawRsp as Rsp, define, stop_stub, x_act  # noqa: E402,F401
+from nsrsp import RawRsp as Rsp, define, reply_items, stop_stub, tally, x_act  # noqa: E402,F401
 
 SRC = os.path.join(HERE, 'hotloop.c')
 QUICK = '--quick' in sys.argv
@@ -142,7 +142,7 @@ def run_nonstop(prog, n, cond, actions, stub_args=()):
     deadline = time.monotonic() + TIMEOUT
     try:
         rsp = Rsp(p)
-        rsp.handshake()
+        rsp.handshake(binary=True)
         rsp.cmd('QTinit')
         err = define(rsp, 1, addr, func_ranges(syms, 'hot'), cond, actions)
         if err:
@@ -160,16 +160,16 @@ def run_nonstop(prog, n, cond, actions, stub_args=()):
         while ex is None:
             if time.monotonic() > deadline:
                 return {'error': 'timed out after %d s' % TIMEOUT, 'tier': res['tier']}
-            body = rsp.cmd('qNsFrames', timeout=max(1.0, deadline - time.monotonic()))
-            if body == b'OK':
-                time.sleep(0.002)
+            # As nonstop-dap does: wait for the stub's push, then fetch until "OK".
+            if not rsp.wait_push(0.1):
                 continue
-            frames += body.count(b';F') + body.startswith(b'F')
-            if body.startswith(b'L'):
-                drops += int(body[1:].split(b';', 1)[0], 16)
-            tail = body.rsplit(b';', 1)[-1]
-            if tail[:1] in (b'W', b'X'):
-                ex = tail.decode()
+            while ex is None:
+                body = rsp.cmd('qNsFrames', timeout=max(1.0, deadline - time.monotonic()))
+                if body == b'OK':
+                    break
+                f, d, ex = tally(body)
+                frames += f
+                drops += d
         res.update(frames=frames, dropped=drops, exit=ex)
         out = read_fd(rfd, time.monotonic() + 10)
         rfd = None

@@ -10,8 +10,8 @@ once per command, in the thread that executes commands.
 
 Runs, each on a freshly started redis-server, side by side in one invocation:
 untraced (before and after the others; their mean is the reference), nonstop
-(`nonstop-stub --attach PID --stdio` driven over RSP from here, frames drained
-continuously with qNsFrames), a bpftrace uprobe at the same address reading the same
+(`nonstop-stub --attach PID --stdio` driven over RSP from here, frames drained during
+the load by bench_drain, the adapter's frame path in C), a bpftrace uprobe at the same address reading the same
 two fields (printf + count; through a symbol added at the site in a copy of the
 binary that every run uses, see site_binary), and gdb dprintf at the same address
 (`gdb -p PID`).
@@ -49,6 +49,7 @@ ARGS = [a for a in sys.argv[1:] if not a.startswith('--')]
 BUILD = os.path.abspath(ARGS[0] if ARGS else os.path.join(HERE, '..', '..', 'build'))
 STUB = os.path.join(BUILD, 'bin', 'nonstop-stub')
 AGENT = os.path.join(BUILD, 'lib', 'libnonstop-agent.so')
+DRAIN = os.path.join(BUILD, 'bin', 'bench_drain')  # the adapter's frame reading, in C
 CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'nonstop-bench', 'redis')
 
 # Requests per test (redis-benchmark -n, for SET and for GET each). gdb dprintf stops
@@ -449,10 +450,11 @@ def run_untraced(bins, tmp, n):
 
 
 def run_nonstop(bins, tmp, site, n):
-    if not os.path.exists(STUB) or not os.path.exists(AGENT):
-        return {'error': 'not available: build nonstop-stub and nonstop-agent in %s' % BUILD}
+    if not all(os.path.exists(x) for x in (STUB, AGENT, DRAIN)):
+        return {'error': 'not available: build nonstop-stub, nonstop-agent and bench_drain '
+                         'in %s' % BUILD}
     srv = Server(bins['server'], tmp)
-    stub = None
+    stub = drain = None
     errf = open(os.path.join(tmp, 'stub.err'), 'w+')
     try:
         srv.reset_stats()
@@ -461,7 +463,7 @@ def run_nonstop(bins, tmp, site, n):
         stub = subprocess.Popen([STUB, '--attach', str(srv.pid), '--stdio', '--agent', AGENT],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
         rsp = Rsp(stub)
-        rsp.handshake()
+        rsp.handshake(binary=True)
         rsp.cmd('QTinit')
         rs = [site['func']] + ([site['cold']] if site['cold'] else [])
         ranges = ':R' + ','.join('%x-%x' % (base + a, base + a + s) for a, s in rs)
@@ -479,32 +481,32 @@ def run_nonstop(bins, tmp, site, n):
         res = {'tier': info.get('tier', '?'),
                'reason': bytes.fromhex(info.get('reason', '')).decode(errors='replace'),
                'site': site_byte(srv.pid, addr)}
-        frames = drops = 0
-        seen = {}
+        # The frames go to bench_drain (what nonstop-dap does with them short of
+        # formatting: wait for the push, qNsFrames until OK, parse every frame), on
+        # this script's connection, handed over until the load is done.
+        out = os.path.join(tmp, 'drain.out')
+        drain = subprocess.Popen([DRAIN, out, '2000'], stdin=stub.stdout, stdout=stub.stdin)
         deadline = time.monotonic() + TIMEOUT
-        cpu = CpuMeter(srv.pid, [stub.pid], self_too=True)
+        cpu = CpuMeter(srv.pid, [stub.pid, drain.pid])
         cpu.start()
-        gen = load_generator(bins['bench'], srv.port, n)
-        quiet = 0
-        while True:
-            body = rsp.cmd('qNsFrames', timeout=10)
-            if body == b'OK':
-                if gen.poll() is not None:
-                    quiet += 1
-                    if quiet > 20:  # 20 empty polls after the load ended: all drained
-                        break
-                elif time.monotonic() > deadline:
-                    break
-                time.sleep(0.002)
-                continue
-            quiet = 0
-            frames += body.count(b';F') + body.startswith(b'F')
-            if body.startswith(b'L'):
-                drops += int(body[1:].split(b';', 1)[0], 16)
-            if len(seen) < 50 and sum(seen.values()) < 2000:
-                sample_frames(body, site, seen)
-        rps, err = finish(gen, deadline)
+        rps, err = finish(load_generator(bins['bench'], srv.port, n), deadline)
+        time.sleep(0.3)  # the last hits' frames: the stub drains its rings every 5 ms
         cpu.stop(res, 2 * n)
+        drain.send_signal(signal.SIGTERM)
+        drain.wait(15)
+        drained = dict(line.split(' ', 1) for line in open(out).read().splitlines())
+        frames, drops = int(drained.get('frames', 0)), int(drained.get('dropped', 0))
+        if drain.returncode or int(drained.get('bad', 0)):
+            err = err or 'bench_drain: exit %s, %s bad frames' % (drain.returncode,
+                                                                  drained.get('bad'))
+        seen = {}
+        for line in open(out).read().splitlines():
+            if line.startswith('frame '):
+                try:
+                    v = frame_values(bytes.fromhex(line[6:]), site)
+                except (ValueError, IndexError):
+                    v = None
+                seen[v] = seen.get(v, 0) + 1
         st = rsp.cmd('qTStatus').decode(errors='replace')
         m = re.search(r'ns_dropped:([0-9a-f]+)', st)
         if m:
@@ -520,7 +522,7 @@ def run_nonstop(bins, tmp, site, n):
             return res
         res.update(rps=rps, hits=srv.calls(), frames=frames, dropped=drops)
         parts = res.get('tool_parts', [])
-        cpu = ('stub %.1f us/req, this script\'s drain loop %.1f us/req; ' % tuple(parts)
+        cpu = ('stub %.1f us/req, bench_drain %.1f us/req; ' % tuple(parts)
                if len(parts) == 2 else '')
         res['note'] = attach + cpu + 'values decoded from sampled frames: ' + pairs(seen)
         return res
@@ -528,6 +530,9 @@ def run_nonstop(bins, tmp, site, n):
         errf.seek(0)
         return {'error': '%s (%s)' % (e, tail(errf.read(), 2))}
     finally:
+        if drain is not None and drain.poll() is None:
+            drain.kill()
+            drain.wait()
         if stub is not None and stub.poll() is None:
             stub.terminate()
             try:
@@ -573,17 +578,6 @@ def frame_values(frame, site):
     argc, cmd = read(c + site['argc'], 4), read(c + site['cmd'], 8)
     cid = read(cmd + site['id'], 4) if cmd is not None else None
     return None if argc is None or cid is None else (argc, cid)
-
-
-def sample_frames(body, site, seen, limit=4):
-    """Decode up to @limit frames of one reply into @seen ({(argc, id): count})."""
-    for item in body.split(b';')[:limit + 1]:
-        if item.startswith(b'F'):
-            try:
-                v = frame_values(bytes.fromhex(item[1:].decode()), site)
-            except (ValueError, IndexError):
-                v = None
-            seen[v] = seen.get(v, 0) + 1
 
 
 def pairs(seen):
@@ -832,7 +826,7 @@ def bench(tree, bins, site, tmp):
           'ring or queue overflow).')
     print('srv us (usr) / tool us: CPU time per request (us) of the redis-server process (every '
           'thread; uprobe and BPF work counts here; (usr): its user part)')
-    print('and of the tool\'s own processes (nonstop: the stub + this script draining frames; '
+    print('and of the tool\'s own processes (nonstop: the stub + bench_drain; '
           'bpftrace; gdb), during the load.')
     print('Target (issue 5): < %g %% throughput loss, informational: PASS/MISS never fails '
           'the run.' % TARGET_LOSS)

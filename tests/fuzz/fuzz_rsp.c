@@ -15,6 +15,7 @@ const char *const ns_fuzz_seeds[] = {
 	"$0* #00$a}]b#00\x03-+",
 	"QTDP:2:401136:E:0:0-",
 	"QTDP:-2:401136:X3,260007-",
+	"b5:a;b:c;F00ff;L1f;b0:;W2a;Zx",
 };
 const size_t ns_fuzz_nseeds = sizeof(ns_fuzz_seeds) / sizeof(ns_fuzz_seeds[0]);
 
@@ -54,6 +55,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		ns_err_destroy(err);
 		ns_rsp_tp_deinit(&tp);
+	}
+	// The same bytes as a qNsFrames reply.
+	size_t pos = 0;
+	bool items = true;
+	while (items && pos < size) {
+		struct ns_rsp_frames_item it;
+		struct ns_err *err = ns_rsp_frames_next((uint8_t *)s, size, &pos, &it, &items);
+		if (err)
+			items = false;
+		else if (items && it.kind == 'F' && it.len && (it.data < (uint8_t *)s ||
+		                                             it.data + it.len > (uint8_t *)s + size))
+			abort();
+		ns_err_destroy(err);
 	}
 	free(s);
 	return 0;

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from nsrsp import Rsp, qtdp_packets, split_frames, stop_stub, x_act  # noqa: E402
+from nsrsp import RawRsp, parse_frame, qtdp_packets, reply_items, stop_stub, x_act  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 STUB = os.path.join(BUILD, 'bin', 'nonstop-stub')
@@ -73,14 +73,15 @@ def main():
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)
     try:
-        rsp = Rsp(p)
-        rsp.handshake()
+        # Frames come binary ("b<len>:<bytes>" items), as nonstop-dap asks for them.
+        rsp = RawRsp(p)
+        check('binary_offered', 'NsFrameBinary+' in rsp.handshake(binary=True).decode())
         rsp.cmd('QTinit')
         for pkt in qtdp_packets(1, lo, None, ':R%x-%x' % (lo, hi),
                                 ['R3ffffff', stack, x_act(X_ACC)]):
-            assert rsp.cmd(pkt) == 'OK', pkt
-        assert rsp.cmd('QTStart') == 'OK'
-        info = rsp.cmd('qNsTPInfo:1')
+            assert rsp.cmd(pkt) == b'OK', pkt
+        assert rsp.cmd('QTStart') == b'OK'
+        info = rsp.cmd('qNsTPInfo:1').decode()
         check('jump_tier', 'tier=jump' in info, info)
         rsp.cmd('vCont;c')
         prog = child_of(p.pid)
@@ -88,22 +89,28 @@ def main():
         # the priority it was started with (ours).
         check('stub_nice', nice_of(p.pid) == os.nice(0) + 10 and nice_of(prog) == os.nice(0),
               (nice_of(p.pid), nice_of(prog), os.nice(0)))
-        frames, nbytes, samples, ex = 0, 0, [], None
+        frames, nbytes, samples, ex, seqs = 0, 0, [], None, []
         deadline = time.monotonic() + 60
         while ex is None and time.monotonic() < deadline:
             r = rsp.cmd('qNsFrames')
-            if r == 'OK':
+            if r == b'OK':
                 time.sleep(0.01)
             else:
-                fr, items = split_frames(r)
-                frames += len(fr)
-                nbytes += sum(len(x) // 2 + 8 for x in r.split(';') if x.startswith('F'))
-                ex = next((i for i in items if i[:1] in 'WX'), None)
+                for kind, v in reply_items(r):
+                    if kind == 'F':
+                        seqs.append(parse_frame(v, strict=True)['seq'])
+                        frames += 1
+                        nbytes += len(v) + 8
+                    elif kind in ('W', 'X'):
+                        ex = '%s%x' % (kind, v)
             # Once more than 1.5 MiB went through the ring, what stays backed of it.
             if ex is None and nbytes > 1536 * 1024 and len(samples) < 5:
                 samples.append((nbytes, ring_rss_kb(prog)))
                 time.sleep(0.15)
         check('all_frames', frames == CALLS and ex == 'W0', (frames, ex))
+        # One thread: its hits' sequence numbers, in order, each once.
+        check('frames_in_order', seqs == list(range(seqs[0], seqs[0] + CALLS)) if seqs else False,
+              seqs[:5])
         # Ring header pages and a template page are always in; the trim every 100 ms
         # keeps the rest to what the stub has not read yet plus ~100-200 ms of hits
         # (~250 KiB; more if the stub, at nice 10, waits for the CPU). Without the

@@ -6,13 +6,20 @@ Import with the tests/lib directory on sys.path:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
     import nsrsp"""
 import os
-import re
 import select
 import struct
 import subprocess
 import time
 
 FRAME_MAGIC = 0x5246534e  # "NSFR"
+
+
+def unescape(body):
+    """A packet body with the framing's escapes undone ('}' then the byte ^ 0x20: only
+    '#', '$', '}' and '*' are escaped, and every '}' in a packet starts an escape, so
+    the pairs never overlap and '}' itself is restored last)."""
+    return (body.replace(b'}\x03', b'#').replace(b'}\x04', b'$').replace(b'}\x0a', b'*')
+            .replace(b'}\x5d', b'}'))
 
 
 class Rsp:
@@ -61,8 +68,7 @@ class Rsp:
                     self.p.stdin.write(b'+')
                     self.p.stdin.flush()
                 if b'}' in body:
-                    body = re.sub(rb'\}(.)', lambda m: bytes([m.group(1)[0] ^ 0x20]), body,
-                                  flags=re.S)
+                    body = unescape(body)
                 return kind.decode(), body
             self._fill(deadline)
 
@@ -97,9 +103,12 @@ class Rsp:
             if kind == '%':
                 self._note(body)
 
-    def handshake(self):
-        """qSupported (its reply is returned), no-ack mode, non-stop mode."""
-        r = self.cmd('qSupported:multiprocess+;NsFramePush+')
+    def handshake(self, binary=False):
+        """qSupported (its reply is returned), no-ack mode, non-stop mode. @binary: ask
+        for binary frames (qNsFrames replies are then bytes only RawRsp returns whole:
+        read them with reply_items)."""
+        r = self.cmd('qSupported:multiprocess+;NsFramePush+' + (';NsFrameBinary+' if binary
+                                                                else ''))
         self.cmd('QStartNoAckMode')
         self.ack = False
         self.cmd('QNonStop:1')
@@ -107,11 +116,26 @@ class Rsp:
 
 
 class RawRsp(Rsp):
-    """Rsp with bytes replies and notifications dropped (for benchmarks draining many
-    frames)."""
+    """Rsp with bytes replies and notifications reduced to a flag (for benchmarks
+    draining many frames the way nonstop-dap does: wait_push, then qNsFrames until OK)."""
+
+    pushed = False
 
     def _note(self, body):
-        pass
+        self.pushed = True
+
+    def wait_push(self, timeout):
+        """True once the stub has pushed a notification (%NsFrames: frames are waiting),
+        False after @timeout seconds without one."""
+        deadline = time.monotonic() + timeout
+        while not self.pushed:
+            try:
+                kind, _ = self._packet(deadline)
+            except TimeoutError:
+                return False
+            self.pushed = self.pushed or kind == '%'
+        self.pushed = False
+        return True
 
     def _reply(self, body):
         return body
@@ -182,14 +206,68 @@ def parse_frame(b, strict=False):
     return fr
 
 
-def split_frames(reply, strict=False):
-    """A qNsFrames reply (str) as ([parsed frames], [other items: L.., W.., X..])."""
-    frames, items = [], []
-    for item in reply.split(';'):
-        if item.startswith('F'):
-            frames.append(parse_frame(bytes.fromhex(item[1:]), strict))
+def reply_items(body):
+    """The items of a qNsFrames reply (bytes or str), either frame encoding: ('F', frame
+    bytes), ('L' | 'W' | 'X', int), or (first character, the raw item) for any other."""
+    if isinstance(body, str):
+        body = body.encode()
+    pos, n = 0, len(body)
+    while pos < n:
+        if body[pos] == 0x62:  # b<hex length>:<bytes>
+            c = body.index(b':', pos)
+            ln = int(body[pos + 1:c], 16)
+            if c + 1 + ln > n or (c + 1 + ln < n and body[c + 1 + ln] != 0x3b):
+                raise ValueError('bad binary frame item at %d' % pos)
+            yield 'F', body[c + 1:c + 1 + ln]
+            pos = c + 2 + ln
+            continue
+        e = body.find(b';', pos)
+        e = n if e < 0 else e
+        kind, item, pos = body[pos:pos + 1].decode(), body[pos + 1:e], e + 1
+        if kind == 'F':
+            yield kind, bytes.fromhex(item.decode())
+        elif kind in ('L', 'W', 'X'):
+            yield kind, int(item, 16)
         else:
-            items.append(item)
+            yield kind, item
+
+
+def tally(body):
+    """(frames, hits dropped, the exit item 'W..'/'X..' or None) of a qNsFrames reply
+    (bytes), walking the items without decoding the frames (benchmarks' drain loops)."""
+    frames = drops = 0
+    ex = None
+    pos, n = 0, len(body)
+    while pos < n:
+        k = body[pos]
+        if k == 0x62:  # b<hex length>:<bytes>
+            c = body.index(b':', pos)
+            pos = c + 2 + int(body[pos + 1:c], 16)
+            frames += 1
+            continue
+        e = body.find(b';', pos)
+        e = n if e < 0 else e
+        if k == 0x46:  # F<hex>
+            frames += 1
+        elif k == 0x4c:  # L
+            drops += int(body[pos + 1:e], 16)
+        elif k in (0x57, 0x58):  # W, X
+            ex = body[pos:e].decode()
+        pos = e + 1
+    return frames, drops, ex
+
+
+def split_frames(reply, strict=False):
+    """A qNsFrames reply (str or bytes) as ([parsed frames], [other items as str: L.., W..,
+    X..])."""
+    frames, items = [], []
+    for kind, v in reply_items(reply):
+        if kind == 'F':
+            frames.append(parse_frame(v, strict))
+        elif kind in ('L', 'W', 'X'):
+            items.append('%s%x' % (kind, v))
+        else:
+            items.append(kind + v.decode(errors='replace'))
     return frames, items
 
 

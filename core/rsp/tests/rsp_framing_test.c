@@ -232,9 +232,10 @@ static size_t frame_by_bytes(char *out, const uint8_t *s, size_t len)
 	return n;
 }
 
-// The word-at-a-time framing against the reference: payloads of every length up to
-// 300 and long ones (past the 128-word checksum fold), with no, few and many bytes
-// that need escaping, at every alignment.
+// The word-at-a-time framing against the reference, and the parser's word-at-a-time
+// runs reading the reference back: payloads of every length up to 300 and long ones
+// (past the 128-word checksum fold), with no, few and many bytes that need escaping, at
+// every alignment.
 NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 {
 	enum { MAX = 20000 };
@@ -272,6 +273,30 @@ NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 				goto out;
 			}
 			ns_strbuf_deinit(&sb);
+			// The parser reads the reference framing back, fed whole, in chunks of
+			// 13 bytes (word runs cut anywhere) and in two parts split at random.
+			size_t cuts[] = {n, 13, 1 + (size_t)(x >> 33) % (n + 1)};
+			for (int k = 0; k < 3; k++) {
+				struct ns_rsp_parser p;
+				ns_rsp_parser_init(&p, MAX);
+				enum ns_rsp_event_kind ev = NS_RSP_EV_NONE;
+				size_t at = 0, step = cuts[k];
+				while (ev == NS_RSP_EV_NONE && at < n) {
+					size_t chunk = k == 2 && at ? n - at : step < n - at ? step : n - at;
+					size_t used = 0;
+					ev = ns_rsp_parse(&p, (const uint8_t *)want + at, chunk, &used);
+					at += used;
+				}
+				bool same = ev == NS_RSP_EV_PACKET && at == n && p.payload.len == len &&
+				            memcmp(p.payload.buf, buf + off, len) == 0;
+				ns_rsp_parser_deinit(&p);
+				if (!same) {
+					ns_test_fail(__FILE__, __LINE__,
+					             "length %zu density %d feed %d: parsed differs (event %d)",
+					             len, density, k, (int)ev);
+					goto out;
+				}
+			}
 		}
 	}
 	NS_CHECK(cases > 1000);

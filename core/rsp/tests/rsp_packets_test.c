@@ -298,3 +298,87 @@ NS_TEST(test_rsp_packets__function_ranges_extension)
 		ns_err_destroy(err);
 	}
 }
+
+NS_TEST(test_rsp_packets__frames_items)
+{
+	// A reply written by hand: a binary frame whose bytes hold the separators and
+	// framing characters, a hex frame, drops, someone else's item, an exit code.
+	static const uint8_t bin[] = {';', 'b', '3', ':', 0, '$', '#', '}', '*', 0xff, ';'};
+	struct ns_strbuf r;
+	ns_strbuf_init(&r);
+	ns_strbuf_puts(&r, "b");
+	ns_strbuf_printf(&r, "%zx:", sizeof(bin));
+	ns_strbuf_append(&r, bin, sizeof(bin));
+	ns_strbuf_puts(&r, ";F00ff7a;L1f;Zsomething;b0:;W2a");
+	size_t pos = 0;
+	bool more;
+	struct ns_rsp_frames_item it;
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 'F' && it.len == sizeof(bin) &&
+	         memcmp(it.data, bin, sizeof(bin)) == 0);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 'F' && it.len == 3 && it.data[0] == 0 && it.data[1] == 0xff &&
+	         it.data[2] == 0x7a);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 'L' && it.value == 0x1f);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 0);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 'F' && it.len == 0);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(more && it.kind == 'W' && it.value == 0x2a);
+	NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)r.buf, r.len, &pos, &it, &more));
+	NS_CHECK(!more && pos == r.len);
+	ns_strbuf_deinit(&r);
+
+	// What ns_rsp_frames_put writes reads back, in both encodings, through the packet
+	// framing (which escapes the binary bytes) and the parser (which undoes it).
+	uint8_t frame[300];
+	for (size_t i = 0; i < sizeof(frame); i++)
+		frame[i] = (uint8_t)(i * 7 + 3);
+	for (int binary = 0; binary < 2; binary++) {
+		struct ns_strbuf pay, wire;
+		ns_strbuf_init(&pay);
+		ns_strbuf_init(&wire);
+		ns_rsp_frames_put(&pay, frame, sizeof(frame), binary);
+		ns_rsp_frames_put(&pay, frame + 5, 17, binary);
+		NS_CHECK(binary ? pay.len == 300 + 5 + 1 + 17 + 4 : pay.len == 601 + 1 + 35);
+		ns_rsp_frame(&wire, pay.buf, pay.len, false);
+		struct ns_rsp_parser p;
+		ns_rsp_parser_init(&p, 1 << 16);
+		size_t used = 0;
+		NS_CHECK_INT(ns_rsp_parse(&p, (const uint8_t *)wire.buf, wire.len, &used),
+		             NS_RSP_EV_PACKET);
+		NS_CHECK_INT(p.payload.len, pay.len);
+		pos = 0;
+		NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)p.payload.buf, p.payload.len, &pos, &it,
+		                               &more));
+		NS_CHECK(more && it.kind == 'F' && it.len == sizeof(frame) &&
+		         memcmp(it.data, frame, sizeof(frame)) == 0);
+		NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)p.payload.buf, p.payload.len, &pos, &it,
+		                               &more));
+		NS_CHECK(more && it.kind == 'F' && it.len == 17 && memcmp(it.data, frame + 5, 17) == 0);
+		NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)p.payload.buf, p.payload.len, &pos, &it,
+		                               &more));
+		NS_CHECK(!more);
+		ns_rsp_parser_deinit(&p);
+		ns_strbuf_deinit(&pay);
+		ns_strbuf_deinit(&wire);
+	}
+
+	// Malformed: a length past the end, no ':', bad digits, bytes not followed by ';',
+	// odd or bad hex, an empty count. Each is an error and ends the reply.
+	const char *bad[] = {"b5:abc", "b5abcde", "bx:a", "b2:abc", "F0", "Fzz", "L", "W1g",
+	                     "b:", "b11111111111111111:a"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char buf[64];
+		size_t n = strlen(bad[i]);
+		memcpy(buf, bad[i], n);
+		pos = 0;
+		struct ns_err *err = ns_rsp_frames_next((uint8_t *)buf, n, &pos, &it, &more);
+		if (!err)
+			ns_test_fail(__FILE__, __LINE__, "accepted \"%s\"", bad[i]);
+		NS_CHECK(pos == n);
+		ns_err_destroy(err);
+	}
+}

@@ -285,6 +285,67 @@ NS_TEST(test_stub_test__session)
 	NS_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* After "NsFrameBinary+", frames come as "b<hex length>:<bytes>" items: the same frame
+ * the fake agent wrote, byte for byte (laid out by hand here as in fake_agent.c). */
+NS_TEST(test_stub_test__binary_frames)
+{
+	struct stub st;
+	const char *prog[] = {"/bin/sleep", "2", NULL};
+	if (!start(&st, NULL, prog))
+		return;
+	char *sup = req(&st, "qSupported:multiprocess+;NsFramePush+;NsFrameBinary+");
+	NS_CHECK(sup && strstr(sup, "NsFrameBinary+"));
+	free(sup);
+	CHECK_REQ(&st, "QStartNoAckMode", "OK");
+	ns_rsp_set_noack(st.c, true);
+	CHECK_REQ(&st, "QNonStop:1", "OK");
+	CHECK_REQ(&st, "QTinit", "OK");
+	CHECK_REQ(&st, "QTDP:1:0000000000401136:E:0:0", "OK");
+	CHECK_REQ(&st, "QTStart", "OK");
+	// Each re-install writes another frame: 4 in all.
+	for (int i = 0; i < 3; i++) {
+		CHECK_REQ(&st, "QTDisable:1:401136", "OK");
+		CHECK_REQ(&st, "QTEnable:1:401136", "OK");
+	}
+	enum { FRAME = 72 + 16 + 8 };
+	int frames = 0;
+	for (int tries = 0; tries < 200 && frames < 4; tries++) {
+		struct ns_rsp_packet rep;
+		struct ns_err *err = ns_rsp_request(st.c, "qNsFrames", 9, 5000, keep_note, &st, &rep);
+		NS_CHECK_OK(err);
+		if (err)
+			break;
+		if (rep.len == 2 && !memcmp(rep.data, "OK", 2)) {
+			usleep(10000);
+			continue;
+		}
+		NS_CHECK(rep.len > 4 && memcmp(rep.data, "b60:", 4) == 0);
+		size_t pos = 0;
+		bool more = true;
+		while (more) {
+			struct ns_rsp_frames_item it;
+			NS_CHECK_OK(ns_rsp_frames_next((uint8_t *)rep.data, rep.len, &pos, &it, &more));
+			if (!more)
+				break;
+			NS_CHECK(it.kind == 'F' && it.len == FRAME);
+			if (it.kind != 'F' || it.len != FRAME)
+				continue;
+			uint32_t magic, size, tp_id, nblocks;
+			memcpy(&magic, it.data, 4);
+			memcpy(&size, it.data + 8, 4);
+			memcpy(&tp_id, it.data + 12, 4);
+			memcpy(&nblocks, it.data + 48, 4);
+			NS_CHECK(magic == 0x5246534e && size == FRAME && tp_id == 1 && nblocks == 1);
+			NS_CHECK(it.data[72] == 'M' && memcmp(it.data + 88, "ABCDEFGH", 8) == 0);
+			frames++;
+		}
+	}
+	NS_CHECK_INT(frames, 4);
+	CHECK_REQ(&st, "qNsFrames", "OK");
+	CHECK_REQ(&st, "D", "OK");
+	finish(&st);
+}
+
 NS_TEST(test_stub_test__exit_signal_item)
 {
 	struct stub st;
