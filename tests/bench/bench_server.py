@@ -39,6 +39,10 @@ from bench_hotloop import Rsp, define, x_act  # noqa: E402 (same RSP client as t
 
 QUICK = '--quick' in sys.argv
 ONLY = [a.split('=', 1)[1].split(',') for a in sys.argv if a.startswith('--only=')]
+# Interleaved (untraced, nonstop) pairs after the main rows: each pair's loss is judged
+# against its own untraced run, so slow drift of the machine cancels out.
+PAIRS = int(([a.split('=', 1)[1] for a in sys.argv if a.startswith('--pairs=')]
+             or ['1' if QUICK else '3'])[0])
 
 
 def want(run_name):
@@ -767,6 +771,17 @@ def bench(tree, bins, site, tmp):
         add('untraced (after)', run_untraced(bins, tmp, REQ), REQ)
     if want('nonstop'):
         add('nonstop logpoint (again)', run_nonstop(bins, tmp, site, REQ), REQ)
+    pairs_loss = []
+    for i in range(PAIRS if want('untraced') and want('nonstop') else 0):
+        got = {}
+        for name in ('untraced', 'nonstop') if i % 2 == 0 else ('nonstop', 'untraced'):
+            got[name] = (run_untraced(bins, tmp, REQ) if name == 'untraced'
+                         else run_nonstop(bins, tmp, site, REQ))
+            log('pair %d: %-26s %s' % (i + 1, name, '%.0f req/s' % total(got[name]['rps'])
+                                       if 'rps' in got[name] else got[name].get('error')))
+        if all('rps' in r for r in got.values()):
+            pairs_loss.append((1 - total(got['nonstop']['rps']) / total(got['untraced']['rps']))
+                              * 100)
 
     base = [total(r['rps']) for r in rows if r['tool'].startswith('untraced') and 'rps' in r]
     ns = [total(r['rps']) for r in rows if r['tool'].startswith('nonstop') and 'rps' in r]
@@ -817,6 +832,13 @@ def bench(tree, bins, site, tmp):
         print('%-34s %s' % ('nonstop, mean of its runs', '%.0f req/s, loss %.1f%%  < %g %% loss: %s'
                             % (sum(ns) / len(ns), loss, TARGET_LOSS,
                                'PASS' if loss < TARGET_LOSS else 'MISS')))
+    if pairs_loss:
+        mean = sum(pairs_loss) / len(pairs_loss)
+        med = sorted(pairs_loss)[len(pairs_loss) // 2]
+        print('%-34s %s' % ('nonstop vs untraced, %d pairs' % len(pairs_loss),
+                            'loss per pair %s; mean %.1f%%, median %.1f%%  < %g %% loss: %s'
+                            % (' '.join('%.1f%%' % x for x in pairs_loss), mean, med,
+                               TARGET_LOSS, 'PASS' if mean < TARGET_LOSS else 'MISS')))
     print()
     print('requests/s: redis-benchmark\'s own SET and GET numbers; loss: 1 - (harmonic mean '
           'of SET/s and GET/s) / untraced reference.')
