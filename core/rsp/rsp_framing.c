@@ -64,18 +64,18 @@ static bool needs_escape(uint8_t c)
  * checksum (the byte sum mod 256) adds bytes in four 16-bit lanes, folded before a lane
  * can carry into the next (at most 2 x 255 per word: 128 words). */
 #define ONES 0x0101010101010101ull
-static uint64_t has_zero(uint64_t w)
+static inline uint64_t has_zero(uint64_t w)
 {
 	return (w - ONES) & ~w & (ONES << 7);
 }
 
-static bool word_needs_escape(uint64_t w)
+static inline __attribute__((always_inline)) bool word_needs_escape(uint64_t w)
 {
 	return has_zero(w ^ ('$' * ONES)) | has_zero(w ^ ('#' * ONES)) |
 	       has_zero(w ^ ('}' * ONES)) | has_zero(w ^ ('*' * ONES));
 }
 
-static uint64_t fold_lanes(uint64_t lanes)
+static inline uint64_t fold_lanes(uint64_t lanes)
 {
 	return (lanes & 0xffff) + ((lanes >> 16) & 0xffff) + ((lanes >> 32) & 0xffff) + (lanes >> 48);
 }
