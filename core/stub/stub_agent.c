@@ -245,6 +245,14 @@ static uint64_t count_hit(struct ns_stub *s, const uint8_t *f, size_t len)
 	return n;
 }
 
+// A frame there is no memory to queue: counted as a hit and as a drop.
+static void drop_frame(struct ns_stub *s, const uint8_t *f, size_t n)
+{
+	s->fcreated++;
+	count_hit(s, f, n);
+	s->drops_total++;
+}
+
 // Keep the frame of @n bytes at @f, where the last queue reserve() pointed.
 static void keep_frame(struct ns_stub *s, uint8_t *f, size_t n)
 {
@@ -279,13 +287,10 @@ size_t ns_stub__drain(struct ns_stub *s)
 			if (n < 0)
 				continue; // counted in the ring's dropped
 			got++;
-			if (dst) {
+			if (dst)
 				keep_frame(s, dst, (size_t)n);
-			} else {
-				s->fcreated++;
-				count_hit(s, s->scratch, (size_t)n);
-				s->drops_total++;
-			}
+			else
+				drop_frame(s, s->scratch, (size_t)n);
 		}
 	}
 	return got;
@@ -295,9 +300,7 @@ void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
 {
 	uint8_t *dst = ns_stub__queue_reserve(&s->frames, n);
 	if (!dst) {
-		s->fcreated++;
-		count_hit(s, f, n);
-		s->drops_total++;
+		drop_frame(s, f, n);
 		return;
 	}
 	memcpy(dst, f, n);
