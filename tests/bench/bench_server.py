@@ -498,13 +498,14 @@ def run_nonstop(bins, tmp, site, n):
         cpu.stop(res, 2 * n)
         drain.send_signal(signal.SIGTERM)
         drain.wait(15)
-        drained = dict(line.split(' ', 1) for line in open(out).read().splitlines())
+        lines = open(out).read().splitlines()
+        drained = dict(line.split(' ', 1) for line in lines if not line.startswith('frame '))
         frames, drops = int(drained.get('frames', 0)), int(drained.get('dropped', 0))
         if drain.returncode or int(drained.get('bad', 0)):
             err = err or 'bench_drain: exit %s, %s bad frames' % (drain.returncode,
                                                                   drained.get('bad'))
         seen = {}
-        for line in open(out).read().splitlines():
+        for line in lines:
             if line.startswith('frame '):
                 try:
                     v = frame_values(bytes.fromhex(line[6:]), site)
