@@ -761,6 +761,26 @@ static int hit_cmp(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
+// What a failing stress run needs to be understood: the thread's hits around the
+// trouble (generation, iteration, ring seq) and where the missing iterations went.
+static uint64_t gen_other[GENERATIONS + 1]; /* generation's other line, from mix's entry */
+
+static void print_hit_trouble(const struct hitrec *h, size_t n, size_t at, const char *what)
+{
+	printf("  %s: thread %lu:", what, (unsigned long)h[at].tid);
+	for (size_t k = at >= 3 ? at - 3 : 0; k < n && k <= at + 2; k++)
+		if (h[k].tid == h[at].tid)
+			printf(" [gen %u (other +%lu) i %lu seq %lu]%s", h[k].gen,
+			       (unsigned long)gen_other[h[k].gen], (unsigned long)h[k].i,
+			       (unsigned long)h[k].seq, k == at ? "<" : "");
+	printf("\n");
+	for (uint64_t miss = h[at - 1].i + 1; miss < h[at].i && miss < h[at - 1].i + 4; miss++)
+		for (size_t k = 0; k < n; k++)
+			if (h[k].tid == h[at].tid && h[k].i == miss)
+				printf("  iteration %lu is in gen %u (seq %lu)\n", (unsigned long)miss,
+				       h[k].gen, (unsigned long)h[k].seq);
+}
+
 NS_TEST(test_jump_test__stress_insert_remove)
 {
 	struct bin b;
@@ -814,6 +834,7 @@ NS_TEST(test_jump_test__stress_insert_remove)
 		tp2.nactions = 0;
 		if (!other)
 			other = mix->lo; // a line without an is_stmt row of its own at -O2
+		gen_other[g] = other - mix->lo;
 		if (other != mix->lo && install(&p, &tp2, &tier, text, sizeof(text)) != 0)
 			ns_test_fail(__FILE__, __LINE__, "install at 0x%lx: %s", other, text);
 		if (g % 4 == 0)
@@ -865,14 +886,19 @@ NS_TEST(test_jump_test__stress_insert_remove)
 		if (h[i].tid != h[i - 1].tid)
 			continue;
 		NS_CHECK(h[i].t == h[i - 1].t);
+		bool gap = false, dup = false;
 		if (h[i].gen == h[i - 1].gen && h[i].i != h[i - 1].i + 1) {
 			if (h[i].i == h[i - 1].i)
-				dups++;
+				dup = true;
 			else
-				gaps++;
+				gap = true;
 		}
 		if (h[i].gen != h[i - 1].gen && h[i].i <= h[i - 1].i)
-			dups++; // an iteration seen in two generations
+			dup = true; // an iteration seen in two generations
+		gaps += gap;
+		dups += dup;
+		if ((gap || dup) && gaps + dups <= 4)
+			print_hit_trouble(h, n, i, gap ? "gap" : "doubled");
 	}
 	printf("stress: %zu entry hits checked, %zu on other lines; %zu gaps, %zu doubled\n", n,
 	       other_hits, gaps, dups);
