@@ -17,6 +17,14 @@ void ns_strbuf_deinit(struct ns_strbuf *sb)
 	memset(sb, 0, sizeof(*sb));
 }
 
+void ns_strbuf_recycle(struct ns_strbuf *sb, size_t keep_cap)
+{
+	if (sb->oom || sb->cap > keep_cap)
+		ns_strbuf_deinit(sb);
+	else
+		ns_strbuf_reset(sb);
+}
+
 void ns_strbuf_reset(struct ns_strbuf *sb)
 {
 	sb->len = 0;

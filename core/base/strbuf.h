@@ -14,6 +14,9 @@ struct ns_strbuf {
 void ns_strbuf_init(struct ns_strbuf *sb);
 void ns_strbuf_deinit(struct ns_strbuf *sb);
 void ns_strbuf_reset(struct ns_strbuf *sb);
+/** Empty @sb for reuse: its memory is kept unless it holds more than @keep_cap bytes
+ * or an append failed (then it is freed, and the oom flag cleared). */
+void ns_strbuf_recycle(struct ns_strbuf *sb, size_t keep_cap);
 void ns_strbuf_append(struct ns_strbuf *sb, const void *data, size_t len);
 void ns_strbuf_puts(struct ns_strbuf *sb, const char *s);
 void ns_strbuf_putc(struct ns_strbuf *sb, char c);

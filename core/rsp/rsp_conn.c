@@ -18,6 +18,7 @@
 
 enum {
 	MAX_PACKET = 16 * 1024 * 1024, /* decoded payload; frames batches stay far below */
+	OUT_KEEP = 1024 * 1024,        /* a send buffer up to this size is kept for the next */
 	MAX_QUEUE = 4096,              /* packets held while the owner is busy */
 	ACK_TIMEOUT_MS = 2000,
 	MAX_RESENDS = 3,
@@ -33,12 +34,14 @@ struct qitem {
 struct ns_rsp_conn {
 	int rfd, wfd;
 	bool noack, eof;
+	bool not_socket; /* wfd is a pipe or a tty: write(), not send() */
 	struct ns_rsp_parser parser;
 	struct qitem *head, *tail;
 	size_t qlen;
 	char acks[32]; /* '+'/'-' received, in order, not yet consumed by send */
 	unsigned nacks;
 	struct qitem *cur; /* the packet last returned by recv */
+	struct ns_strbuf out; /* the packet being sent, framed (kept between sends) */
 };
 
 struct ns_err *ns_rsp_conn_create(int rfd, int wfd, struct ns_rsp_conn **out)
@@ -64,6 +67,7 @@ void ns_rsp_conn_destroy(struct ns_rsp_conn *c)
 		q = n;
 	}
 	free(c->cur);
+	ns_strbuf_deinit(&c->out);
 	ns_rsp_parser_deinit(&c->parser);
 	if (c->rfd >= 0)
 		close(c->rfd);
@@ -92,15 +96,21 @@ bool ns_rsp_buffered(const struct ns_rsp_conn *c)
 	return c->head != NULL;
 }
 
-static struct ns_err *write_all(int fd, const void *buf, size_t len)
+static struct ns_err *write_all(struct ns_rsp_conn *c, const void *buf, size_t len)
 {
+	int fd = c->wfd;
 	const char *p = buf;
 	while (len > 0) {
 		// MSG_NOSIGNAL: a closed socket peer is an error, not a SIGPIPE in a
-		// library; pipes fall back to write().
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == ENOTSOCK)
+		// library; pipes fall back to write() (remembered: one call per write).
+		ssize_t n = -1;
+		errno = ENOTSOCK;
+		if (!c->not_socket)
+			n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == ENOTSOCK) {
+			c->not_socket = true;
 			n = write(fd, p, len);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -160,7 +170,7 @@ static void feed(struct ns_rsp_conn *c, const uint8_t *buf, size_t len)
 			break;
 		case NS_RSP_EV_PACKET:
 			if (!c->noack)
-				write_all(c->wfd, "+", 1); // a dead peer shows up as EOF
+				write_all(c, "+", 1); // a dead peer shows up as EOF
 			enqueue(c, false, false, ns_strbuf_str(pl), pl->len);
 			break;
 		case NS_RSP_EV_NOTIFY:
@@ -168,7 +178,7 @@ static void feed(struct ns_rsp_conn *c, const uint8_t *buf, size_t len)
 			break;
 		case NS_RSP_EV_BAD_CSUM:
 			if (!c->noack)
-				write_all(c->wfd, "-", 1);
+				write_all(c, "-", 1);
 			ns_log(NS_LOG_WARN, "rsp: packet with a bad checksum");
 			break;
 		case NS_RSP_EV_ACK:
@@ -182,7 +192,7 @@ static void feed(struct ns_rsp_conn *c, const uint8_t *buf, size_t len)
 		case NS_RSP_EV_TOO_LONG:
 			// Acknowledge so the peer does not resend it forever; it is lost.
 			if (!c->noack)
-				write_all(c->wfd, "+", 1);
+				write_all(c, "+", 1);
 			ns_log(NS_LOG_WARN, "rsp: packet longer than %zu bytes dropped",
 			       c->parser.max_len);
 			break;
@@ -240,19 +250,18 @@ static int remaining(int64_t deadline)
 static struct ns_err *send_framed(struct ns_rsp_conn *c, const void *payload, size_t len,
                                   bool notify)
 {
-	struct ns_strbuf sb;
-	ns_strbuf_init(&sb);
-	ns_rsp_frame(&sb, payload, len, notify);
-	if (sb.oom) {
-		ns_strbuf_deinit(&sb);
+	// One buffer for every send (frame batches are 64 KiB, framed up to twice that:
+	// no allocation, and no fresh pages to fault in, per packet); a big one-off
+	// (a memory read) does not stay.
+	struct ns_strbuf *out = &c->out;
+	ns_strbuf_recycle(out, OUT_KEEP);
+	ns_rsp_frame(out, payload, len, notify);
+	if (out->oom)
 		return &ns_err_nomem;
-	}
+	const struct ns_strbuf sb = *out;
 	struct ns_err *err = NULL;
-	if (notify || c->noack) {
-		err = write_all(c->wfd, sb.buf, sb.len);
-		ns_strbuf_deinit(&sb);
-		return err;
-	}
+	if (notify || c->noack)
+		return write_all(c, sb.buf, sb.len);
 	// Acks that arrived before this packet was sent belong to nobody: drop them.
 	c->nacks = 0;
 	bool acked = false;
@@ -262,7 +271,7 @@ static struct ns_err *send_framed(struct ns_rsp_conn *c, const void *payload, si
 			err = ns_err_create(NS_ERR_PROTOCOL, "rsp: packet rejected %d times", sent);
 			break;
 		}
-		err = write_all(c->wfd, sb.buf, sb.len);
+		err = write_all(c, sb.buf, sb.len);
 		sent++;
 		int64_t deadline = now_ms() + ACK_TIMEOUT_MS;
 		while (!err && c->nacks == 0)
@@ -277,7 +286,6 @@ static struct ns_err *send_framed(struct ns_rsp_conn *c, const void *payload, si
 		acked = c->acks[0] == '+';
 		memmove(c->acks, c->acks + 1, --c->nacks);
 	}
-	ns_strbuf_deinit(&sb);
 	return err;
 }
 

@@ -80,22 +80,50 @@ static inline uint64_t fold_lanes(uint64_t lanes)
 	return (lanes & 0xffff) + ((lanes >> 16) & 0xffff) + ((lanes >> 32) & 0xffff) + (lanes >> 48);
 }
 
-/* The leading whole words of @s (@n bytes) that hold no byte needing an escape: their
- * length (a multiple of 8), their byte sum added to *@csum. */
-static size_t plain_words(const uint8_t *s, size_t n, uint8_t *csum)
+/* The payload bytes at the start of @s (@n bytes, none past the packet's room): copied
+ * to @d unescaped and added to the checksum, up to the first byte the state machine
+ * must see ('#', '$' or '*' outside an escape). Whole words where no byte needs an
+ * escape, else a byte at a time. Returns the bytes consumed; *@out_len the bytes
+ * written (never more). */
+static size_t payload_run(struct ns_rsp_parser *p, const uint8_t *s, size_t n, char *d,
+                          size_t *out_len)
 {
 	uint64_t sum = 0, lanes = 0;
 	unsigned nwords = 0;
-	size_t i = 0;
-	for (uint64_t w; n - i >= 8 && (memcpy(&w, s + i, 8), !word_needs_escape(w)); i += 8) {
-		lanes += (w & 0x00ff00ff00ff00ffull) + ((w >> 8) & 0x00ff00ff00ff00ffull);
-		if (++nwords == 128) {
-			sum += fold_lanes(lanes);
-			lanes = 0;
-			nwords = 0;
+	uint8_t csum = p->csum;
+	bool esc = p->escape;
+	size_t i = 0, o = 0;
+	while (i < n) {
+		uint64_t w;
+		if (!esc && n - i >= 8 && (memcpy(&w, s + i, 8), !word_needs_escape(w))) {
+			memcpy(d + o, &w, 8);
+			i += 8;
+			o += 8;
+			lanes += (w & 0x00ff00ff00ff00ffull) + ((w >> 8) & 0x00ff00ff00ff00ffull);
+			if (++nwords == 128) {
+				sum += fold_lanes(lanes);
+				lanes = 0;
+				nwords = 0;
+			}
+			continue;
 		}
+		uint8_t c = s[i];
+		if (esc) {
+			d[o++] = (char)(c ^ 0x20);
+			esc = false;
+		} else if (c == '}') {
+			esc = true;
+		} else if (c == '#' || c == '$' || c == '*') {
+			break;
+		} else {
+			d[o++] = (char)c;
+		}
+		csum = (uint8_t)(csum + c);
+		i++;
 	}
-	*csum = (uint8_t)(*csum + sum + fold_lanes(lanes));
+	p->csum = (uint8_t)(csum + sum + fold_lanes(lanes));
+	p->escape = esc;
+	*out_len = o;
 	return i;
 }
 
@@ -108,14 +136,17 @@ enum ns_rsp_event_kind ns_rsp_parse(struct ns_rsp_parser *p, const uint8_t *data
 	while (i < len && ev == NS_RSP_EV_NONE) {
 		// Inside a packet, runs of ordinary bytes go in whole words (a frame stream
 		// is mostly such runs); the byte-wise state machine takes the rest.
-		if (p->state == ST_DATA && !p->escape && !p->too_long) {
+		if (p->state == ST_DATA && !p->too_long) {
 			size_t room = p->max_len - p->payload.len;
-			size_t run = plain_words(data + i, (len - i < room ? len - i : room) & ~(size_t)7,
-			                         &p->csum);
-			ns_strbuf_append(&p->payload, data + i, run);
-			i += run;
-			if (i == len)
-				break;
+			size_t n = len - i < room ? len - i : room;
+			char *d = n ? ns_strbuf_room(&p->payload, n) : NULL;
+			if (d) {
+				size_t wrote;
+				i += payload_run(p, data + i, n, d, &wrote);
+				ns_strbuf_added(&p->payload, wrote);
+				if (i == len)
+					break;
+			}
 		}
 		uint8_t c = data[i++];
 		switch (p->state) {

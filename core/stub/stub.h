@@ -16,6 +16,7 @@ enum {
 	NS_STUB_QUEUE_BYTES = 256 * 1024 * 1024, /* bound of buffered frames */
 	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
 	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
+	NS_STUB_REPLY_KEEP = 256 * 1024,        /* a reply buffer up to this is kept */
 	NS_STUB_DRAIN_MS = 5, /* rings read (and the client notified) every 5 ms */
 	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
@@ -87,6 +88,7 @@ struct ns_stub {
 	struct ns_stub_queue frames;
 	uint64_t fcreated;
 	uint8_t *scratch; /* NS_AGENT_MAX_FRAME bytes */
+	struct ns_strbuf reply; /* the RSP reply being built (kept between packets) */
 
 	/* tracepoints */
 	struct ns_stub_tp *tps;

@@ -356,4 +356,5 @@ void ns_stub__release_dead_rings(struct ns_stub *s)
 void ns_stub__free_frames(struct ns_stub *s)
 {
 	ns_stub__queue_clear(&s->frames);
+	ns_strbuf_deinit(&s->reply);
 }

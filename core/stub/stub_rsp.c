@@ -527,8 +527,9 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 	if (pkt->interrupt || pkt->notify)
 		return NS_STUB_CONTINUE; // nonstop never stops the program
 	const char *p = pkt->data;
-	struct ns_strbuf r;
-	ns_strbuf_init(&r);
+	// The reply buffer is kept between packets (a frames batch is 64 KiB).
+	struct ns_strbuf r = s->reply;
+	ns_strbuf_recycle(&r, NS_STUB_REPLY_KEEP);
 	enum ns_stub_action act = NS_STUB_CONTINUE;
 	bool send = true;
 	bool noack_after = false;
@@ -672,6 +673,6 @@ enum ns_stub_action ns_stub__handle_packet(struct ns_stub *s, const struct ns_rs
 	}
 	if (noack_after)
 		ns_rsp_set_noack(s->conn, true);
-	ns_strbuf_deinit(&r);
+	s->reply = r;
 	return act;
 }

@@ -232,6 +232,40 @@ static size_t frame_by_bytes(char *out, const uint8_t *s, size_t len)
 	return n;
 }
 
+// The reference framing with gdb's run-length encoding: a byte followed by 3 to 97
+// copies of itself is sent once, then '*' and the number of copies + 29 (6 and 7 would
+// give '#' and '$': sent as 5).
+static size_t frame_rle(char *out, const uint8_t *s, size_t len)
+{
+	size_t n = 0;
+	unsigned sum = 0;
+	out[n++] = '$';
+	for (size_t i = 0; i < len;) {
+		uint8_t c = s[i];
+		size_t rep = 0;
+		while (i + 1 + rep < len && s[i + 1 + rep] == c && rep < 97)
+			rep++;
+		if (c == '$' || c == '#' || c == '}' || c == '*') {
+			out[n++] = '}';
+			sum += '}';
+			c ^= 0x20;
+		}
+		out[n++] = (char)c;
+		sum += c;
+		i++;
+		if (rep >= 3) {
+			if (rep == 6 || rep == 7)
+				rep = 5;
+			out[n++] = '*';
+			out[n++] = (char)(rep + 29);
+			sum += '*' + (unsigned)(rep + 29);
+			i += rep;
+		}
+	}
+	n += (size_t)sprintf(out + n, "#%02x", sum & 0xff);
+	return n;
+}
+
 // The word-at-a-time framing against the reference, and the parser's word-at-a-time
 // runs reading the reference back: payloads of every length up to 300 and long ones
 // (past the 128-word checksum fold), with no, few and many bytes that need escaping, at
@@ -244,12 +278,12 @@ NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 	uint64_t x = 88172645463325252ull;
 	unsigned cases = 0;
 	for (size_t len = 0; len < MAX; len = len < 300 ? len + 1 : len * 3 / 2) {
-		for (int density = 0; density < 4; density++) {
+		for (int density = 0; density < 5; density++) {
 			for (size_t i = 0; i < len + 8; i++) {
 				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 				uint8_t c = (uint8_t)x;
 				// density 0: hex digits only; 1: rare specials; 2: any byte;
-				// 3: mostly specials.
+				// 3: mostly specials; 4: runs of a byte (for the run-length coding).
 				if (density == 0)
 					c = (uint8_t)"0123456789abcdef"[c & 15];
 				else if (density == 1 && (x >> 20) % 97 == 0)
@@ -258,6 +292,8 @@ NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 					c = (uint8_t)('0' + c % 40);
 				else if (density == 3 && (x >> 20) % 3)
 					c = (uint8_t)"$#}*"[(x >> 8) & 3];
+				else if (density == 4 && i && (x >> 20) % 16)
+					c = buf[i - 1]; // runs of one byte (any, specials too)
 				buf[i] = c;
 			}
 			size_t off = len & 7; // vary the start's alignment
@@ -273,8 +309,12 @@ NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 				goto out;
 			}
 			ns_strbuf_deinit(&sb);
-			// The parser reads the reference framing back, fed whole, in chunks of
-			// 13 bytes (word runs cut anywhere) and in two parts split at random.
+			// The parser reads the reference framing back (then the run-length
+			// encoded one), fed whole, in chunks of 13 bytes (word runs cut
+			// anywhere) and in two parts split at random.
+			for (int rle = 0; rle < 2; rle++) {
+			if (rle)
+				n = frame_rle(want, buf + off, len);
 			size_t cuts[] = {n, 13, 1 + (size_t)(x >> 33) % (n + 1)};
 			for (int k = 0; k < 3; k++) {
 				struct ns_rsp_parser p;
@@ -292,10 +332,12 @@ NS_TEST(test_rsp_framing__frame_matches_bytewise_reference)
 				ns_rsp_parser_deinit(&p);
 				if (!same) {
 					ns_test_fail(__FILE__, __LINE__,
-					             "length %zu density %d feed %d: parsed differs (event %d)",
-					             len, density, k, (int)ev);
+					             "length %zu density %d feed %d rle %d: parsed differs "
+					             "(event %d)",
+					             len, density, k, rle, (int)ev);
 					goto out;
 				}
+			}
 			}
 		}
 	}
