@@ -164,6 +164,43 @@ uint64_t ns_ax_reg_mask(const uint8_t *code, size_t len);
  * tracepoint's X action that is inert adds nothing to a frame. Host side. */
 bool ns_ax_is_inert(const uint8_t *code, size_t len, unsigned nregs);
 
+/* A collecting X action as a fixed list of memory reads: what a jump pad can do itself
+ * instead of running the program (docs/jump-pads.md, "Memory reads in inline
+ * records"). Running the program with every read succeeding is running the reads in
+ * order: read i computes its address as its base plus @disp (mod 2^64), records
+ * @trace bytes there if @trace != 0 (the program's trace_quick, trace16 or trace, in
+ * the same order) and, if @ref != 0, loads a little-endian value of @ref bytes there
+ * that later reads may use as their base. The program's result is not part of it
+ * (an X action's value is not collected). */
+enum ns_ax_plan_base {
+	NS_AX_PLAN_ABS,  /* address = disp */
+	NS_AX_PLAN_REG,  /* address = register @from + disp */
+	NS_AX_PLAN_READ, /* address = the value read @from (< this read) loaded + disp */
+};
+
+enum { NS_AX_PLAN_MAX = 8, NS_AX_PLAN_MAX_TRACE = 256 };
+
+struct ns_ax_plan_read {
+	uint8_t base;   /* enum ns_ax_plan_base */
+	uint8_t from;   /* a register number, or an earlier read's index */
+	uint8_t ref;    /* bytes loaded as a value (1, 2, 4, 8), 0: none */
+	uint16_t trace; /* bytes recorded (1..NS_AX_PLAN_MAX_TRACE), 0: none */
+	uint64_t disp;
+};
+
+struct ns_ax_plan {
+	unsigned n;
+	struct ns_ax_plan_read r[NS_AX_PLAN_MAX];
+};
+
+/** Plan the verified program @code as reads (above), registers below @nregs only.
+ * false with the reason in *@why for a program that is not straight-line, may fail
+ * other than by reading memory (a division), computes an address other than a base
+ * plus a constant, traces a block of computed size, or has more than NS_AX_PLAN_MAX
+ * reads. Host side. */
+bool ns_ax_plan_reads(const uint8_t *code, size_t len, unsigned nregs, struct ns_ax_plan *out,
+                      const char **why);
+
 /** Text listing, one instruction per line ("0003 reg 7"), appended to @out as a
  * malloc'd string; for tests and debug logs. */
 char *ns_ax_disasm(const uint8_t *code, size_t len);

@@ -1,4 +1,5 @@
-/* Fuzz target: the agent-expression verifier, then the interpreter on what verifies. */
+/* Fuzz target: the agent-expression verifier, then the interpreter on what verifies,
+ * the disassembler and the read planner. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,5 +57,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ns_ax_run(data, size, &env, &r);
 	char *text = ns_ax_disasm(data, size);
 	free(text);
+	// The read planner refuses what it cannot follow, and plans only in bounds.
+	struct ns_ax_plan plan;
+	const char *why;
+	if (ns_ax_plan_reads(data, size, 17, &plan, &why)) {
+		if (plan.n > NS_AX_PLAN_MAX)
+			abort();
+		for (unsigned i = 0; i < plan.n; i++)
+			if ((plan.r[i].base == NS_AX_PLAN_READ && plan.r[i].from >= i) ||
+			    (plan.r[i].base == NS_AX_PLAN_REG && plan.r[i].from >= 17))
+				abort();
+	} else if (!why) {
+		abort();
+	}
 	return 0;
 }
