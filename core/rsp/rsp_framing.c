@@ -80,6 +80,27 @@ static inline uint64_t fold_lanes(uint64_t lanes)
 	return (lanes & 0xffff) + ((lanes >> 16) & 0xffff) + ((lanes >> 32) & 0xffff) + (lanes >> 48);
 }
 
+/* A running byte sum of whole words: add() per word, total() at the end. */
+struct word_sum {
+	uint64_t sum, lanes;
+	unsigned nwords;
+};
+
+static inline __attribute__((always_inline)) void word_sum_add(struct word_sum *ws, uint64_t w)
+{
+	ws->lanes += (w & 0x00ff00ff00ff00ffull) + ((w >> 8) & 0x00ff00ff00ff00ffull);
+	if (++ws->nwords == 128) {
+		ws->sum += fold_lanes(ws->lanes);
+		ws->lanes = 0;
+		ws->nwords = 0;
+	}
+}
+
+static inline uint64_t word_sum_total(const struct word_sum *ws)
+{
+	return ws->sum + fold_lanes(ws->lanes);
+}
+
 /* The payload bytes at the start of @s (@n bytes, none past the packet's room): copied
  * to @d unescaped and added to the checksum, up to the first byte the state machine
  * must see ('#', '$' or '*' outside an escape). Whole words where no byte needs an
@@ -88,8 +109,7 @@ static inline uint64_t fold_lanes(uint64_t lanes)
 static size_t payload_run(struct ns_rsp_parser *p, const uint8_t *s, size_t n, char *d,
                           size_t *out_len)
 {
-	uint64_t sum = 0, lanes = 0;
-	unsigned nwords = 0;
+	struct word_sum ws = {0, 0, 0};
 	uint8_t csum = p->csum;
 	bool esc = p->escape;
 	size_t i = 0, o = 0;
@@ -99,12 +119,7 @@ static size_t payload_run(struct ns_rsp_parser *p, const uint8_t *s, size_t n, c
 			memcpy(d + o, &w, 8);
 			i += 8;
 			o += 8;
-			lanes += (w & 0x00ff00ff00ff00ffull) + ((w >> 8) & 0x00ff00ff00ff00ffull);
-			if (++nwords == 128) {
-				sum += fold_lanes(lanes);
-				lanes = 0;
-				nwords = 0;
-			}
+			word_sum_add(&ws, w);
 			continue;
 		}
 		uint8_t c = s[i];
@@ -121,7 +136,7 @@ static size_t payload_run(struct ns_rsp_parser *p, const uint8_t *s, size_t n, c
 		csum = (uint8_t)(csum + c);
 		i++;
 	}
-	p->csum = (uint8_t)(csum + sum + fold_lanes(lanes));
+	p->csum = (uint8_t)(csum + word_sum_total(&ws));
 	p->escape = esc;
 	*out_len = o;
 	return i;
@@ -248,20 +263,14 @@ void ns_rsp_frame(struct ns_strbuf *out, const void *payload, size_t len, bool n
 		return;
 	char *d = d0;
 	*d++ = notify ? '%' : '$';
-	uint64_t sum = 0, lanes = 0;
-	unsigned nwords = 0;
+	struct word_sum ws = {0, 0, 0};
 	for (size_t i = 0; i < len;) {
 		uint64_t w;
 		if (len - i >= 8 && (memcpy(&w, s + i, 8), !word_needs_escape(w))) {
 			memcpy(d, &w, 8);
 			d += 8;
 			i += 8;
-			lanes += (w & 0x00ff00ff00ff00ffull) + ((w >> 8) & 0x00ff00ff00ff00ffull);
-			if (++nwords == 128) {
-				sum += fold_lanes(lanes);
-				lanes = 0;
-				nwords = 0;
-			}
+			word_sum_add(&ws, w);
 			continue;
 		}
 		uint8_t c = s[i++];
@@ -273,7 +282,7 @@ void ns_rsp_frame(struct ns_strbuf *out, const void *payload, size_t len, bool n
 		*d++ = (char)c;
 		csum = (uint8_t)(csum + c);
 	}
-	csum = (uint8_t)(csum + sum + fold_lanes(lanes));
+	csum = (uint8_t)(csum + word_sum_total(&ws));
 	*d++ = '#';
 	*d++ = hex[csum >> 4];
 	*d++ = hex[csum & 15];

@@ -212,22 +212,27 @@ NS_TEST(test_rsp_framing__appends_to_what_is_there)
 	ns_strbuf_deinit(&sb);
 }
 
+// One payload byte of the reference framings, escaped as the GDB manual states it.
+static size_t put_escaped(char *out, size_t n, unsigned *sum, uint8_t c)
+{
+	if (c == '$' || c == '#' || c == '}' || c == '*') {
+		out[n++] = '}';
+		*sum += '}';
+		c ^= 0x20;
+	}
+	out[n++] = (char)c;
+	*sum += c;
+	return n;
+}
+
 // The reference framing, a byte at a time, as the GDB manual states it.
 static size_t frame_by_bytes(char *out, const uint8_t *s, size_t len)
 {
 	size_t n = 0;
 	unsigned sum = 0;
 	out[n++] = '$';
-	for (size_t i = 0; i < len; i++) {
-		uint8_t c = s[i];
-		if (c == '$' || c == '#' || c == '}' || c == '*') {
-			out[n++] = '}';
-			sum += '}';
-			c ^= 0x20;
-		}
-		out[n++] = (char)c;
-		sum += c;
-	}
+	for (size_t i = 0; i < len; i++)
+		n = put_escaped(out, n, &sum, s[i]);
 	n += (size_t)sprintf(out + n, "#%02x", sum & 0xff);
 	return n;
 }
@@ -245,13 +250,7 @@ static size_t frame_rle(char *out, const uint8_t *s, size_t len)
 		size_t rep = 0;
 		while (i + 1 + rep < len && s[i + 1 + rep] == c && rep < 97)
 			rep++;
-		if (c == '$' || c == '#' || c == '}' || c == '*') {
-			out[n++] = '}';
-			sum += '}';
-			c ^= 0x20;
-		}
-		out[n++] = (char)c;
-		sum += c;
+		n = put_escaped(out, n, &sum, c);
 		i++;
 		if (rep >= 3) {
 			if (rep == 6 || rep == 7)
