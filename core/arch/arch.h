@@ -232,8 +232,42 @@ struct ns_arch_pad_spec {
  *   NS_ARCH_REC_SEQ  the u64 at ring + seq_off, which is then incremented (one field
  *                    of this kind at most)
  * The registers and the flags are preserved; the record path clobbers nothing the
- * program sees. */
+ * program sees.
+ *
+ * Memory reads (optional, @reads): after the fields (the sequence number's excepted,
+ * which is taken last), each read in order computes its address (an absolute address,
+ * a register as at the site plus disp, or the value an earlier read loaded plus disp),
+ * stores it at addr_off if that is not 0, copies @trace bytes from it to data_off, and
+ * keeps a value of @ref bytes (little-endian, zero-extended) for later reads: taken
+ * from the copied bytes if ref <= trace, else read on its own. Each access is one of:
+ *   - direct: an absolute address the owner knows is always readable (the executable's
+ *     own mappings): a plain load;
+ *   - 1, 2, 4 or 8 bytes inside the hitting thread's stack: the u64 at fs:[tls_stk_lo]
+ *     and fs:[tls_stk_limit] say where (addr - lo < limit; limit 0: nowhere): a plain
+ *     load;
+ *   - anything else: a call of @read_fn,
+ *       uint64_t read_fn(void *dst, uint64_t addr, uint64_t len, uint64_t *state);
+ *     under the collector's contract (above), which copies all @len bytes and returns
+ *     non-zero, or returns 0. *state is 0 at its first call in a hit and kept between
+ *     the calls of that hit (what the hit has learned, e.g. whether it may probe).
+ * A read that returns 0 abandons the record before head or the sequence number move:
+ * the hit takes the full path, as for a full ring. */
 enum ns_arch_rec_kind { NS_ARCH_REC_REG, NS_ARCH_REC_TID, NS_ARCH_REC_TSC, NS_ARCH_REC_SEQ };
+
+enum ns_arch_rec_base { NS_ARCH_REC_ABS, NS_ARCH_REC_AT_REG, NS_ARCH_REC_AT_READ };
+
+enum { NS_ARCH_PAD_REC_READS = 8, NS_ARCH_PAD_REC_TRACE_MAX = 256 };
+
+struct ns_arch_rec_read {
+	uint8_t base;      /* enum ns_arch_rec_base */
+	uint8_t from;      /* AT_REG: GDB register 0..16; AT_READ: an earlier read with a ref */
+	uint8_t ref;       /* 0, 1, 2, 4 or 8 */
+	uint8_t direct;    /* ABS only: always readable, see above */
+	uint16_t trace;    /* 0..NS_ARCH_PAD_REC_TRACE_MAX bytes to data_off */
+	uint16_t data_off;
+	uint16_t addr_off; /* 8-byte aligned; 0: the address is not recorded */
+	uint64_t disp;
+};
 
 struct ns_arch_rec_field {
 	uint16_t off; /* byte offset in the record, aligned to the field's size */
@@ -261,11 +295,15 @@ struct ns_arch_pad_record {
 	uint64_t ring_size;
 	uint32_t head_off, tail_off, seq_off, tail_seen_off;
 	uint32_t busy_off, hits_off;
+	const struct ns_arch_rec_read *reads; /* may be NULL if nreads is 0 */
+	size_t nreads;                        /* at most NS_ARCH_PAD_REC_READS */
+	int32_t tls_stk_lo, tls_stk_limit;
+	uint64_t read_fn; /* needed if a read is not direct */
 };
 
 /* Code bytes an inline record adds to a pad, at most (NS_ARCH_PAD_MAX_LEN covers the
- * rest). */
-enum { NS_ARCH_PAD_REC_EXTRA = 2048 };
+ * rest), plus NS_ARCH_PAD_REC_READ_EXTRA for each read. */
+enum { NS_ARCH_PAD_REC_EXTRA = 2048, NS_ARCH_PAD_REC_READ_EXTRA = 256 };
 
 struct ns_arch_pad {
 	size_t len;                        /* bytes written */

@@ -397,7 +397,7 @@ static void op_mem(struct buf *b, bool w, const uint8_t *op, size_t oplen, unsig
 
 // jcc rel32 to a label resolved later: the fixup's position is recorded in @fix.
 struct fixups {
-	size_t at[16];
+	size_t at[40];
 	size_t n;
 };
 
@@ -418,7 +418,7 @@ static void resolve(struct buf *b, const struct fixups *f, size_t target)
 		rel32_at(b, f->at[i], target);
 }
 
-enum { CC_NE = 0x5, CC_E = 0x4, CC_A = 0x7 };
+enum { CC_NE = 0x5, CC_E = 0x4, CC_A = 0x7, CC_AE = 0x3 };
 
 // The registers the record path uses, saved into (and restored from) their block slots
 // (rax is saved by the entry already): rcx rdx rsi rdi r8.
@@ -479,7 +479,215 @@ static struct ns_err *rec_check(const struct ns_arch_pad_record *r)
 	}
 	if (seqs > 1)
 		return ns_err_create(NS_ERR_INVALID, "inline record with %u sequence fields", seqs);
+	if (r->nreads > NS_ARCH_PAD_REC_READS || (r->nreads && !r->reads))
+		return ns_err_create(NS_ERR_INVALID, "inline record with %zu reads", r->nreads);
+	for (size_t i = 0; i < r->nreads; i++) {
+		const struct ns_arch_rec_read *rd = &r->reads[i];
+		bool ok = rd->base <= NS_ARCH_REC_AT_READ && rd->trace <= NS_ARCH_PAD_REC_TRACE_MAX &&
+		          (rd->ref == 0 || rd->ref == 1 || rd->ref == 2 || rd->ref == 4 ||
+		           rd->ref == 8) &&
+		          (rd->trace || rd->ref) && (size_t)rd->data_off + rd->trace <= r->len &&
+		          (rd->trace == 0 || rd->data_off >= 8) && rd->addr_off % 8 == 0 &&
+		          (size_t)rd->addr_off + 8 <= r->len &&
+		          (!rd->direct || rd->base == NS_ARCH_REC_ABS) &&
+		          (rd->direct || r->read_fn) &&
+		          (rd->base != NS_ARCH_REC_AT_REG || rd->from <= NS_ARCH_PAD_REG_RIP) &&
+		          (rd->base != NS_ARCH_REC_AT_READ ||
+		           (rd->from < i && r->reads[rd->from].ref));
+		if (!ok)
+			return ns_err_create(NS_ERR_INVALID,
+			                     "inline record read %zu (base %u from %u, %u bytes at %u, "
+			                     "ref %u)",
+			                     i, rd->base, rd->from, rd->trace, rd->data_off, rd->ref);
+	}
 	return NULL;
+}
+
+/* ---- memory reads in inline records ---- */
+
+// Slots of the register block the record path does not use (their registers stay live
+// in it; the full path stores them from the live values): the values reads keep, and
+// the read function's per-hit state.
+static const uint8_t rd_val_slot[NS_ARCH_PAD_REC_READS] = {1, 6, 9, 10, 11, 12, 13, 14};
+enum { RD_STATE = 8 * NS_ARCH_PAD_REG_EFLAGS };
+
+// r8 = @n bytes at [@base + @disp], zero-extended (n = 1, 2, 4, 8).
+static void load_r8(struct buf *b, unsigned n, int base, int32_t disp)
+{
+	if (n == 1)
+		OP_MEM(b, false, HW_R8, base, disp, 0x0f, 0xb6); // movzx r8d, byte
+	else if (n == 2)
+		OP_MEM(b, false, HW_R8, base, disp, 0x0f, 0xb7); // movzx r8d, word
+	else
+		OP_MEM(b, n == 8, HW_R8, base, disp, 0x8b); // mov r8d / r8
+}
+
+// [@base + @disp] = the low @n bytes of r8.
+static void store_r8(struct buf *b, unsigned n, int base, int32_t disp)
+{
+	if (n == 1) {
+		OP_MEM(b, false, HW_R8, base, disp, 0x88);
+		return;
+	}
+	if (n == 2)
+		put1(b, 0x66);
+	OP_MEM(b, n == 8, HW_R8, base, disp, 0x89);
+}
+
+// Call the read function (the subroutine at the end of the record path) for @n bytes
+// from the address in rcx to [@base + @disp]; jump to @fail if it returns 0.
+static void rd_call(struct buf *b, unsigned n, int base, int32_t disp, struct fixups *sub,
+                    struct fixups *fail)
+{
+	OP_MEM(b, true, HW_R8, base, disp, 0x8d); // lea r8, [dst] (before the push moves rsp)
+	put1(b, 0x68);                            // push len
+	put4(b, n);
+	put1(b, 0xe8); // call sub
+	if (sub->n < sizeof(sub->at) / sizeof(sub->at[0]))
+		sub->at[sub->n++] = b->n;
+	else
+		b->overflow = true;
+	put4(b, 0);
+	lea_rsp(b, HW_RSP, 8); // the length off again (lea: the flags stay)
+	jcc_fix(b, CC_E, fail);
+}
+
+// Copy @n bytes from the address in rcx to [@base + @disp] (rdx: the record, rsp: a
+// value slot), rcx kept. Jumps to @fail when the bytes cannot be read.
+static void rd_copy(struct buf *b, const struct ns_arch_pad_record *r, bool direct, unsigned n,
+                    int base, int32_t disp, struct fixups *sub, struct fixups *fail)
+{
+	if (direct) {
+		// Always readable: plain loads, 8 bytes at a time, then the tail.
+		unsigned off = 0;
+		for (unsigned k = 8; k; k /= 2)
+			for (; n - off >= k; off += k) {
+				load_r8(b, k, HW_RCX, (int32_t)off);
+				store_r8(b, k, base, disp + (int32_t)off);
+			}
+		return;
+	}
+	if (n != 1 && n != 2 && n != 4 && n != 8) {
+		rd_call(b, n, base, disp, sub, fail);
+		return;
+	}
+	// The hitting thread's stack (addr - lo < limit): a plain load.
+	PUT(b, 0x49, 0x89, 0xc8);                           // mov r8, rcx
+	OP_MEM(b, true, HW_R8, -1, r->tls_stk_lo, 0x2b);    // sub r8, fs:[lo]
+	OP_MEM(b, true, HW_R8, -1, r->tls_stk_limit, 0x3b); // cmp r8, fs:[limit]
+	put1(b, 0x73);                                      // jae slow
+	size_t slow = b->n;
+	put1(b, 0);
+	load_r8(b, n, HW_RCX, 0);
+	store_r8(b, n, base, disp);
+	put1(b, 0xeb); // jmp done
+	size_t done = b->n;
+	put1(b, 0);
+	b->p[slow] = (uint8_t)(b->n - slow - 1);
+	rd_call(b, n, base, disp, sub, fail);
+	b->p[done] = (uint8_t)(b->n - done - 1);
+}
+
+// The reads (arch.h "Memory reads"); jumps to @fail when one cannot be done.
+static void rd_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct fixups *sub,
+                    struct fixups *fail)
+{
+	const struct ns_arch_pad_record *r = spec->record;
+	bool calls = false;
+	for (size_t i = 0; i < r->nreads; i++)
+		calls |= !r->reads[i].direct;
+	if (calls) {
+		OP_MEM(b, true, 0, HW_RSP, RD_STATE, 0xc7); // mov qword [state], 0
+		put4(b, 0);
+	}
+	for (size_t i = 0; i < r->nreads; i++) {
+		const struct ns_arch_rec_read *rd = &r->reads[i];
+		// rcx = the address
+		if (rd->base == NS_ARCH_REC_ABS) {
+			mov_imm64(b, HW_RCX, rd->disp);
+		} else {
+			if (rd->base == NS_ARCH_REC_AT_REG)
+				rec_reg_to_rcx(b, rd->from, spec->site);
+			else
+				mov_rsp(b, false, HW_RCX, 8 * rd_val_slot[rd->from]);
+			int64_t d = (int64_t)rd->disp;
+			if (d && fits32(d)) {
+				PUT(b, 0x48, 0x81, 0xc1); // add rcx, imm32
+				put4(b, (uint32_t)(int32_t)d);
+			} else if (d) {
+				mov_imm64(b, HW_R8, rd->disp);
+				PUT(b, 0x4c, 0x01, 0xc1); // add rcx, r8
+			}
+		}
+		if (rd->addr_off)
+			OP_MEM(b, true, HW_RCX, HW_RDX, rd->addr_off, 0x89); // mov [rdx+off], rcx
+		if (rd->trace)
+			rd_copy(b, r, rd->direct, rd->trace, HW_RDX, rd->data_off, sub, fail);
+		if (!rd->ref)
+			continue;
+		int32_t val = 8 * rd_val_slot[i];
+		if (rd->ref <= rd->trace) {
+			load_r8(b, rd->ref, HW_RDX, rd->data_off);
+			mov_rsp(b, true, HW_R8, val);
+		} else {
+			OP_MEM(b, true, 0, HW_RSP, val, 0xc7); // mov qword [rsp+val], 0
+			put4(b, 0);
+			rd_copy(b, r, rd->direct, rd->ref, HW_RSP, val, sub, fail);
+		}
+	}
+}
+
+// The subroutine the reads call: rcx = address, r8 = destination, [rsp+8] = length;
+// returns with ZF set if read_fn returned 0, every register but the flags kept.
+static void rd_sub(struct buf *b, const struct ns_arch_pad_record *r)
+{
+	PUT(b, 0x50, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41,
+	    0x53);                      // push rax rcx rdx rsi rdi r8 r9 r10 r11
+	PUT(b, 0x55);                   // push rbp
+	PUT(b, 0x48, 0x89, 0xe5);       // mov rbp, rsp
+	PUT(b, 0x48, 0x83, 0xe4, 0xf0); // and rsp, -16
+	PUT(b, 0x4c, 0x89, 0xc7);       // mov rdi, r8
+	PUT(b, 0x48, 0x89, 0xce);       // mov rsi, rcx
+	// The caller's rsp (the register block) is rbp + 10 pushes + the return address
+	// + the length.
+	enum { CALLER = 8 * 10 + 16 };
+	PUT(b, 0x48, 0x8b, 0x55, CALLER - 8); // mov rdx, [rbp+len]
+	PUT(b, 0x48, 0x8d, 0x8d);             // lea rcx, [rbp+state]
+	put4(b, CALLER + RD_STATE);
+	mov_imm64(b, HW_RAX, r->read_fn);
+	PUT(b, 0xff, 0xd0);       // call rax
+	PUT(b, 0x48, 0x89, 0xec); // mov rsp, rbp
+	PUT(b, 0x5d);             // pop rbp
+	PUT(b, 0x48, 0x85, 0xc0); // test rax, rax
+	PUT(b, 0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58, 0x5f, 0x5e, 0x5a, 0x59,
+	    0x58); // pop r11 r10 r9 r8 rdi rsi rdx rcx rax (flags kept)
+	PUT(b, 0xc3); // ret
+}
+
+// One field of the record at rdx (r8: the TSC, rsi: the ring).
+static void rec_field(struct buf *b, const struct ns_arch_pad_spec *spec,
+                      const struct ns_arch_rec_field *f)
+{
+	const struct ns_arch_pad_record *r = spec->record;
+	unsigned src = HW_RCX;
+	switch (f->kind) {
+	case NS_ARCH_REC_REG:
+		rec_reg_to_rcx(b, f->reg, spec->site);
+		break;
+	case NS_ARCH_REC_TID:
+		OP_MEM(b, false, HW_RCX, -1, r->tls + 28, 0x8b);  // mov ecx, fs:[T.tid]
+		OP_MEM(b, false, HW_RCX, HW_RDX, f->off, 0x89); // mov [rdx+off], ecx
+		return;
+	case NS_ARCH_REC_TSC:
+		src = HW_R8;
+		break;
+	case NS_ARCH_REC_SEQ:
+		OP_MEM(b, true, HW_RCX, HW_RSI, (int32_t)r->seq_off, 0x8b); // mov rcx, [rsi+seq]
+		break;
+	}
+	OP_MEM(b, true, src, HW_RDX, f->off, 0x89); // mov [rdx+off], src
+	if (f->kind == NS_ARCH_REC_SEQ)
+		OP_MEM(b, true, 0, HW_RSI, (int32_t)r->seq_off, 0xff); // inc qword [rsi+seq]
 }
 
 // The record path (arch.h, "Inline records"). Entered after lahf_entry with the armed
@@ -491,7 +699,7 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
                      struct fixups *armed)
 {
 	const struct ns_arch_pad_record *r = spec->record;
-	struct fixups early = {.n = 0}, unbusy = {.n = 0}, unmark = {.n = 0};
+	struct fixups early = {.n = 0}, unbusy = {.n = 0}, unmark = {.n = 0}, sub = {.n = 0};
 	int32_t T = r->tls;
 	rec_scratch_io(b, true);
 	OP_MEM(b, false, 7, -1, r->tls_busy, 0x80); // cmp byte fs:[busy], 0
@@ -564,28 +772,15 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
 			OP_MEM(b, true, HW_RCX, HW_RDX, (int32_t)off, 0x89); // mov [rdx+off], rcx
 		}
 	}
-	for (size_t i = 0; i < r->nfields; i++) {
-		const struct ns_arch_rec_field *f = &r->fields[i];
-		unsigned src = HW_RCX;
-		switch (f->kind) {
-		case NS_ARCH_REC_REG:
-			rec_reg_to_rcx(b, f->reg, spec->site);
-			break;
-		case NS_ARCH_REC_TID:
-			OP_MEM(b, false, HW_RCX, -1, T + 28, 0x8b); // mov ecx, fs:[T.tid]
-			OP_MEM(b, false, HW_RCX, HW_RDX, f->off, 0x89); // mov [rdx+off], ecx
-			continue;
-		case NS_ARCH_REC_TSC:
-			src = HW_R8;
-			break;
-		case NS_ARCH_REC_SEQ:
-			OP_MEM(b, true, HW_RCX, HW_RSI, (int32_t)r->seq_off, 0x8b); // mov rcx, [rsi+seq]
-			break;
-		}
-		OP_MEM(b, true, src, HW_RDX, f->off, 0x89); // mov [rdx+off], src
-		if (f->kind == NS_ARCH_REC_SEQ)
-			OP_MEM(b, true, 0, HW_RSI, (int32_t)r->seq_off, 0xff); // inc qword [rsi+seq]
-	}
+	// The sequence number last, after the reads (which may abandon the record).
+	for (size_t i = 0; i < r->nfields; i++)
+		if (r->fields[i].kind != NS_ARCH_REC_SEQ)
+			rec_field(b, spec, &r->fields[i]);
+	if (r->nreads)
+		rd_emit(b, spec, &sub, &unmark);
+	for (size_t i = 0; i < r->nfields; i++)
+		if (r->fields[i].kind == NS_ARCH_REC_SEQ)
+			rec_field(b, spec, &r->fields[i]);
 	PUT(b, 0x48, 0x05); // add rax, len
 	put4(b, (uint32_t)r->len);
 	OP_MEM(b, true, HW_RAX, HW_RSI, (int32_t)r->head_off, 0x89); // mov [rsi+head], rax
@@ -611,6 +806,10 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
 	if (full->n < sizeof(full->at) / sizeof(full->at[0]))
 		full->at[full->n++] = b->n;
 	put4(b, 0);
+	if (sub.n) {
+		resolve(b, &sub, b->n);
+		rd_sub(b, r);
+	}
 	rel32_at(b, done_fix, b->n);
 	resolve(b, &early, full_here);
 }

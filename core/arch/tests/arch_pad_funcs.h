@@ -35,4 +35,12 @@ struct pa_counter {
 void pa_collect_count(void *ctx, const uint64_t *regs);
 void pa_collect_nop(void *ctx, const uint64_t *regs);
 
+/* An inline record's read function (arch.h "Memory reads"): copies, or fails for
+ * fail_addr; counts its calls and checks the per-hit state and the stack alignment. */
+struct pa_reads {
+	uint64_t calls, bad_state, misaligned, fail_addr, last_len;
+};
+extern struct pa_reads pa_reads;
+uint64_t pa_read_fn(void *dst, uint64_t addr, uint64_t len, uint64_t *state);
+
 #endif

@@ -1400,6 +1400,230 @@ NS_TEST(test_arch_pad_test__record)
 	ns_err_destroy(err);
 }
 
+/* ---- memory reads in inline records ---- */
+
+// What the reads test reads: a "stack" (the range the TLS words name), a "heap" only
+// the read function reaches, and static bytes read directly.
+static uint64_t rr_stack[16];
+static uint8_t rr_heap[64] __attribute__((aligned(8)));
+static uint8_t rr_static[16];
+static __thread uint64_t rr_stk_lo TLSIE, rr_stk_limit TLSIE;
+
+enum { RR_LEN = 120, RR_NREADS = 8 };
+
+// The reads: a register plus a 64-bit displacement, chains through loaded values (from
+// the copied bytes and from a read of its own), small and odd sizes, direct, rip-based.
+static void rr_reads(struct ns_arch_rec_read *rd, uint64_t rax, uint64_t site)
+{
+	uint64_t st = (uint64_t)(uintptr_t)rr_static, hp = (uint64_t)(uintptr_t)rr_heap;
+	struct ns_arch_rec_read v[RR_NREADS] = {
+	        // 0: rr_stack[1] (a pointer into the heap), its address recorded
+	        {NS_ARCH_REC_AT_REG, 0, 8, 0, 8, 32, 24, (uint64_t)(uintptr_t)&rr_stack[1] - rax},
+	        // 1: 4 heap bytes at that pointer + 4 (the read function)
+	        {NS_ARCH_REC_AT_READ, 0, 0, 0, 4, 40, 0, 4},
+	        // 2: the 8 bytes at that pointer, a value only (a pointer into the stack)
+	        {NS_ARCH_REC_AT_READ, 0, 8, 0, 0, 0, 0, 0},
+	        // 3: 2 bytes there (the stack: a plain load)
+	        {NS_ARCH_REC_AT_READ, 2, 0, 0, 2, 48, 0, 0},
+	        // 4: 13 static bytes, direct
+	        {NS_ARCH_REC_ABS, 0, 0, 1, 13, 56, 0, st},
+	        // 5: 24 heap bytes at an absolute address, the address recorded
+	        {NS_ARCH_REC_ABS, 0, 0, 0, 24, 80, 72, hp + 40},
+	        // 6: one static byte from rip + disp32, also a value
+	        {NS_ARCH_REC_AT_REG, 16, 1, 0, 1, 104, 0, st + 3 - site},
+	        // 7: 8 heap bytes at that value + the heap - 0x10
+	        {NS_ARCH_REC_AT_READ, 6, 0, 0, 8, 112, 0, hp - 0x10},
+	};
+	memcpy(rd, v, sizeof(v));
+}
+
+// Each read of rr_reads done in C: the record's bytes into @rec.
+static void rr_reference(uint8_t *rec, uint64_t site)
+{
+	(void)site;
+	uint64_t p0 = rr_stack[1];
+	memcpy(rec + 24, &(uint64_t){(uint64_t)(uintptr_t)&rr_stack[1]}, 8);
+	memcpy(rec + 32, &p0, 8);
+	memcpy(rec + 40, (const uint8_t *)(uintptr_t)p0 + 4, 4);
+	uint64_t p2;
+	memcpy(&p2, (const uint8_t *)(uintptr_t)p0, 8);
+	memcpy(rec + 48, (const uint8_t *)(uintptr_t)p2, 2);
+	memcpy(rec + 56, rr_static, 13);
+	memcpy(rec + 72, &(uint64_t){(uint64_t)(uintptr_t)&rr_heap[40]}, 8);
+	memcpy(rec + 80, rr_heap + 40, 24);
+	rec[104] = rr_static[3];
+	memcpy(rec + 112, rr_heap + rr_static[3] - 0x10, 8);
+}
+
+// A record with memory reads: every read lands where the C reference puts it, whether
+// the stack reads are plain loads or calls; a read the read function refuses takes
+// the full path with nothing written; registers and flags arrive unchanged.
+NS_TEST(test_arch_pad_test__record_reads)
+{
+	if (!load_syms() || !pads())
+		return;
+	struct sym *s = sym_named("pa_probe_target");
+	uint64_t fl = 0x202 | 0x8d5, direct[18];
+	memset(pa_dump, 0, sizeof(pa_dump));
+	pa_probe_run((void *)pa_probe_target, fl);
+	memcpy(direct, pa_dump, sizeof(direct));
+	// The data: distinct bytes, pointers chained as rr_reads says.
+	for (size_t i = 0; i < sizeof(rr_heap); i++)
+		rr_heap[i] = (uint8_t)(0x80 + i * 7);
+	for (size_t i = 0; i < sizeof(rr_static); i++)
+		rr_static[i] = (uint8_t)(0x31 + i * 5);
+	rr_static[3] = 0x18; // read 7: rr_heap + 0x18 - 0x10
+	for (size_t i = 0; i < 16; i++)
+		rr_stack[i] = 0x5a5a000000000000ull + i * 0x0101;
+	rr_stack[1] = (uint64_t)(uintptr_t)&rr_heap[16];
+	uint64_t p = (uint64_t)(uintptr_t)&rr_stack[3];
+	memcpy(&rr_heap[16], &p, 8);
+
+	uint8_t tmpl[RR_LEN];
+	for (size_t i = 0; i < RR_LEN; i++)
+		tmpl[i] = (uint8_t)(i * 29 + 3);
+	struct ns_arch_rec_field fields[] = {{4, NS_ARCH_REC_TID, 0},
+	                                     {8, NS_ARCH_REC_TSC, 0},
+	                                     {16, NS_ARCH_REC_SEQ, 0}};
+	struct ns_arch_rec_read reads[RR_NREADS];
+	rr_reads(reads, direct[0], s->lo);
+	struct ns_arch_pad_record rec = {
+	        .tmpl = tmpl,
+	        .len = RR_LEN,
+	        .fields = fields,
+	        .nfields = 3,
+	        .tls = tls_off(&rt_thread),
+	        .tls_busy = tls_off(&rt_busy),
+	        .gen_addr = (uint64_t)(uintptr_t)&rt_gen,
+	        .ring_size = sizeof(rt_data),
+	        .head_off = 0,
+	        .tail_off = 8,
+	        .seq_off = 24,
+	        .tail_seen_off = 16,
+	        .busy_off = 0,
+	        .hits_off = 8,
+	        .reads = reads,
+	        .nreads = RR_NREADS,
+	        .tls_stk_lo = tls_off(&rr_stk_lo),
+	        .tls_stk_limit = tls_off(&rr_stk_limit),
+	        .read_fn = (uint64_t)(uintptr_t)pa_read_fn,
+	};
+	struct ns_arch_pad_window w;
+	struct ns_arch_pad_func fn = func_of(s);
+	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
+	uint8_t *dst = pads() + 20 * 1024;
+	struct pa_counter ctr;
+	struct ns_arch_pad_spec spec = {
+	        .site = s->lo,
+	        .code = (const uint8_t *)(uintptr_t)s->lo,
+	        .window_len = w.len,
+	        .pad_addr = (uint64_t)(uintptr_t)dst,
+	        .collector = (uint64_t)(uintptr_t)pa_collect_count,
+	        .ctx = (uint64_t)(uintptr_t)&ctr,
+	        .flags = NS_ARCH_PAD_FLAGS_LAHF,
+	        .record = &rec,
+	};
+	size_t cap = NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_REC_EXTRA +
+	             RR_NREADS * NS_ARCH_PAD_REC_READ_EXTRA;
+	NS_CHECK(cap <= 8 * 1024);
+	struct ns_arch_pad pad;
+	struct ns_err *err = ns_arch_pad_emit(&spec, dst, cap, &pad);
+	if (err) {
+		ns_test_fail(__FILE__, __LINE__, "reads pad: %s", err->msg);
+		ns_err_destroy(err);
+		return;
+	}
+	__builtin___clear_cache((char *)dst, (char *)dst + pad.len);
+	printf("# record pad with %d reads: %zu bytes\n", RR_NREADS, pad.len);
+	uint8_t want[RR_LEN];
+	memcpy(want, tmpl, RR_LEN);
+	rr_reference(want, s->lo);
+
+	// 0: the stack range set (reads 0 and 3 are plain loads); 1: no stack range
+	// (every read but the direct one calls); 2: the heap read of read 5 fails.
+	for (int c = 0; c < 3; c++) {
+		rt_ring.head = rt_ring.tail = rt_ring.seen = 64;
+		rt_ring.seq = 9;
+		rt_slot.busy = 0;
+		rt_slot.hits = 0;
+		rt_busy = 0;
+		rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
+		rt_thread.data = (uint64_t)(uintptr_t)rt_data;
+		rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
+		rt_thread.gen = rt_gen;
+		rt_thread.tid = 77;
+		rr_stk_lo = (uint64_t)(uintptr_t)rr_stack;
+		rr_stk_limit = c == 1 ? 0 : sizeof(rr_stack) - 7;
+		memset(&pa_reads, 0, sizeof(pa_reads));
+		pa_reads.fail_addr = c == 2 ? (uint64_t)(uintptr_t)&rr_heap[40] : 0;
+		memset(rt_data, 0xee, sizeof(rt_data));
+		memset(&ctr, 0, sizeof(ctr));
+		memset(pa_dump, 0, sizeof(pa_dump));
+		pa_probe_run((void *)(uintptr_t)dst, fl);
+		for (int r = 0; r < 18; r++)
+			if (pa_dump[r] != direct[r])
+				ns_test_fail(__FILE__, __LINE__,
+				             "case %d: register %d %#llx after the pad, %#llx direct", c,
+				             r, (unsigned long long)pa_dump[r],
+				             (unsigned long long)direct[r]);
+		NS_CHECK_INT(rt_slot.busy, 0);
+		NS_CHECK_INT(rt_busy, 0);
+		NS_CHECK_INT(pa_reads.bad_state, 0);
+		NS_CHECK_INT(pa_reads.misaligned, 0);
+		// Calls: reads 1, 2, 5, 6, 7 (and 0, 3 without the stack range); the failing
+		// read 5 is the third call and the last.
+		NS_CHECK_INT(pa_reads.calls, c == 1 ? 7 : c == 2 ? 3 : 5);
+		if (c == 2) {
+			NS_CHECK_INT(ctr.hits, 1);
+			NS_CHECK_INT(rt_ring.head, 64);
+			NS_CHECK_INT(rt_ring.seq, 9);
+			NS_CHECK_INT(rt_slot.hits, 0);
+			for (int r = 0; r < 16; r++)
+				if (ctr.last[r] != direct[r])
+					ns_test_fail(__FILE__, __LINE__, "block register %d differs", r);
+			continue;
+		}
+		NS_CHECK_INT(ctr.hits, 0);
+		NS_CHECK_INT(rt_ring.head, 64 + RR_LEN);
+		NS_CHECK_INT(rt_ring.seq, 10);
+		NS_CHECK_INT(rt_slot.hits, 1);
+		const uint8_t *got = rt_data + 64;
+		NS_CHECK_INT(got[-1], 0xee);
+		NS_CHECK_INT(got[RR_LEN], 0xee);
+		for (size_t off = 24; off < RR_LEN; off++)
+			if (got[off] != want[off]) {
+				ns_test_fail(__FILE__, __LINE__,
+				             "case %d: record byte %zu is %#x, the reference %#x", c, off,
+				             got[off], want[off]);
+				break;
+			}
+		uint64_t seq;
+		uint32_t tid;
+		memcpy(&seq, got + 16, 8);
+		memcpy(&tid, got + 4, 4);
+		NS_CHECK_INT(seq, 9);
+		NS_CHECK_INT(tid, 77);
+	}
+	// Reads are checked: a value from a read that loads none, a read before its base,
+	// a direct read that is not absolute, no read function.
+	uint8_t buf[8192];
+	for (int bad = 0; bad < 4; bad++) {
+		rr_reads(reads, direct[0], s->lo);
+		if (bad == 0)
+			reads[3].from = 1;
+		else if (bad == 1)
+			reads[1].from = 1;
+		else if (bad == 2)
+			reads[1].direct = 1;
+		else
+			rec.read_fn = 0;
+		err = ns_arch_pad_emit(&spec, buf, sizeof(buf), &pad);
+		if (!err)
+			ns_test_fail(__FILE__, __LINE__, "bad read %d accepted", bad);
+		ns_err_destroy(err);
+	}
+}
+
 // A thread stopped inside the window resumes in the pad's relocated copy: jump to
 // pad + block_off + new_off[i] with the state the original had at orig_off[i].
 NS_TEST(test_arch_pad_test__map_resume_point)
