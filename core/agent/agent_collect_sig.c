@@ -5,6 +5,7 @@
 #include "agent/agent_internal.h"
 
 #include <asm/prctl.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -289,12 +290,22 @@ static bool probe_mapped(const struct ns_agent__maps *m, uint64_t addr, uint64_t
 	return false;
 }
 
+// The page an inline record's probe faulted on (ns_agent__pad_read), this thread: the
+// collector that takes the hit over reads it through the kernel instead of faulting
+// again.
+static __thread uint64_t pad_fault_page TLS;
+
 // Read [addr, addr+len) by plain loads if this hit may (agent_probe_sig.c): the
 // bytes copied, or -1 to read through the kernel instead.
 static long probe_read(struct hit *h, void *dst, uint64_t addr, size_t len)
 {
 	if (!atomic_load_explicit(&ns_agent__probe_on, memory_order_relaxed))
 		return -1;
+	if (pad_fault_page && addr >> 12 <= pad_fault_page >> 12 &&
+	    (addr + len - 1) >> 12 >= pad_fault_page >> 12) {
+		pad_fault_page = 0;
+		return -1;
+	}
 	if (!h->ranges)
 		hit_ranges(h);
 	uint64_t end;
@@ -311,6 +322,44 @@ static long probe_read(struct hit *h, void *dst, uint64_t addr, size_t len)
 	if (got == n && n < len)
 		got += ns_mem_read_partial((char *)dst + n, addr + n, len - n);
 	return (long)got;
+}
+
+// An inline record's read (arch.h "Memory reads"): what the collector would read
+// without the kernel (the stack and static mappings directly, else a probe), or 0 and
+// the hit goes to the collector, which reads through the kernel or reports the error.
+// *state: bit 0 once the thread's signal mask was asked this hit, bit 1 if it may probe.
+uint64_t ns_agent__pad_read(void *dst, uint64_t addr, uint64_t len, uint64_t *state)
+{
+	if (addr + len < addr)
+		return 0;
+	uint64_t lo = ns_agent__guard_lo, limit = ns_agent__guard_limit;
+	if (limit && inside(lo, lo + limit + 7, addr, len)) {
+		memcpy(dst, (const void *)(uintptr_t)addr, len);
+		return 1;
+	}
+	const struct ns_agent__maps *m = atomic_load_explicit(&ns_agent__maps_cur,
+	                                                      memory_order_acquire);
+	for (unsigned i = 0; m && i < m->nst; i++)
+		if (inside(m->st[2 * i], m->st[2 * i + 1], addr, len)) {
+			memcpy(dst, (const void *)(uintptr_t)addr, len);
+			return 1;
+		}
+	uint64_t end;
+	if (!atomic_load_explicit(&ns_agent__probe_on, memory_order_relaxed) ||
+	    !probe_mapped(m, addr, &end) || end - addr < len)
+		return 0;
+	if (!(*state & 1)) {
+		int saved_errno = errno;
+		*state = 1 | (ns_agent__probe_thread_ok(NULL) ? 2 : 0);
+		errno = saved_errno;
+	}
+	if (!(*state & 2))
+		return 0;
+	size_t got = ns_mem_probe(dst, addr, len);
+	if (got == len)
+		return 1;
+	pad_fault_page = (addr + got) | 1; // never 0
+	return 0;
 }
 
 // One more read through the kernel on this thread (its slot's count; only its owner
@@ -395,6 +444,14 @@ static struct ns_agent_ring *set_ring(struct ns_agent_shm *shm, struct ns_agent_
 	if (!r)
 		return NULL;
 	r->seq = 0;
+	// A new thread, most likely, on a stack the table of mappings may not know yet:
+	// the control thread reads it again when it wakes (below), so that this thread's
+	// hits soon read their stack directly.
+	const struct ns_agent__maps *m = atomic_load_explicit(&ns_agent__maps_cur,
+	                                                      memory_order_acquire);
+	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+	if (m && !find_range(m->r, m->n, sp))
+		atomic_store_explicit(&ns_agent__maps_stale, true, memory_order_relaxed);
 	// The control thread backs this ring ahead of us from now on (agent_warm.c).
 	if (ns_agent__g.wake_fd >= 0) {
 		uint64_t one = 1;
@@ -581,6 +638,7 @@ static void report_cond_error(struct hit *h, struct ns_agent__tp *tp,
 static __thread uint64_t stk_lo TLS, stk_hi TLS; /* this thread's stack mapping, or 0 */
 __thread uint64_t ns_agent__guard_lo TLS, ns_agent__guard_limit TLS;
 static __thread uint32_t stk_gen TLS;            /* the table generation it is from */
+static __thread uint32_t stk_asked TLS; /* the table generation found without this stack */
 
 // The readable mapping that holds @rsp in the control thread's table @m (sorted,
 // immutable, never freed), cached per thread and table generation. false if unknown.
@@ -634,6 +692,13 @@ static void hit_ranges(struct hit *h)
 		uint64_t l = (rsp - 128) & ~(uint64_t)4095;
 		h->stk_lo = l < lo ? lo : l;
 		h->stk_hi = hi;
+	} else if (h->maps && stk_asked != h->maps->gen) {
+		// A stack the table does not know (a thread started since it was read):
+		// read it again, so that this thread's next hits read their stack directly
+		// (and jump pads' inline records can). Once per table: a thread running on
+		// memory no re-read would call a stack asks once.
+		stk_asked = h->maps->gen;
+		atomic_store_explicit(&ns_agent__maps_stale, true, memory_order_relaxed);
 	}
 }
 

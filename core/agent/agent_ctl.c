@@ -291,11 +291,11 @@ static bool record_fits(const struct ns_agent__site *s)
 	if (!s || !s->record_armed || s->ntps != 1)
 		return false;
 	const struct ns_rsp_tracepoint *d = &s->tps[0]->def;
-	uint64_t mask;
+	struct ns_agent__rec_plan plan;
 	const char *why;
 	return d->num == s->record_num && s->record_shm == ns_agent__g.shm &&
-	       ns_agent__record_plan(d, &mask, &why) &&
-	       mask == s->record_mask;
+	       ns_agent__record_plan(d, &plan, &why) &&
+	       memcmp(&plan, &s->record_plan, sizeof(plan)) == 0;
 }
 
 /* Publish @s (NULL: nothing) at @e. A jump pad's guard or inline record goes off before
@@ -784,6 +784,14 @@ static void *ctl_main(void *arg)
 			uint64_t v; // a thread claimed a ring: warm it at the loop's top
 			ssize_t rd = read(ns_agent__g.wake_fd, &v, sizeof(v));
 			(void)rd;
+			// ... and know its stack (a new thread's) now rather than at the
+			// next tick, at most every 10 ms.
+			static int64_t last_refresh;
+			if (atomic_load_explicit(&ns_agent__maps_stale, memory_order_relaxed) &&
+			    mono_ms() - last_refresh >= 10) {
+				last_refresh = mono_ms();
+				ns_agent__maps_refresh();
+			}
 			if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 		}

@@ -43,6 +43,16 @@ struct ns_agent__tp {
 	uint64_t inert;
 };
 
+/* What a jump pad's inline record collects (ns_agent__record_plan): the registers of
+ * the R actions, and the X actions' memory reads in order (ns_ax_plan_reads; a read
+ * based on another's value names it by its index in this list). */
+struct ns_agent__rec_plan {
+	uint64_t mask;
+	uint32_t nreads;
+	uint32_t pad;
+	struct ns_ax_plan_read reads[NS_ARCH_PAD_REC_READS];
+};
+
 /* One patched address. Immutable once published: adding or removing a tracepoint
  * publishes a new version and retires the old one. */
 struct ns_agent__site {
@@ -73,7 +83,7 @@ struct ns_agent__site {
 	 * tracepoint that plans to the same record (agent_ctl.c publish). */
 	uint64_t record_armed;
 	uint32_t record_num;
-	uint64_t record_mask;
+	struct ns_agent__rec_plan record_plan;
 	const struct ns_agent_shm *record_shm; /* whose template table the record names */
 	enum ns_agent_tier tier;
 	char why[200]; /* the INSTALL reply's text for this site */
@@ -164,6 +174,10 @@ int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *
 /* agent_pad_sig.c */
 /** The collector every pad calls (arch.h contract): @ctx is the site's table entry. */
 void ns_agent__pad_collect(void *ctx, const uint64_t *regs);
+/** The read function of pads' inline records (arch.h "Memory reads"): reads what the
+ * collector would read without the kernel (the thread's stack, the executable's
+ * mappings, a probe), else returns 0. */
+uint64_t ns_agent__pad_read(void *dst, uint64_t addr, uint64_t len, uint64_t *state);
 /** Handler of NS_AGENT__MOVE_SIG: moves this thread out of the window being patched. */
 void ns_agent__on_move(int sig, siginfo_t *si, void *uc);
 
@@ -204,20 +218,23 @@ void ns_agent__jit_tp(struct ns_agent__tp *tp, uint64_t near, char *why, size_t 
 bool ns_agent__jit_guard(const struct ns_rsp_tracepoint *d, uint64_t site, uint8_t *buf,
                          size_t cap, size_t *len, uint32_t *clobber, char *why, size_t why_cap);
 /** Whether @d's collection can be a jump pad's inline record (arch.h: its frame is a
- * fixed template plus tid, TSC, sequence and registers): true with the R mask it
- * collects in *@mask, else false with the reason (static text) in *@why. Also false
- * without an invariant TSC or with NONSTOP_AGENT_NO_JIT=1. */
-bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask, const char **why);
-/** The inline record of @d (planned: @mask) at @site: the ring record into @tmpl, the
- * fields into @fields (*@nfields of them). The record is compact (agent.h): the frame as
- * ns_agent__collect would build it goes to a slot of the shm's template table (one with
- * the same content if there is one); if the table is full, the whole frame is the
- * record (header flagged NS_AGENT_RECORD_TSC). Returns its length, 0 if it does not fit
- * NS_ARCH_PAD_REC_MAX. */
-size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
+ * fixed template plus tid, TSC, sequence, registers and memory read at fixed offsets
+ * from registers or from values read): true with the plan in *@plan (zeroed first, so
+ * plans compare with memcmp), else false with the reason (static text) in *@why. Also
+ * false without an invariant TSC or with NONSTOP_AGENT_NO_JIT=1. */
+bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, struct ns_agent__rec_plan *plan,
+                           const char **why);
+/** The inline record of @d (planned: @plan) at @site: the ring record into @tmpl, the
+ * fields into @fields (*@nfields of them), the reads into @reads (plan->nreads). The
+ * record is compact (agent.h): the frame as ns_agent__collect would build it goes to a
+ * slot of the shm's template table (one with the same content if there is one); if the
+ * table is full, the whole frame is the record (header flagged NS_AGENT_RECORD_TSC).
+ * Returns its length, 0 if it does not fit NS_ARCH_PAD_REC_MAX. */
+size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site,
+                              const struct ns_agent__rec_plan *plan,
                               uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
                               struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
-                              size_t *nfields);
+                              size_t *nfields, struct ns_arch_rec_read reads[NS_ARCH_PAD_REC_READS]);
 /** This thread's block for inline records (arch.h struct ns_arch_pad_thread): set by
  * the collector when the thread claims its ring and its slot. */
 extern __thread struct ns_arch_pad_thread ns_agent__thr __attribute__((tls_model("initial-exec")));

@@ -36,10 +36,10 @@ void ns_agent__jit_init(void)
 
 /* ---- inline records (arch.h) ---- */
 
-bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask_out,
+bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, struct ns_agent__rec_plan *plan,
                            const char **why)
 {
-	uint64_t mask = 0;
+	memset(plan, 0, sizeof(*plan));
 	*why = NULL;
 	if (no_jit)
 		*why = "NONSTOP_AGENT_NO_JIT=1";
@@ -57,18 +57,35 @@ bool ns_agent__record_plan(const struct ns_rsp_tracepoint *d, uint64_t *mask_out
 		*why = "rings whose size is not a power of two";
 	for (size_t i = 0; !*why && i < d->nactions; i++) {
 		const struct ns_rsp_action *a = &d->actions[i];
+		struct ns_ax_plan p;
 		if (a->kind == NS_RSP_ACT_REGS)
-			mask |= a->regmask;
+			plan->mask |= a->regmask;
 		else if (a->kind == NS_RSP_ACT_MEM)
 			*why = "a memory collection";
-		else if (a->kind == NS_RSP_ACT_EXPR &&
-		         !ns_ax_is_inert(a->code, a->code_len, NS_ARCH_PAD_NREGS))
-			*why = "an expression that reads memory or can fail";
+		if (a->kind != NS_RSP_ACT_EXPR || ns_ax_is_inert(a->code, a->code_len, NS_ARCH_PAD_NREGS))
+			continue;
+		if (!ns_ax_plan_reads(a->code, a->code_len, NS_ARCH_PAD_NREGS, &p, why))
+			continue; // *why says which part of the expression
+		if (plan->nreads + p.n > NS_ARCH_PAD_REC_READS)
+			*why = "more than 8 memory reads";
+		for (unsigned k = 0; !*why && k < p.n; k++) {
+			struct ns_ax_plan_read *r = &plan->reads[plan->nreads + k];
+			r->base = p.r[k].base;
+			r->from = p.r[k].from;
+			r->ref = p.r[k].ref;
+			r->trace = p.r[k].trace;
+			r->disp = p.r[k].disp;
+			if (r->base == NS_AX_PLAN_READ)
+				r->from = (uint8_t)(r->from + plan->nreads);
+			else if (r->base == NS_AX_PLAN_REG && r->from > NS_ARCH_PAD_REG_RIP)
+				*why = "an address from a register other than the general ones and rip";
+		}
+		if (!*why)
+			plan->nreads += p.n;
 	}
-	mask &= ((uint64_t)1 << NS_FRAME_NREGS) - 1;
-	if (!*why && (mask >> (NS_ARCH_PAD_REG_RIP + 1)))
+	plan->mask &= ((uint64_t)1 << NS_FRAME_NREGS) - 1;
+	if (!*why && (plan->mask >> (NS_ARCH_PAD_REG_RIP + 1)))
 		*why = "registers other than the general ones and rip";
-	*mask_out = mask;
 	return *why == NULL;
 }
 
@@ -122,30 +139,60 @@ static int tmpl_slot(const struct ns_agent_tmpl *want, uint32_t flen)
 	return (int)tmpls.n++;
 }
 
-// The compact record (agent.h) of the frame @frame: its template in the shm's table and
-// the ring template and pad fields into @tmpl/@fields. @ff: the frame's field offsets
-// (tid, time_ns, seq, then one per register). @frame may lie in @tmpl (it is copied
-// first). 0 if the table is full.
-static size_t record_compact(const uint8_t *frame, size_t flen, const uint16_t *ff, size_t nregs,
-                             const uint8_t *regs, uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
-                             struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
-                             size_t *nfields)
+// A part of an inline record's frame that varies from hit to hit: where it goes in the
+// frame, its size, and what the pad writes there.
+struct piece {
+	uint16_t frame_off, len;
+	uint8_t kind; /* enum ns_arch_rec_kind, or P_ADDR / P_DATA of read @arg */
+	uint8_t arg;  /* NS_ARCH_REC_REG: the register; P_*: the read */
+};
+enum { P_ADDR = 0x10, P_DATA };
+
+// Where the record carries each piece (@rec_off: 8-byte aligned but the tid's) into
+// the pad's fields and reads (@reads already holds each read's plan).
+static void place(const struct piece *pc, size_t npc, const uint16_t *rec_off,
+                  struct ns_arch_rec_field *fields, size_t *nfields,
+                  struct ns_arch_rec_read *reads)
 {
-	// u32 word, u32 tid, u64 tsc, u64 seq, then the registers.
-	enum { C_TID = 4, C_TSC = 8, C_SEQ = 16, C_REGS = 24 };
+	size_t n = 0;
+	for (size_t i = 0; i < npc; i++) {
+		if (pc[i].kind == P_ADDR)
+			reads[pc[i].arg].addr_off = rec_off[i];
+		else if (pc[i].kind == P_DATA)
+			reads[pc[i].arg].data_off = rec_off[i];
+		else
+			fields[n++] = (struct ns_arch_rec_field){rec_off[i], pc[i].kind, pc[i].arg};
+	}
+	*nfields = n;
+}
+
+// The compact record (agent.h) of the frame @frame: its template in the shm's table,
+// the ring template into @tmpl, the pieces' places into @rec_off. @frame may lie in
+// @tmpl (it is copied first). 0 if the table is full or the record too large.
+static size_t record_compact(const uint8_t *frame, size_t flen, const struct piece *pc,
+                             size_t npc, uint8_t tmpl[NS_ARCH_PAD_REC_MAX], uint16_t *rec_off)
+{
 	static struct ns_agent_tmpl want; // control thread only; too large for its stack
-	size_t len = C_REGS + 8 * nregs;
-	if (flen > NS_AGENT_TMPL_FRAME_MAX || 3 + nregs > NS_AGENT_TMPL_FIELDS ||
-	    len > NS_ARCH_PAD_REC_MAX || len > NS_AGENT_RECORD_LEN_MASK)
+	if (flen > NS_AGENT_TMPL_FRAME_MAX || npc > NS_AGENT_TMPL_FIELDS)
 		return 0;
+	// The word (the template and the length), the tid in its upper half, then the
+	// pieces 8-byte aligned.
+	size_t len = 8;
+	for (size_t i = 0; i < npc; i++) {
+		if (pc[i].kind == NS_ARCH_REC_TID) {
+			rec_off[i] = 4;
+			continue;
+		}
+		rec_off[i] = (uint16_t)len;
+		len += (pc[i].len + 7u) & ~7u;
+		if (len > NS_ARCH_PAD_REC_MAX || len > NS_AGENT_RECORD_LEN_MASK)
+			return 0;
+	}
 	memset(&want, 0, sizeof(want));
 	want.rec_len = (uint32_t)len;
-	want.nfields = (uint32_t)(3 + nregs);
-	want.fields[0] = (struct ns_agent_tmpl_field){C_TID, ff[0], 4, 0};
-	want.fields[1] = (struct ns_agent_tmpl_field){C_TSC, ff[1], 8, 0};
-	want.fields[2] = (struct ns_agent_tmpl_field){C_SEQ, ff[2], 8, 0};
-	for (size_t i = 0; i < nregs; i++)
-		want.fields[3 + i] = (struct ns_agent_tmpl_field){(uint16_t)(C_REGS + 8 * i), ff[3 + i], 8, 0};
+	want.nfields = (uint32_t)npc;
+	for (size_t i = 0; i < npc; i++)
+		want.fields[i] = (struct ns_agent_tmpl_field){rec_off[i], pc[i].frame_off, pc[i].len, 0};
 	memcpy(want.frame, frame, flen);
 	int idx = tmpl_slot(&want, (uint32_t)flen);
 	if (idx < 0)
@@ -154,21 +201,24 @@ static size_t record_compact(const uint8_t *frame, size_t flen, const uint16_t *
 	uint32_t w0 = NS_AGENT_RECORD_COMPACT | NS_AGENT_RECORD_TSC |
 	              (uint32_t)idx << NS_AGENT_RECORD_TMPL_SHIFT | (uint32_t)len;
 	memcpy(tmpl, &w0, 4);
-	size_t n = 0;
-	fields[n++] = (struct ns_arch_rec_field){C_TID, NS_ARCH_REC_TID, 0};
-	fields[n++] = (struct ns_arch_rec_field){C_TSC, NS_ARCH_REC_TSC, 0};
-	fields[n++] = (struct ns_arch_rec_field){C_SEQ, NS_ARCH_REC_SEQ, 0};
-	for (size_t i = 0; i < nregs; i++)
-		fields[n++] = (struct ns_arch_rec_field){(uint16_t)(C_REGS + 8 * i), NS_ARCH_REC_REG,
-		                                         regs[i]};
-	*nfields = n;
 	return len;
 }
 
-size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, uint64_t mask,
+// [addr, addr+len) lies in the executable's own mappings (always readable).
+static bool in_static(uint64_t addr, uint64_t len)
+{
+	const struct ns_agent__maps *m = atomic_load(&ns_agent__maps_cur);
+	for (unsigned i = 0; m && i < m->nst; i++)
+		if (addr >= m->st[2 * i] && addr < m->st[2 * i + 1] && len <= m->st[2 * i + 1] - addr)
+			return true;
+	return false;
+}
+
+size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site,
+                              const struct ns_agent__rec_plan *plan,
                               uint8_t tmpl[NS_ARCH_PAD_REC_MAX],
                               struct ns_arch_rec_field fields[NS_ARCH_PAD_REC_FIELDS],
-                              size_t *nfields)
+                              size_t *nfields, struct ns_arch_rec_read reads[NS_ARCH_PAD_REC_READS])
 {
 	enum { REC_HDR = 8 };
 	struct ns_frame_hdr hdr;
@@ -179,46 +229,69 @@ size_t ns_agent__record_build(const struct ns_rsp_tracepoint *d, uint64_t site, 
 	memset(tmpl, 0, NS_ARCH_PAD_REC_MAX);
 	if (ns_frame_begin(&b, tmpl + REC_HDR, NS_ARCH_PAD_REC_MAX - REC_HDR, &hdr) != 0)
 		return 0;
-	// Frame offsets of the fields: tid, time, sequence, then the registers.
-	uint16_t ff[3 + NS_ARCH_PAD_REG_RIP + 1];
-	uint8_t regs[NS_ARCH_PAD_REG_RIP + 1];
-	size_t nregs = 0;
-	ff[0] = offsetof(struct ns_frame_hdr, tid);
-	ff[1] = offsetof(struct ns_frame_hdr, time_ns);
-	ff[2] = offsetof(struct ns_frame_hdr, seq);
-	if (mask) {
+	// The frame as the collector builds it (the register block, then one memory block
+	// per traced read), and where its varying parts are.
+	struct piece pc[3 + NS_ARCH_PAD_REG_RIP + 1 + 2 * NS_ARCH_PAD_REC_READS];
+	size_t npc = 0;
+	pc[npc++] = (struct piece){offsetof(struct ns_frame_hdr, tid), 4, NS_ARCH_REC_TID, 0};
+	pc[npc++] = (struct piece){offsetof(struct ns_frame_hdr, time_ns), 8, NS_ARCH_REC_TSC, 0};
+	pc[npc++] = (struct piece){offsetof(struct ns_frame_hdr, seq), 8, NS_ARCH_REC_SEQ, 0};
+	if (plan->mask) {
 		uint64_t zero[NS_FRAME_NREGS] = {0};
 		// The block's payload: the mask, then the registers, lowest number first.
 		size_t at = b.len + sizeof(struct ns_frame_block) + 8;
-		if (ns_frame_add_regs_some(&b, mask, zero) != 0)
+		if (ns_frame_add_regs_some(&b, plan->mask, zero) != 0)
 			return 0;
 		for (unsigned r = 0; r <= NS_ARCH_PAD_REG_RIP; r++)
-			if (mask & ((uint64_t)1 << r)) {
-				ff[3 + nregs] = (uint16_t)at;
-				regs[nregs++] = (uint8_t)r;
+			if (plan->mask & ((uint64_t)1 << r)) {
+				pc[npc++] = (struct piece){(uint16_t)at, 8, NS_ARCH_REC_REG, (uint8_t)r};
 				at += 8;
 			}
+	}
+	static const uint8_t base[] = {[NS_AX_PLAN_ABS] = NS_ARCH_REC_ABS,
+	                               [NS_AX_PLAN_REG] = NS_ARCH_REC_AT_REG,
+	                               [NS_AX_PLAN_READ] = NS_ARCH_REC_AT_READ};
+	for (uint32_t i = 0; i < plan->nreads; i++) {
+		const struct ns_ax_plan_read *r = &plan->reads[i];
+		uint16_t n = r->trace > r->ref ? r->trace : r->ref;
+		reads[i] = (struct ns_arch_rec_read){
+		        .base = base[r->base],
+		        .from = r->from,
+		        .ref = r->ref,
+		        .direct = r->base == NS_AX_PLAN_ABS && in_static(r->disp, n),
+		        .trace = r->trace,
+		        .disp = r->disp,
+		};
+		if (!r->trace)
+			continue;
+		size_t at = b.len;
+		if (!ns_frame_reserve_mem(&b, r->base == NS_AX_PLAN_ABS ? r->disp : 0, r->trace))
+			return 0;
+		if (r->base != NS_AX_PLAN_ABS)
+			pc[npc++] = (struct piece){(uint16_t)(at + offsetof(struct ns_frame_block, addr)),
+			                           8, P_ADDR, (uint8_t)i};
+		pc[npc++] = (struct piece){(uint16_t)(at + sizeof(struct ns_frame_block)), r->trace,
+		                           P_DATA, (uint8_t)i};
 	}
 	size_t flen = ns_frame_end(&b);
 	if (b.overflow || !flen)
 		return 0;
-	size_t clen = record_compact(tmpl + REC_HDR, flen, ff, nregs, regs, tmpl, fields, nfields);
-	if (clen)
-		return clen;
-	// The template table is full: the whole frame in the ring.
-	size_t n = 0;
-	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[0]), NS_ARCH_REC_TID, 0};
-	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[1]), NS_ARCH_REC_TSC, 0};
-	fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[2]), NS_ARCH_REC_SEQ, 0};
-	for (size_t i = 0; i < nregs; i++)
-		fields[n++] = (struct ns_arch_rec_field){(uint16_t)(REC_HDR + ff[3 + i]),
-		                                         NS_ARCH_REC_REG, regs[i]};
-	uint32_t len = (uint32_t)((REC_HDR + flen + 7) & ~(size_t)7);
-	uint32_t w0 = len | NS_AGENT_RECORD_TSC, w1 = (uint32_t)flen;
-	memcpy(tmpl, &w0, 4);
-	memcpy(tmpl + 4, &w1, 4);
-	*nfields = n;
-	return len;
+	uint16_t rec_off[sizeof(pc) / sizeof(pc[0])];
+	size_t clen = record_compact(tmpl + REC_HDR, flen, pc, npc, tmpl, rec_off);
+	if (!clen) {
+		// The template table is full (or the compact record too large): the whole
+		// frame in the ring.
+		for (size_t i = 0; i < npc; i++)
+			rec_off[i] = (uint16_t)(REC_HDR + pc[i].frame_off);
+		clen = (REC_HDR + flen + 7) & ~(size_t)7;
+		if (clen > NS_ARCH_PAD_REC_MAX)
+			return 0;
+		uint32_t w0 = (uint32_t)clen | NS_AGENT_RECORD_TSC, w1 = (uint32_t)flen;
+		memcpy(tmpl, &w0, 4);
+		memcpy(tmpl + 4, &w1, 4);
+	}
+	place(pc, npc, rec_off, fields, nfields, reads);
+	return clen;
 }
 
 static void append(char *why, size_t cap, const char *fmt, const char *arg)

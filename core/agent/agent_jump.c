@@ -245,16 +245,18 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	                         sizeof(gwhy)))
 		glen = 0;
 	// Without a condition: the whole collection written by the pad itself, if it is
-	// a fixed-size record (a logpoint of register values).
+	// a fixed-size record (a logpoint of registers and memory at fixed offsets).
 	uint8_t rtmpl[NS_ARCH_PAD_REC_MAX];
 	struct ns_arch_rec_field rfields[NS_ARCH_PAD_REC_FIELDS];
+	struct ns_arch_rec_read rreads[NS_ARCH_PAD_REC_READS];
 	struct ns_arch_pad_record rec;
-	uint64_t rmask = 0;
+	struct ns_agent__rec_plan rplan = {0};
 	const char *rwhy = NULL;
 	bool record = false;
-	if (!glen && ns_arch_have_lahf64() && ns_agent__record_plan(def, &rmask, &rwhy)) {
+	if (!glen && ns_arch_have_lahf64() && ns_agent__record_plan(def, &rplan, &rwhy)) {
 		memset(&rec, 0, sizeof(rec));
-		rec.len = ns_agent__record_build(def, s->addr, rmask, rtmpl, rfields, &rec.nfields);
+		rec.len = ns_agent__record_build(def, s->addr, &rplan, rtmpl, rfields, &rec.nfields,
+		                                 rreads);
 		if (rec.len) {
 			char *tp = __builtin_thread_pointer();
 			rec.tmpl = rtmpl;
@@ -269,6 +271,11 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 			rec.tail_seen_off = offsetof(struct ns_agent_ring, tail_seen);
 			rec.busy_off = offsetof(struct ns_agent__slot, busy);
 			rec.hits_off = offsetof(struct ns_agent__slot, hits);
+			rec.reads = rreads;
+			rec.nreads = rplan.nreads;
+			rec.tls_stk_lo = (int32_t)((char *)&ns_agent__guard_lo - tp);
+			rec.tls_stk_limit = (int32_t)((char *)&ns_agent__guard_limit - tp);
+			rec.read_fn = (uint64_t)(uintptr_t)ns_agent__pad_read;
 			record = true;
 		} else {
 			rwhy = "its frame is too large";
@@ -276,7 +283,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	}
 	uint64_t pad = 0;
 	size_t pad_cap = NS_ARCH_PAD_MAX_LEN + (glen ? NS_ARCH_PAD_GUARD_EXTRA + glen : 0) +
-	                 (record ? NS_ARCH_PAD_REC_EXTRA : 0);
+	                 (record ? NS_ARCH_PAD_REC_EXTRA + rec.nreads * NS_ARCH_PAD_REC_READ_EXTRA : 0);
 	struct ns_arch_pad_spec spec = {
 	        .site = s->addr,
 	        .code = code,
@@ -291,7 +298,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	        .record = record ? &rec : NULL,
 	};
 	uint8_t buf[NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_GUARD_EXTRA + GUARD_MAX +
-	            NS_ARCH_PAD_REC_EXTRA];
+	            NS_ARCH_PAD_REC_EXTRA + NS_ARCH_PAD_REC_READS * NS_ARCH_PAD_REC_READ_EXTRA];
 	struct ns_arch_pad p;
 	// The pad an earlier site here had, if this one comes out byte for byte the same
 	// (its armed bytes aside): a thread still in it runs what it would have run.
@@ -341,7 +348,7 @@ bool ns_agent__jump_prepare(struct ns_agent__site *s, const struct ns_rsp_tracep
 	// this record.
 	s->record_armed = p.record_armed_off ? pad + p.record_armed_off : 0;
 	s->record_num = def->num;
-	s->record_mask = rmask;
+	s->record_plan = rplan;
 	s->record_shm = ns_agent__g.shm;
 	memcpy(s->orig, code, w.len);
 	s->pad = pad;

@@ -484,6 +484,57 @@ static void add_logpoint_actions(struct ns_rsp_tracepoint *tp)
 	tp->actions[1].code = steal(&a, &tp->actions[1].code_len);
 }
 
+// A logpoint of memory, as nonstop-dap sends for "{*p} {p->next->len} {counter}": an R
+// action and X actions whose reads an inline record can do (the stack at rsp + 8, the
+// executable's first bytes at an absolute address; with @pointers, a pointer loaded
+// from the stack and read through and 8 bytes at rdi, which can be read at some hits
+// and not at others).
+static void add_memory_logpoint_actions(struct ns_rsp_tracepoint *tp, uint64_t bias,
+                                        bool pointers)
+{
+	static const int safe[] = {1, 3}, all[] = {1, 2, 3, 4};
+	const int *which = pointers ? all : safe;
+	tp->nactions = pointers ? 5 : 3;
+	tp->actions = calloc(5, sizeof(*tp->actions));
+	tp->actions[0].kind = NS_RSP_ACT_REGS;
+	tp->actions[0].regmask = LOGPOINT_REGS;
+	for (int i = 1; i < (int)tp->nactions; i++) {
+		struct ns_ax_asm a;
+		ns_ax_asm_init(&a);
+		switch (which[i - 1]) {
+		case 1: // *(long *)(rsp + 8)
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+			ns_ax_emit_const(&a, 8);
+			ns_ax_emit(&a, NS_AX_ADD);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 8);
+			ns_ax_emit(&a, NS_AX_REF64);
+			break;
+		case 2: // *(int *)(*(long *)(rsp + 16) + 4)
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RSP);
+			ns_ax_emit_const(&a, 16);
+			ns_ax_emit(&a, NS_AX_ADD);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 8);
+			ns_ax_emit(&a, NS_AX_REF64);
+			ns_ax_emit_const(&a, 4);
+			ns_ax_emit(&a, NS_AX_ADD);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 4);
+			ns_ax_emit(&a, NS_AX_REF32);
+			break;
+		case 3: // the executable's ELF header (static memory, an absolute address)
+			ns_ax_emit_const(&a, (int64_t)bias);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 16);
+			break;
+		default: // *(long *)rdi: a pointer at some hits, anything at others
+			ns_ax_emit_u16(&a, NS_AX_REG, NS_REG_RDI);
+			ns_ax_emit_u8(&a, NS_AX_TRACE_QUICK, 8);
+			ns_ax_emit(&a, NS_AX_REF64);
+			break;
+		}
+		tp->actions[i].kind = NS_RSP_ACT_EXPR;
+		tp->actions[i].code = steal(&a, &tp->actions[i].code_len);
+	}
+}
+
 static void free_tp(struct ns_rsp_tracepoint *tp)
 {
 	free(tp->cond);
@@ -551,9 +602,80 @@ static size_t snaps(struct proc *p, bool logpoint, struct snap **out)
 	return n;
 }
 
+// Each frame with what differs between runs and tiers zeroed (thread id, time stamp,
+// sequence, hit count): frames that must be byte-identical, sorted.
+struct blob {
+	size_t len;
+	uint8_t *b;
+};
+
+static int blob_cmp(const void *a, const void *b)
+{
+	const struct blob *x = a, *y = b;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return memcmp(x->b, y->b, x->len);
+}
+
+static size_t blobs(struct proc *p, struct blob **out)
+{
+	struct blob *v = calloc(p->nframes + 1, sizeof(*v));
+	size_t n = 0;
+	for (size_t i = 0; i < p->nframes; i++) {
+		struct ns_frame f;
+		if (!parse(p->frames[i], &f))
+			continue;
+		struct blob *x = &v[n++];
+		x->len = f.size;
+		x->b = malloc(f.size);
+		memcpy(x->b, p->frames[i], f.size);
+		struct ns_frame_hdr h;
+		memcpy(&h, x->b, sizeof(h));
+		h.tid = h.time_ns = h.seq = h.hit_count = 0;
+		memcpy(x->b, &h, sizeof(h));
+	}
+	qsort(v, n, sizeof(*v), blob_cmp);
+	*out = v;
+	return n;
+}
+
+// The frames of both tiers are the same, byte for byte; how many have memory blocks
+// (that is, reads that succeeded) into *@with_mem.
+static void check_same_frames(struct proc *pj, struct proc *pt, const char *exe,
+                              size_t *with_mem)
+{
+	struct blob *bj, *bt;
+	size_t nj = blobs(pj, &bj), nt = blobs(pt, &bt), diff = 0;
+	NS_CHECK_INT(nj, nt);
+	*with_mem = 0;
+	for (size_t i = 0; i < nj && i < nt; i++) {
+		diff += blob_cmp(&bj[i], &bt[i]) != 0;
+		struct ns_frame f;
+		size_t it = 0;
+		struct ns_frame_block blk;
+		const uint8_t *pl;
+		if (parse(bj[i].b, &f))
+			while (ns_frame_next_block(&f, &it, &blk, &pl))
+				if (blk.type == NS_FRAME_BLOCK_MEM) {
+					(*with_mem)++;
+					break;
+				}
+	}
+	if (diff)
+		ns_test_fail(__FILE__, __LINE__, "%s: %zu of %zu frames differ between the tiers",
+		             exe, diff, nj);
+	for (size_t i = 0; i < nj; i++)
+		free(bj[i].b);
+	for (size_t i = 0; i < nt; i++)
+		free(bt[i].b);
+	free(bj);
+	free(bt);
+}
+
 struct tagged {
 	const char *exe, *src, *arg, *env;
 	bool logpoint; /* add_logpoint_actions, not R (all) + X (trace) */
+	bool memory;   /* add_memory_logpoint_actions (with logpoint) */
 };
 
 static unsigned records_inline; /* INSTALL replies that said "record inline" */
@@ -579,7 +701,9 @@ static bool run_tagged(const struct tagged *t, const struct bin *b, bool trap, s
 		tp.addr = a + p->bias;
 		tp.enabled = true;
 		set_ranges(b, &tp, a, p->bias);
-		if (t->logpoint)
+		if (t->memory)
+			add_memory_logpoint_actions(&tp, p->bias, i % 2 == 0);
+		else if (t->logpoint)
 			add_logpoint_actions(&tp);
 		else
 			add_actions_at(&tp, true, true, p->bias);
@@ -677,6 +801,21 @@ static void check_same_in_both_tiers(const struct tagged *t)
 	NS_CHECK_STR(pt.output, ref);
 	NS_CHECK(pj.nframes > 0);
 	NS_CHECK_INT(pj.nframes, pt.nframes);
+	if (t->memory) {
+		size_t with_mem = 0, by_pad = 0;
+		check_same_frames(&pj, &pt, t->exe, &with_mem);
+		for (size_t i = 0; i < pj.nframes; i++) {
+			struct ns_frame f;
+			by_pad += parse(pj.frames[i], &f) && f.hdr.hit_count == 0;
+		}
+		printf("  %zu frames with memory read, %zu written by the pads (inline records)\n",
+		       with_mem, by_pad);
+		NS_CHECK(with_mem > 0);
+		NS_CHECK(by_pad > 0);
+		cleanup(&pj);
+		cleanup(&pt);
+		return;
+	}
 	struct snap *sj, *st;
 	size_t nj = snaps(&pj, t->logpoint, &sj), nt = snaps(&pt, t->logpoint, &st);
 	NS_CHECK_INT(nj, nt);
@@ -705,25 +844,25 @@ static void check_same_in_both_tiers(const struct tagged *t)
 
 NS_TEST(test_jump_test__inventory_O0_same_as_int3)
 {
-	struct tagged t = {T("inventory-O0"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false};
+	struct tagged t = {T("inventory-O0"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false, false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__inventory_O2_same_as_int3)
 {
-	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false};
+	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300", false, false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__ledger_O0_same_as_int3)
 {
-	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false};
+	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false, false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__ledger_O2_same_as_int3)
 {
-	struct tagged t = {T("ledger-O2"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false};
+	struct tagged t = {T("ledger-O2"), NS_TARGETS_SRC "/ledger.c", "200", NULL, false, false};
 	check_same_in_both_tiers(&t);
 }
 
@@ -732,13 +871,29 @@ NS_TEST(test_jump_test__ledger_O2_same_as_int3)
 NS_TEST(test_jump_test__inventory_O2_logpoints_same_as_int3)
 {
 	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300",
-	                   true};
+	                   true, false};
 	check_same_in_both_tiers(&t);
 }
 
 NS_TEST(test_jump_test__ledger_O0_logpoints_same_as_int3)
 {
-	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, true};
+	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, true, false};
+	check_same_in_both_tiers(&t);
+}
+
+// Logpoints of memory: the jump pads read the stack, static memory and what pointers
+// point to into inline records, and fall back to the collector where a read cannot be
+// done; the frames are byte for byte the int3 tier's.
+NS_TEST(test_jump_test__inventory_O2_memory_logpoints_same_as_int3)
+{
+	struct tagged t = {T("inventory-O2"), NS_TARGETS_SRC "/inventory.c", NULL, "ROUNDS=300",
+	                   true, true};
+	check_same_in_both_tiers(&t);
+}
+
+NS_TEST(test_jump_test__ledger_O0_memory_logpoints_same_as_int3)
+{
+	struct tagged t = {T("ledger-O0"), NS_TARGETS_SRC "/ledger.c", "200", NULL, true, true};
 	check_same_in_both_tiers(&t);
 }
 
@@ -1235,8 +1390,9 @@ static void add_collect8(struct ns_rsp_tracepoint *tp, unsigned reg, int64_t off
 struct probe_run {
 	size_t frames, wrong, in_phase[4]; /* heap, gone, mapped page, unmapped page */
 	uint64_t kreads, faults;
+	size_t collected; /* frames the collector wrote (an inline record's hit_count is 0) */
 	char output[256];
-	bool ok;
+	bool ok, inline_record;
 };
 
 // Run probe_target with a tracepoint at visit() in one tier (@env: extra variable)
@@ -1263,6 +1419,7 @@ static void probe_run(const struct bin *b, const struct sym *visit, bool trap, c
 	char text[256];
 	NS_CHECK_INT(install(&p, &tp, &tier, text, sizeof(text)), 0);
 	NS_CHECK_INT(tier, trap ? NS_AGENT_TIER_TRAP : NS_AGENT_TIER_JUMP);
+	out->inline_record = strstr(text, "record inline") != NULL;
 	resume(&p);
 	run_until_exit(&p, 120000);
 	out->ok = exited_ok(&p);
@@ -1278,6 +1435,7 @@ static void probe_run(const struct bin *b, const struct sym *visit, bool trap, c
 			out->wrong++;
 			continue;
 		}
+		out->collected += f.hdr.hit_count != 0;
 		bool got_qty = ns_frame_read(&f, it + 8, &qty, 8) == 8;
 		bool got_v = ns_frame_read(&f, other, &v, 8) == 8;
 		uint64_t j = i % 1000000; // the blocked thread's i are 1000000 higher
@@ -1328,9 +1486,10 @@ NS_TEST(test_jump_test__probe_reads)
 	for (int r = 0; r < 3; r++) {
 		struct probe_run *x = &runs[r];
 		printf("  %-32s frames %zu (heap %zu, gone %zu, mapped %zu, unmapped %zu), wrong %zu, "
-		       "reads through the kernel %lu, probes that faulted %lu\n",
+		       "reads through the kernel %lu, probes that faulted %lu, collector frames %zu%s\n",
 		       names[r], x->frames, x->in_phase[0], x->in_phase[1], x->in_phase[2],
-		       x->in_phase[3], x->wrong, (unsigned long)x->kreads, (unsigned long)x->faults);
+		       x->in_phase[3], x->wrong, (unsigned long)x->kreads, (unsigned long)x->faults,
+		       x->collected, x->inline_record ? " (record inline)" : "");
 		NS_CHECK(x->ok);
 		NS_CHECK_STR(x->output, ref);
 		NS_CHECK_INT(x->frames, total);
@@ -1353,4 +1512,10 @@ NS_TEST(test_jump_test__probe_reads)
 	NS_CHECK(runs[0].faults >= 1 && runs[0].faults <= 200);
 	NS_CHECK(runs[2].faults >= 1 && runs[2].faults <= 200);
 	NS_CHECK_INT(runs[1].faults, 0);
+	// The jump pad reads the memory itself (an inline record): the collector takes only
+	// the hits whose reads it cannot do, the blocked thread's and the unmapped pages'
+	// (and, without probes, all).
+	NS_CHECK(runs[0].inline_record && runs[1].inline_record);
+	NS_CHECK(runs[0].collected <= total / 2 + 400 + total / 20);
+	NS_CHECK_INT(runs[1].collected, total);
 }
