@@ -52,6 +52,7 @@ N = {
     'false': 200000,
     'ints': 1000000,  # also the burst target (1 M hits in one thread)
     'string': 200000,
+    'deref': 200000,
     'snapshot': 20000,
     'ptrace': 20000,
     'dprintf': 3000,
@@ -69,6 +70,7 @@ COND_FALSE = bytes([0x26, 0, RDI, 0x16, 32, 0x22, 0, 0x14, 0x27])  # (int)a < 0
 X_INT_A = bytes([0x26, 0, RDI, 0x16, 32, 0x27])  # a: its register (value in the R block)
 X_INT_B = bytes([0x26, 0, RSI, 0x16, 32, 0x27])
 X_STR_S = bytes([0x26, 0, RDX, 0x28, 0x23, 0x01, 0x00, 0x2f, 0x27])  # s: tracenz 256
+X_DEREF_S = bytes([0x26, 0, RDX, 0x0d, 8, 0x1a, 0x27])  # *(long *)s: trace_quick 8, ref64
 STACK_BYTES, RED_ZONE = 16384, 128  # adapter.h SNAPSHOT_STACK_BYTES / _RED_ZONE
 
 # The targets (informational).
@@ -417,6 +419,11 @@ def bench(tmp):
         target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
     add('nonstop logpoint "{a} {b} {s}"', N['string'],
         run_nonstop(dyn, N['string'], None, ints_s + [x_act(X_STR_S)]), b_dyn, kind='string')
+    # A field read through a pointer to the heap, as "{c->argc}" on a server: the pad
+    # reads it itself (a probe after one rt_sigprocmask), no collector call.
+    add('nonstop logpoint "{a} {*(long *)s}"', N['deref'],
+        run_nonstop(dyn, N['deref'], None, ints_s[:2] + [x_act(X_DEREF_S)]), b_dyn,
+        kind='deref')
     add('nonstop snapshot-like (R + 16 KiB stack)', N['snapshot'],
         run_nonstop(dyn, N['snapshot'], None, [regs, mem] + ints[1:] + [x_act(X_STR_S)]),
         b_dyn, kind='snapshot')
@@ -501,8 +508,8 @@ def report(rows, base_dyn, base_st):
                   ('', r['faults'], 1000.0 * r['faults'] / r['hits']))
         if r.get('reason') and r.get('tier') != 'trap':
             print('%-42s   (tier reason: %s)' % ('', r['reason']))
-    nonstop = [r for r in rows if r.get('kind') in ('false', 'ints', 'string', 'snapshot',
-                                                     'ptrace') and 'ns' in r]
+    nonstop = [r for r in rows if r.get('kind') in ('false', 'ints', 'string', 'deref',
+                                                     'snapshot', 'ptrace') and 'ns' in r]
     peers = [r for r in rows if r.get('kind') == 'peer' and 'ns' in r]
     if nonstop and peers:
         print()

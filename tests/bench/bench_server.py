@@ -529,7 +529,9 @@ def run_nonstop(bins, tmp, site, n):
         parts = res.get('tool_parts', [])
         cpu = ('stub %.1f us/req, bench_drain %.1f us/req; ' % tuple(parts)
                if len(parts) == 2 else '')
-        res['note'] = attach + cpu + 'values decoded from sampled frames: ' + pairs(seen)
+        m = re.search(r'record (?:inline|not inline: [^;)]*)', res['reason'])
+        rec = m.group(0) + '; ' if m else ''
+        res['note'] = attach + rec + cpu + 'values decoded from sampled frames: ' + pairs(seen)
         return res
     except (TimeoutError, EOFError, BrokenPipeError, RuntimeError, OSError) as e:
         errf.seek(0)
