@@ -1095,6 +1095,40 @@ static int32_t tls_off(const void *p)
 	return (int32_t)((const char *)p - (const char *)__builtin_thread_pointer());
 }
 
+// A record written into the test's ring (rt_ring, rt_data, rt_slot, rt_thread).
+static struct ns_arch_pad_record rt_record(const uint8_t *tmpl, size_t len,
+                                           const struct ns_arch_rec_field *fields,
+                                           size_t nfields)
+{
+	return (struct ns_arch_pad_record){
+	        .tmpl = tmpl,
+	        .len = len,
+	        .fields = fields,
+	        .nfields = nfields,
+	        .tls = tls_off(&rt_thread),
+	        .tls_busy = tls_off(&rt_busy),
+	        .gen_addr = (uint64_t)(uintptr_t)&rt_gen,
+	        .ring_size = sizeof(rt_data),
+	        .head_off = 0,
+	        .tail_off = 8,
+	        .seq_off = 24,
+	        .tail_seen_off = 16,
+	        .busy_off = 0,
+	        .hits_off = 8,
+	};
+}
+
+// The thread block of a thread with a ring and a slot, current generation.
+static void rt_thread_set(uint32_t tid)
+{
+	rt_busy = 0;
+	rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
+	rt_thread.data = (uint64_t)(uintptr_t)rt_data;
+	rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
+	rt_thread.gen = rt_gen;
+	rt_thread.tid = tid;
+}
+
 // What the fields of the record test write and where.
 static const struct ns_arch_rec_field rt_fields[] = {
         {16, NS_ARCH_REC_REG, 0},  {24, NS_ARCH_REC_REG, 1},   {32, NS_ARCH_REC_REG, 2},
@@ -1172,11 +1206,8 @@ static void record_cost(const struct ns_arch_pad_record *base)
 		double best = 0;
 		for (int rep = 0; rep < 3; rep++) {
 			memset(&rt_ring, 0, sizeof(rt_ring));
-			rt_busy = 0;
-			rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
-			rt_thread.data = (uint64_t)(uintptr_t)data;
-			rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
-			rt_thread.gen = rt_gen;
+			rt_thread_set(rt_thread.tid);
+			rt_thread.data = (uint64_t)(uintptr_t)data; // its own big ring
 			double t = ns_per_call((long (*)(long))(uintptr_t)dst, ITERS);
 			// Every call wrote its record (none took the full path).
 			NS_CHECK(rt_ring.head == (uint64_t)5 * ITERS * LEN);
@@ -1211,22 +1242,8 @@ NS_TEST(test_arch_pad_test__record)
 	memset(tmpl + 136, 0, 8);               // ... a zero word ...
 	uint64_t small = (uint64_t)-5;          // ... and a sign-extended imm32
 	memcpy(tmpl + 144, &small, 8);
-	struct ns_arch_pad_record rec = {
-	        .tmpl = tmpl,
-	        .len = RT_LEN,
-	        .fields = rt_fields,
-	        .nfields = sizeof(rt_fields) / sizeof(rt_fields[0]),
-	        .tls = tls_off(&rt_thread),
-	        .tls_busy = tls_off(&rt_busy),
-	        .gen_addr = (uint64_t)(uintptr_t)&rt_gen,
-	        .ring_size = sizeof(rt_data),
-	        .head_off = 0,
-	        .tail_off = 8,
-	        .seq_off = 24,
-	        .tail_seen_off = 16,
-	        .busy_off = 0,
-	        .hits_off = 8,
-	};
+	struct ns_arch_pad_record rec =
+	        rt_record(tmpl, RT_LEN, rt_fields, sizeof(rt_fields) / sizeof(rt_fields[0]));
 	struct ns_arch_pad_window w;
 	struct ns_err *err = NULL;
 	struct ns_arch_pad_func fn = func_of(s);
@@ -1267,12 +1284,7 @@ NS_TEST(test_arch_pad_test__record)
 		rt_ring.seen = rt_ring.tail;
 		rt_slot.busy = 0;
 		rt_slot.hits = 5;
-		rt_busy = 0;
-		rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
-		rt_thread.data = (uint64_t)(uintptr_t)rt_data;
-		rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
-		rt_thread.gen = rt_gen;
-		rt_thread.tid = 0xabcd1234u;
+		rt_thread_set(0xabcd1234u);
 		dst[pad.record_armed_off] = 1;
 		switch (c) {
 		case RT_DISARMED:
@@ -1487,27 +1499,12 @@ NS_TEST(test_arch_pad_test__record_reads)
 	                                     {16, NS_ARCH_REC_SEQ, 0}};
 	struct ns_arch_rec_read reads[RR_NREADS];
 	rr_reads(reads, direct[0], s->lo);
-	struct ns_arch_pad_record rec = {
-	        .tmpl = tmpl,
-	        .len = RR_LEN,
-	        .fields = fields,
-	        .nfields = 3,
-	        .tls = tls_off(&rt_thread),
-	        .tls_busy = tls_off(&rt_busy),
-	        .gen_addr = (uint64_t)(uintptr_t)&rt_gen,
-	        .ring_size = sizeof(rt_data),
-	        .head_off = 0,
-	        .tail_off = 8,
-	        .seq_off = 24,
-	        .tail_seen_off = 16,
-	        .busy_off = 0,
-	        .hits_off = 8,
-	        .reads = reads,
-	        .nreads = RR_NREADS,
-	        .tls_stk_lo = tls_off(&rr_stk_lo),
-	        .tls_stk_limit = tls_off(&rr_stk_limit),
-	        .read_fn = (uint64_t)(uintptr_t)pa_read_fn,
-	};
+	struct ns_arch_pad_record rec = rt_record(tmpl, RR_LEN, fields, 3);
+	rec.reads = reads;
+	rec.nreads = RR_NREADS;
+	rec.tls_stk_lo = tls_off(&rr_stk_lo);
+	rec.tls_stk_limit = tls_off(&rr_stk_limit);
+	rec.read_fn = (uint64_t)(uintptr_t)pa_read_fn;
 	struct ns_arch_pad_window w;
 	struct ns_arch_pad_func fn = func_of(s);
 	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
@@ -1546,12 +1543,7 @@ NS_TEST(test_arch_pad_test__record_reads)
 		rt_ring.seq = 9;
 		rt_slot.busy = 0;
 		rt_slot.hits = 0;
-		rt_busy = 0;
-		rt_thread.ring = (uint64_t)(uintptr_t)&rt_ring;
-		rt_thread.data = (uint64_t)(uintptr_t)rt_data;
-		rt_thread.slot = (uint64_t)(uintptr_t)&rt_slot;
-		rt_thread.gen = rt_gen;
-		rt_thread.tid = 77;
+		rt_thread_set(77);
 		rr_stk_lo = (uint64_t)(uintptr_t)rr_stack;
 		rr_stk_limit = c == 1 ? 0 : sizeof(rr_stack) - 7;
 		memset(&pa_reads, 0, sizeof(pa_reads));
