@@ -1129,6 +1129,27 @@ static void rt_thread_set(uint32_t tid)
 	rt_thread.tid = tid;
 }
 
+// The spec of a LAHF pad at the entry of @s, at @dst, writing @rec (the collector for
+// the full path: @collector with @ctx).
+static struct ns_arch_pad_spec rt_spec(const struct sym *s, uint8_t *dst,
+                                       const struct ns_arch_pad_record *rec,
+                                       void (*collector)(void *, const uint64_t *), void *ctx)
+{
+	struct ns_arch_pad_window w = {.len = 0};
+	struct ns_arch_pad_func fn = func_of(s);
+	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
+	return (struct ns_arch_pad_spec){
+	        .site = s->lo,
+	        .code = (const uint8_t *)(uintptr_t)s->lo,
+	        .window_len = w.len,
+	        .pad_addr = (uint64_t)(uintptr_t)dst,
+	        .collector = (uint64_t)(uintptr_t)collector,
+	        .ctx = (uint64_t)(uintptr_t)ctx,
+	        .flags = NS_ARCH_PAD_FLAGS_LAHF,
+	        .record = rec,
+	};
+}
+
 // What the fields of the record test write and where.
 static const struct ns_arch_rec_field rt_fields[] = {
         {16, NS_ARCH_REC_REG, 0},  {24, NS_ARCH_REC_REG, 1},   {32, NS_ARCH_REC_REG, 2},
@@ -1182,19 +1203,8 @@ static void record_cost(const struct ns_arch_pad_record *base)
 	double ns[2] = {0, 0};
 	for (int tsc = 0; tsc < 2; tsc++) {
 		rec.nfields = tsc ? 5 : 4;
-		struct ns_arch_pad_func fn = func_of(s);
-		struct ns_arch_pad_window w;
-		NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
 		uint8_t *dst = pads() + (13 + 3 * tsc) * 1024;
-		struct ns_arch_pad_spec spec = {
-		        .site = s->lo,
-		        .code = (const uint8_t *)(uintptr_t)s->lo,
-		        .window_len = w.len,
-		        .pad_addr = (uint64_t)(uintptr_t)dst,
-		        .collector = (uint64_t)(uintptr_t)pa_collect_nop,
-		        .flags = NS_ARCH_PAD_FLAGS_LAHF,
-		        .record = &rec,
-		};
+		struct ns_arch_pad_spec spec = rt_spec(s, dst, &rec, pa_collect_nop, NULL);
 		struct ns_arch_pad pad;
 		struct ns_err *err = ns_arch_pad_emit(&spec, dst, 3 * 1024, &pad);
 		if (err) {
@@ -1244,22 +1254,10 @@ NS_TEST(test_arch_pad_test__record)
 	memcpy(tmpl + 144, &small, 8);
 	struct ns_arch_pad_record rec =
 	        rt_record(tmpl, RT_LEN, rt_fields, sizeof(rt_fields) / sizeof(rt_fields[0]));
-	struct ns_arch_pad_window w;
 	struct ns_err *err = NULL;
-	struct ns_arch_pad_func fn = func_of(s);
-	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
 	uint8_t *dst = pads() + 10 * 1024;
 	struct pa_counter ctr;
-	struct ns_arch_pad_spec spec = {
-	        .site = s->lo,
-	        .code = (const uint8_t *)(uintptr_t)s->lo,
-	        .window_len = w.len,
-	        .pad_addr = (uint64_t)(uintptr_t)dst,
-	        .collector = (uint64_t)(uintptr_t)pa_collect_count,
-	        .ctx = (uint64_t)(uintptr_t)&ctr,
-	        .flags = NS_ARCH_PAD_FLAGS_LAHF,
-	        .record = &rec,
-	};
+	struct ns_arch_pad_spec spec = rt_spec(s, dst, &rec, pa_collect_count, &ctr);
 	// Room: pads() slots are 1024 bytes; this pad takes slots 10-12.
 	struct ns_arch_pad pad;
 	err = ns_arch_pad_emit(&spec, dst, 3 * 1024, &pad);
@@ -1505,21 +1503,9 @@ NS_TEST(test_arch_pad_test__record_reads)
 	rec.tls_stk_lo = tls_off(&rr_stk_lo);
 	rec.tls_stk_limit = tls_off(&rr_stk_limit);
 	rec.read_fn = (uint64_t)(uintptr_t)pa_read_fn;
-	struct ns_arch_pad_window w;
-	struct ns_arch_pad_func fn = func_of(s);
-	NS_CHECK_OK(ns_arch_pad_window(&fn, s->lo, &w));
 	uint8_t *dst = pads() + 20 * 1024;
 	struct pa_counter ctr;
-	struct ns_arch_pad_spec spec = {
-	        .site = s->lo,
-	        .code = (const uint8_t *)(uintptr_t)s->lo,
-	        .window_len = w.len,
-	        .pad_addr = (uint64_t)(uintptr_t)dst,
-	        .collector = (uint64_t)(uintptr_t)pa_collect_count,
-	        .ctx = (uint64_t)(uintptr_t)&ctr,
-	        .flags = NS_ARCH_PAD_FLAGS_LAHF,
-	        .record = &rec,
-	};
+	struct ns_arch_pad_spec spec = rt_spec(s, dst, &rec, pa_collect_count, &ctr);
 	size_t cap = NS_ARCH_PAD_MAX_LEN + NS_ARCH_PAD_REC_EXTRA +
 	             RR_NREADS * NS_ARCH_PAD_REC_READ_EXTRA;
 	NS_CHECK(cap <= 8 * 1024);
