@@ -17,7 +17,12 @@ enum {
 	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
 	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
 	NS_STUB_REPLY_KEEP = 256 * 1024,        /* a reply buffer up to this is kept */
-	NS_STUB_DRAIN_MS = 5, /* rings read (and the client notified) every 5 ms */
+	/* Rings read (and the client notified) every NS_STUB_DRAIN_MS while few frames
+	 * arrive, up to every NS_STUB_DRAIN_MAX_MS while many do (ns_stub__drain_interval). */
+	NS_STUB_DRAIN_MS = 5,
+	NS_STUB_DRAIN_MAX_MS = 40,
+	NS_STUB_DRAIN_BUSY = 256,               /* frames per tick that lengthen the tick */
+	NS_STUB_DRAIN_RING_BYTES = 4 << 20,     /* bytes per tick that shorten it */
 	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
 };
@@ -165,6 +170,13 @@ struct ns_err *ns_stub__agent_remove_all(struct ns_stub *s);
 void ns_stub__agent_resume(struct ns_stub *s);
 /** Move frames from the rings to the queue; returns how many. */
 size_t ns_stub__drain(struct ns_stub *s);
+/** The next drain interval (ms) after a tick of @cur_ms that read @frames frames of
+ * @bytes bytes: doubled (up to NS_STUB_DRAIN_MAX_MS) while a tick reads at least
+ * NS_STUB_DRAIN_BUSY frames, so the fixed cost of a tick (a look at every ring, the
+ * client's round trips) is spread over many frames; halved (down to NS_STUB_DRAIN_MS)
+ * when it reads under a quarter of that, or NS_STUB_DRAIN_RING_BYTES or more (a ring
+ * filling fast is read often). */
+int ns_stub__drain_interval(int cur_ms, size_t frames, size_t bytes);
 /** Drops not yet reported (ring drops + no-ring drops + queue overflow). */
 uint64_t ns_stub__new_drops(struct ns_stub *s);
 void ns_stub__release_dead_rings(struct ns_stub *s);

@@ -321,6 +321,7 @@ int main(int argc, char **argv)
 
 	int64_t next_housekeeping = now_ms() + 1000, next_trim = now_ms() + 100;
 	int64_t next_drain = 0;
+	int drain_ms = NS_STUB_DRAIN_MS;
 	for (;;) {
 		struct pollfd pf[6];
 		int n = 0, i_client = -1, i_listen = -1, i_ctl = -1, i_pid = -1, i_sig = -1;
@@ -374,8 +375,11 @@ int main(int argc, char **argv)
 		if (i_ctl >= 0 && pf[i_ctl].revents)
 			ns_stub__agent_input(s);
 		if (now_ms() >= next_drain) {
+			size_t bytes0 = s->frames.bytes, created0 = s->fcreated;
 			ns_stub__drain(s);
-			next_drain = now_ms() + NS_STUB_DRAIN_MS;
+			drain_ms = ns_stub__drain_interval(drain_ms, (size_t)(s->fcreated - created0),
+			                                   s->frames.bytes - bytes0);
+			next_drain = now_ms() + drain_ms;
 		}
 		if (i_listen >= 0 && (pf[i_listen].revents & POLLIN))
 			accept_client(s);

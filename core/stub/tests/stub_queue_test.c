@@ -115,3 +115,21 @@ NS_TEST(test_stub_queue__fifo_against_model)
 	ns_stub__queue_clear(&q);
 	NS_CHECK(q.count == 0 && q.head == NULL && q.spare == NULL);
 }
+
+// The drain tick: from the shortest, a busy stream doubles it up to the longest (and
+// no further), a quiet one or a ring filling fast halves it back (and no further).
+NS_TEST(test_stub_queue__drain_interval_follows_the_stream)
+{
+	int ms = NS_STUB_DRAIN_MS, ticks = 0;
+	while (ms < NS_STUB_DRAIN_MAX_MS && ticks++ < 100)
+		ms = ns_stub__drain_interval(ms, NS_STUB_DRAIN_BUSY, 100 * NS_STUB_DRAIN_BUSY);
+	NS_CHECK_INT(ms, NS_STUB_DRAIN_MAX_MS);
+	NS_CHECK(ticks > 1 && ticks < 10);
+	NS_CHECK_INT(ns_stub__drain_interval(ms, 100000, 1000), NS_STUB_DRAIN_MAX_MS);
+	// Between a quarter and all of BUSY frames: it stays.
+	NS_CHECK_INT(ns_stub__drain_interval(20, NS_STUB_DRAIN_BUSY / 2, 1000), 20);
+	NS_CHECK_INT(ns_stub__drain_interval(20, NS_STUB_DRAIN_BUSY / 4 - 1, 1000), 10);
+	NS_CHECK_INT(ns_stub__drain_interval(20, 100000, NS_STUB_DRAIN_RING_BYTES), 10);
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS, 0, 0), NS_STUB_DRAIN_MS);
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS + 1, 0, 0), NS_STUB_DRAIN_MS);
+}
