@@ -189,6 +189,25 @@ def run_nonstop(prog, n, cond, actions, stub_args=()):
         stop_stub(p)
 
 
+def run_nonstop_best(prog, n, cond, actions, stub_args=(), runs=3):
+    """The best (least loop time) of @runs traced runs, as the baseline is the best of
+    3: a loop of 1 M hits takes ~15 ms, where one preemption or a busy neighbour on
+    this shared machine shows as several ns per hit. The others' loop times are kept
+    in 'others' (ns of loop time, for the note)."""
+    got = [run_nonstop(prog, n, cond, actions, stub_args) for _ in range(runs)]
+    ok = [r for r in got if 'error' not in r and r.get('elapsed') is not None]
+    if not ok:
+        return got[0]
+    best = min(ok, key=lambda r: r['elapsed'])
+    best['others'] = [r['elapsed'] for r in ok if r is not best]
+    # A drop in any run counts against the burst target, not only in the best.
+    best['dropped_any'] = max(r.get('dropped') or 0 for r in ok)
+    bad = [r for r in got if r not in ok]
+    if bad:
+        best['others_failed'] = bad[0].get('error', '?')
+    return best
+
+
 def site_byte(stub_pid, addr):
     """What the program's code at the tracepoint starts with, read independently of the
     stub through /proc: 'int3' (0xcc), 'jmp' (0xe9, a jump pad) or the original byte."""
@@ -392,6 +411,12 @@ def bench(tmp):
             row['ratio'] = res['elapsed'] / (wall * n)
         if res.get('cpu') is not None and cpu:
             row['cpu_ns'] = (res['cpu'] - cpu * n) / n
+        if res.get('others') is not None and wall:
+            row['note'] = ('best of %d runs; the others: %s ns/hit' %
+                           (len(res['others']) + 1,
+                            ', '.join('%.1f' % ((e - wall * n) / n) for e in res['others'])))
+            if res.get('others_failed'):
+                row['note'] += '; a run failed: ' + res['others_failed']
         rows.append(row)
         log('%-40s %s' % (tool, fmt(row.get('ns'), '%.0f ns/hit') if 'ns' in row
                           else row.get('error', '?')))
@@ -408,14 +433,14 @@ def bench(tmp):
 
     log('nonstop runs...')
     add('nonstop logpoint, false condition', N['false'],
-        run_nonstop(dyn, N['false'], COND_FALSE, ints), b_dyn, kind='false',
+        run_nonstop_best(dyn, N['false'], COND_FALSE, ints), b_dyn, kind='false',
         target='<= %g ns added' % TARGET_FALSE_NS)
-    add('nonstop logpoint "{a} {b}"', N['ints'], run_nonstop(dyn, N['ints'], None, ints),
+    add('nonstop logpoint "{a} {b}"', N['ints'], run_nonstop_best(dyn, N['ints'], None, ints),
         b_dyn, kind='ints', target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
     # The same burst with the whole ring backed before the first hit (the default keeps
     # 16 MiB backed ahead of each hitting thread; 1 M compact records are 40 MB).
     add('nonstop "{a} {b}", --ring-warm 64M', N['ints'],
-        run_nonstop(dyn, N['ints'], None, ints, ('--ring-warm', '64M')), b_dyn, kind='ints',
+        run_nonstop_best(dyn, N['ints'], None, ints, ('--ring-warm', '64M')), b_dyn, kind='ints',
         target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
     add('nonstop logpoint "{a} {b} {s}"', N['string'],
         run_nonstop(dyn, N['string'], None, ints_s + [x_act(X_STR_S)]), b_dyn, kind='string')
@@ -482,7 +507,8 @@ def report(rows, base_dyn, base_st):
         if r.get('kind') == 'false':
             target = '%s %s' % (r['target'], 'PASS' if r['ns'] <= TARGET_FALSE_NS else 'MISS')
         elif r.get('kind') == 'ints':
-            burst_ok = r['hits'] >= TARGET_BURST and r.get('dropped') == 0
+            burst_ok = (r['hits'] >= TARGET_BURST and r.get('dropped') == 0 and
+                        not r.get('dropped_any'))
             target = '<= %g ns %s; burst %s' % (TARGET_INTS_NS,
                                                'PASS' if r['ns'] <= TARGET_INTS_NS else 'MISS',
                                                'PASS' if burst_ok else 'MISS')
