@@ -62,7 +62,7 @@
 #define NS_AGENT_ENV_TIER "NONSTOP_AGENT_TIER"
 
 #define NS_AGENT_SHM_MAGIC 0x4d48534eu /* "NSHM" */
-#define NS_AGENT_PROTO_VERSION 2
+#define NS_AGENT_PROTO_VERSION 3
 
 enum {
 	NS_AGENT_NRINGS = 64,
@@ -153,7 +153,13 @@ struct ns_agent_shm {
 	 * the next free ring before a thread claims it (0: none; the stub sets it). A page
 	 * a hit writes first costs that thread a page fault (1-2 us here). */
 	uint64_t warm_bytes;
-	uint64_t reserved[4];
+	/* 1 + the highest index of a ring a thread ever claimed (the agent claims the
+	 * lowest free ring first, so this is about the most threads that ever hit at
+	 * once): the stub looks only at rings below it. Each look at a ring is two cache
+	 * lines (and a TLB entry) the program's work evicted since the last look. */
+	_Atomic uint32_t rings_claimed;
+	uint32_t pad0;
+	uint64_t reserved[3];
 };
 
 /** Bytes of shared memory for @nrings rings of @ring_bytes. */
@@ -174,6 +180,11 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 /** Consumer side: empty ring @r and give all its pages back (its producer is gone),
  * counting it in r->resets. The caller then frees it (owner = 0). */
 void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r);
+/** Producer side, after claiming ring @i: raise shm->rings_claimed to i + 1. */
+void ns_agent_ring_claimed(struct ns_agent_shm *shm, unsigned i);
+/** Consumer side: how many rings from index 0 may hold records (rings_claimed, bounded
+ * by nrings and NS_AGENT_NRINGS). */
+unsigned ns_agent_rings_live(struct ns_agent_shm *shm);
 
 /** Consumer side: copy out the next record's frame into @dst (cap bytes) and consume
  * it (a raw TSC time stamp converted: the first such record calibrates for 2 ms). Returns the frame size, 0 if the ring is empty, or -1 if the record is corrupt

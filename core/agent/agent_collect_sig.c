@@ -479,8 +479,10 @@ static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 	for (unsigned i = 0; i < shm->nrings; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		uint32_t free_owner = 0;
-		if (atomic_compare_exchange_strong(&r->owner, &free_owner, me))
+		if (atomic_compare_exchange_strong(&r->owner, &free_owner, me)) {
+			ns_agent_ring_claimed(shm, i);
 			return set_ring(shm, r);
+		}
 	}
 	// Every ring is taken: take over one whose thread has exited (tgkill with
 	// signal 0 reports ESRCH). Its unread records stay for the stub.
@@ -489,8 +491,10 @@ static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
 		uint32_t owner = atomic_load(&r->owner);
 		if (owner && syscall(SYS_tgkill, pid, owner, 0) != 0 &&
-		    atomic_compare_exchange_strong(&r->owner, &owner, me))
+		    atomic_compare_exchange_strong(&r->owner, &owner, me)) {
+			ns_agent_ring_claimed(shm, i);
 			return set_ring(shm, r);
+		}
 	}
 	return NULL;
 }

@@ -164,6 +164,23 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	atomic_store_explicit(&r->tail, to, memory_order_release);
 }
 
+void ns_agent_ring_claimed(struct ns_agent_shm *shm, unsigned i)
+{
+	uint32_t cur = atomic_load_explicit(&shm->rings_claimed, memory_order_relaxed);
+	while (cur < i + 1 &&
+	       !atomic_compare_exchange_weak_explicit(&shm->rings_claimed, &cur, i + 1,
+	                                              memory_order_release, memory_order_relaxed))
+		;
+}
+
+unsigned ns_agent_rings_live(struct ns_agent_shm *shm)
+{
+	unsigned n = atomic_load_explicit(&shm->rings_claimed, memory_order_acquire);
+	if (n > shm->nrings)
+		n = shm->nrings;
+	return n < NS_AGENT_NRINGS ? n : NS_AGENT_NRINGS;
+}
+
 static long corrupt(struct ns_agent_ring *r, uint64_t head)
 {
 	r->head_seen = head;

@@ -108,7 +108,12 @@ static int warm(bool spare_only, uint64_t step)
 	w.armed |= spare_only;
 	bool more = false, moving = false, spare = false;
 	uint64_t ahead = 0;
+	// The rings ever claimed and the next one (the spare: the lowest free ring, which
+	// is at most rings_claimed).
 	unsigned n = shm->nrings < NS_AGENT_NRINGS ? shm->nrings : NS_AGENT_NRINGS;
+	unsigned claimed = atomic_load_explicit(&shm->rings_claimed, memory_order_acquire);
+	if (claimed < n)
+		n = claimed + 1;
 	for (unsigned i = 0; i < n; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring((struct ns_agent_shm *)shm, i);
 		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);

@@ -173,9 +173,10 @@ size_t ns_stub__drain(struct ns_stub *s);
 /** The next drain interval (ms) after a tick of @cur_ms that read @frames frames of
  * @bytes bytes: doubled (up to NS_STUB_DRAIN_MAX_MS) while a tick reads at least
  * NS_STUB_DRAIN_BUSY frames, so the fixed cost of a tick (a look at every ring, the
- * client's round trips) is spread over many frames; halved (down to NS_STUB_DRAIN_MS)
- * when it reads under a quarter of that, or NS_STUB_DRAIN_RING_BYTES or more (a ring
- * filling fast is read often). */
+ * client's round trips) is spread over many frames, and while ticks read nothing (a
+ * tick is a wake-up of the stub); halved (down to NS_STUB_DRAIN_MS) when it reads a
+ * few frames (under a quarter of BUSY: a trickle is delivered promptly), or
+ * NS_STUB_DRAIN_RING_BYTES or more (a ring filling fast is read often). */
 int ns_stub__drain_interval(int cur_ms, size_t frames, size_t bytes);
 /** Drops not yet reported (ring drops + no-ring drops + queue overflow). */
 uint64_t ns_stub__new_drops(struct ns_stub *s);

@@ -275,7 +275,7 @@ size_t ns_stub__drain(struct ns_stub *s)
 	if (!s->shm)
 		return 0;
 	size_t got = 0;
-	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+	for (unsigned i = 0, live = ns_agent_rings_live(s->shm); i < live; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
 		for (;;) {
 			// Straight into the queue; without memory for it, popped and dropped.
@@ -310,7 +310,7 @@ void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n)
 uint64_t ns_stub__new_drops(struct ns_stub *s)
 {
 	if (s->shm) {
-		for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+		for (unsigned i = 0, live = ns_agent_rings_live(s->shm); i < live; i++) {
 			struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
 			uint64_t d = atomic_load(&r->dropped);
 			// A counter that went backwards was reset: count it from zero.
@@ -330,7 +330,7 @@ void ns_stub__trim_rings(struct ns_stub *s)
 {
 	if (!s->shm || s->exited)
 		return;
-	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++)
+	for (unsigned i = 0, live = ns_agent_rings_live(s->shm); i < live; i++)
 		ns_agent_ring_trim(s->shm, ns_agent_shm_ring(s->shm, i));
 }
 
@@ -338,7 +338,7 @@ void ns_stub__release_dead_rings(struct ns_stub *s)
 {
 	if (!s->shm || s->exited)
 		return;
-	for (unsigned i = 0; i < s->shm->nrings && i < NS_AGENT_NRINGS; i++) {
+	for (unsigned i = 0, live = ns_agent_rings_live(s->shm); i < live; i++) {
 		struct ns_agent_ring *r = ns_agent_shm_ring(s->shm, i);
 		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_acquire);
 		if (owner == 0 || ns_stub__tid_alive(s, owner))

@@ -110,9 +110,9 @@ void ns_stub__queue_clear(struct ns_stub_queue *q)
 
 int ns_stub__drain_interval(int cur_ms, size_t frames, size_t bytes)
 {
-	if (bytes >= NS_STUB_DRAIN_RING_BYTES || frames < NS_STUB_DRAIN_BUSY / 4)
+	if (bytes >= NS_STUB_DRAIN_RING_BYTES || (frames && frames < NS_STUB_DRAIN_BUSY / 4))
 		return cur_ms / 2 < NS_STUB_DRAIN_MS ? NS_STUB_DRAIN_MS : cur_ms / 2;
-	if (frames >= NS_STUB_DRAIN_BUSY)
+	if (!frames || frames >= NS_STUB_DRAIN_BUSY)
 		return cur_ms * 2 > NS_STUB_DRAIN_MAX_MS ? NS_STUB_DRAIN_MAX_MS : cur_ms * 2;
 	return cur_ms;
 }

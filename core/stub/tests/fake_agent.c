@@ -58,6 +58,7 @@ static void write_frame(uint32_t tp_id, uint64_t addr)
 	memcpy(frame + sizeof(h) + sizeof(b), "ABCDEFGH", 8);
 	uint32_t flen = sizeof(frame), rlen = (uint32_t)((8 + flen + 7) & ~7u);
 	atomic_store(&r->owner, (uint32_t)gettid());
+	ns_agent_ring_claimed(shm, 0);
 	uint64_t head = atomic_load(&r->head);
 	uint64_t off = head % shm->ring_bytes;
 	memcpy(data + off, &rlen, 4);

@@ -117,7 +117,8 @@ NS_TEST(test_stub_queue__fifo_against_model)
 }
 
 // The drain tick: from the shortest, a busy stream doubles it up to the longest (and
-// no further), a quiet one or a ring filling fast halves it back (and no further).
+// no further), and so do ticks that read nothing; a trickle or a ring filling fast halves it
+// back (and no further).
 NS_TEST(test_stub_queue__drain_interval_follows_the_stream)
 {
 	int ms = NS_STUB_DRAIN_MS, ticks = 0;
@@ -130,6 +131,9 @@ NS_TEST(test_stub_queue__drain_interval_follows_the_stream)
 	NS_CHECK_INT(ns_stub__drain_interval(20, NS_STUB_DRAIN_BUSY / 2, 1000), 20);
 	NS_CHECK_INT(ns_stub__drain_interval(20, NS_STUB_DRAIN_BUSY / 4 - 1, 1000), 10);
 	NS_CHECK_INT(ns_stub__drain_interval(20, 100000, NS_STUB_DRAIN_RING_BYTES), 10);
-	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS, 0, 0), NS_STUB_DRAIN_MS);
-	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS + 1, 0, 0), NS_STUB_DRAIN_MS);
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS, 1, 100), NS_STUB_DRAIN_MS);
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS + 1, 1, 100), NS_STUB_DRAIN_MS);
+	// Nothing read: the stub wakes less often, up to the longest.
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MS, 0, 0), 2 * NS_STUB_DRAIN_MS);
+	NS_CHECK_INT(ns_stub__drain_interval(NS_STUB_DRAIN_MAX_MS, 0, 0), NS_STUB_DRAIN_MAX_MS);
 }
