@@ -66,7 +66,7 @@
 
 enum {
 	NS_AGENT_NRINGS = 64,
-	NS_AGENT_WARM_BYTES = 16 * 1024 * 1024, /* the stub's default warm_bytes */
+	NS_AGENT_WARM_BYTES = 32 * 1024 * 1024, /* the stub's default warm_bytes */
 	/* Per ring, in a memfd: only the pages a thread fills are ever backed (a burst
 	 * of ~500 k compact logpoint frames fits); see docs/jump-pads.md. */
 	NS_AGENT_RING_BYTES = 64 * 1024 * 1024,

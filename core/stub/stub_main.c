@@ -8,7 +8,7 @@
  *                -- PROGRAM ARGS...
  *   nonstop-stub --attach PID [--listen HOST:PORT | --stdio] [--agent PATH] [--nice N]
  *
- * --ring-warm SIZE (bytes, K/M/G suffixes; default 16M, 0 = off): how much of each
+ * --ring-warm SIZE (bytes, K/M/G suffixes; default 32M, 0 = off): how much of each
  * hitting thread's ring the agent keeps backed ahead of it (docs/jump-pads.md).
  * --nice N (0..19, default 10): how much the stub lowers its own priority once the
  * program runs (the program keeps its own). */

@@ -438,7 +438,7 @@ def bench(tmp):
     add('nonstop logpoint "{a} {b}"', N['ints'], run_nonstop_best(dyn, N['ints'], None, ints),
         b_dyn, kind='ints', target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
     # The same burst with the whole ring backed before the first hit (the default keeps
-    # 16 MiB backed ahead of each hitting thread; 1 M compact records are 40 MB).
+    # 32 MiB backed ahead of each hitting thread; 1 M compact records are 40 MB).
     add('nonstop "{a} {b}", --ring-warm 64M', N['ints'],
         run_nonstop_best(dyn, N['ints'], None, ints, ('--ring-warm', '64M')), b_dyn, kind='ints',
         target='<= %g ns, 1 M burst no drop' % TARGET_INTS_NS)
