@@ -906,6 +906,15 @@ NS_TEST(test_arch_pad_test__every_eligible_site_runs)
 	NS_CHECK(ran >= 20);
 }
 
+// pa_probe_target run without any pad, from flags @fl: the registers it dumps are
+// the reference every pad's run is compared with.
+static void probe_direct(uint64_t fl, uint64_t direct[18])
+{
+	memset(pa_dump, 0, sizeof(pa_dump));
+	pa_probe_run((void *)pa_probe_target, fl);
+	memcpy(direct, pa_dump, 18 * sizeof(uint64_t));
+}
+
 // Every register and the flags arrive unchanged after the pad; the collector sees them.
 NS_TEST(test_arch_pad_test__registers_and_flags_preserved)
 {
@@ -925,9 +934,7 @@ NS_TEST(test_arch_pad_test__registers_and_flags_preserved)
 			if ((fl & 0x400) && mode != NS_ARCH_PAD_FLAGS_PUSHF)
 				continue;
 			uint64_t direct[18];
-			memset(pa_dump, 0, sizeof(pa_dump));
-			pa_probe_run((void *)pa_probe_target, fl);
-			memcpy(direct, pa_dump, sizeof(direct));
+			probe_direct(fl, direct);
 			struct pa_counter ctr;
 			memset(&ctr, 0, sizeof(ctr));
 			struct ns_arch_pad_window w;
@@ -989,9 +996,7 @@ NS_TEST(test_arch_pad_test__guard)
 		return;
 	struct sym *s = sym_named("pa_probe_target");
 	uint64_t fl = 0x202 | 0x8d5, direct[18];
-	memset(pa_dump, 0, sizeof(pa_dump));
-	pa_probe_run((void *)pa_probe_target, fl);
-	memcpy(direct, pa_dump, sizeof(direct));
+	probe_direct(fl, direct);
 	for (int variant = 0; variant < 6; variant++) {
 		// rax = (rbx == imm): true for variants 0, 2, 4 (4, 5: disarmed)
 		uint64_t imm = direct[1] + (uint64_t)(variant & 1);
@@ -1242,9 +1247,7 @@ NS_TEST(test_arch_pad_test__record)
 		return;
 	struct sym *s = sym_named("pa_probe_target");
 	uint64_t fl = 0x202 | 0x8d5, direct[18];
-	memset(pa_dump, 0, sizeof(pa_dump));
-	pa_probe_run((void *)pa_probe_target, fl);
-	memcpy(direct, pa_dump, sizeof(direct));
+	probe_direct(fl, direct);
 
 	uint8_t tmpl[RT_LEN];
 	for (size_t i = 0; i < RT_LEN; i++)
@@ -1474,9 +1477,7 @@ NS_TEST(test_arch_pad_test__record_reads)
 		return;
 	struct sym *s = sym_named("pa_probe_target");
 	uint64_t fl = 0x202 | 0x8d5, direct[18];
-	memset(pa_dump, 0, sizeof(pa_dump));
-	pa_probe_run((void *)pa_probe_target, fl);
-	memcpy(direct, pa_dump, sizeof(direct));
+	probe_direct(fl, direct);
 	// The data: distinct bytes, pointers chained as rr_reads says.
 	for (size_t i = 0; i < sizeof(rr_heap); i++)
 		rr_heap[i] = (uint8_t)(0x80 + i * 7);
