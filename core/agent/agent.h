@@ -177,6 +177,13 @@ struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
  * past them). */
 void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
+enum { NS_AGENT_WARM_MIN_MS = 2, NS_AGENT_WARM_MAX_MS = 100 };
+/** The agent's ring warmer (agent_warm.c): when to look again at a producer that wrote
+ * @moved bytes in the last @dt_ns. In how many ms, at that speed, it will be halfway
+ * through the @ahead bytes backed past its head, within [NS_AGENT_WARM_MIN_MS, @max_ms]
+ * (@max_ms if it did not move). */
+int ns_agent_warm_delay(uint64_t ahead, uint64_t moved, uint64_t dt_ns, int max_ms);
+
 /** Consumer side: empty ring @r and give all its pages back (its producer is gone),
  * counting it in r->resets. The caller then frees it (owner = 0). */
 void ns_agent_ring_reset(struct ns_agent_shm *shm, struct ns_agent_ring *r);

@@ -148,9 +148,11 @@ void ns_agent__reap_slots(void);
 
 /* agent_warm.c (control thread) */
 /** Back the rings' next pages ahead of their producers (shm->warm_bytes). Returns in
- * how many milliseconds it wants to run again: 0 (more to do now), a few (a producer
- * is moving), or -1 (nothing until something changes: the next tick). */
+ * how many milliseconds it wants to run again: 0 (more to do now), 2 for a ring just
+ * claimed, when a moving producer will be halfway through its backed pages
+ * (ns_agent_warm_delay), or -1 (nothing until something changes: the next tick). */
 int ns_agent__warm_tick(void);
+
 /** Back the first warm_bytes of the ring the next thread to hit will claim, now (before
  * a site is patched: its first hits then write backed pages). */
 void ns_agent__warm_spare(void);

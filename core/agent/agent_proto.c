@@ -164,6 +164,16 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 	atomic_store_explicit(&r->tail, to, memory_order_release);
 }
 
+int ns_agent_warm_delay(uint64_t ahead, uint64_t moved, uint64_t dt_ns, int max_ms)
+{
+	if (!moved || !dt_ns)
+		return max_ms;
+	// ahead / 2 / (moved / dt), in ms: as if the producer kept its speed.
+	unsigned __int128 ns = (unsigned __int128)(ahead / 2) * dt_ns / moved;
+	uint64_t ms = ns / 1000000 > (uint64_t)max_ms ? (uint64_t)max_ms : (uint64_t)(ns / 1000000);
+	return ms < NS_AGENT_WARM_MIN_MS ? NS_AGENT_WARM_MIN_MS : (int)ms;
+}
+
 void ns_agent_ring_claimed(struct ns_agent_shm *shm, unsigned i)
 {
 	uint32_t cur = atomic_load_explicit(&shm->rings_claimed, memory_order_relaxed);

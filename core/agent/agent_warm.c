@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -46,7 +47,15 @@ static struct {
 	uint64_t resets[NS_AGENT_NRINGS]; /* the ring's reset count at the last look */
 	uint32_t owner[NS_AGENT_NRINGS];  /* the ring's owner at the last look */
 	uint64_t ahead;                   /* bytes backed past claimed rings' heads */
+	uint64_t look_ns;                 /* CLOCK_MONOTONIC of the last look */
 } w;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 static void populate(uint8_t *p, size_t len)
 {
@@ -106,8 +115,10 @@ static int warm(bool spare_only, uint64_t step)
 		return -1;
 	uint64_t budget = step;
 	w.armed |= spare_only;
-	bool more = false, moving = false, spare = false;
-	uint64_t ahead = 0;
+	bool more = false, spare = false;
+	uint64_t ahead = 0, now = mono_ns(), dt = now - w.look_ns;
+	int delay = -1; // ms until the next look a moving producer needs
+	w.look_ns = now; // every look reads every head (w.last)
 	// The rings ever claimed and the next one (the spare: the lowest free ring, which
 	// is at most rings_claimed).
 	unsigned n = shm->nrings < NS_AGENT_NRINGS ? shm->nrings : NS_AGENT_NRINGS;
@@ -131,6 +142,7 @@ static int warm(bool spare_only, uint64_t step)
 		}
 		uint64_t moved = head - w.last[i];
 		w.last[i] = head;
+		int fast = -1; // this ring's producer: ms until it needs a look (-1: none)
 		if (!owner) {
 			if (spare || !w.armed)
 				continue;
@@ -156,11 +168,13 @@ static int warm(bool spare_only, uint64_t step)
 			w.win[i] = win < want ? win : want;
 			// Fast enough to matter before the next 100 ms tick: 1/64 of the
 			// window since the last look (a slow logpoint never makes this
-			// thread poll fast).
-			moving |= moved && moved >= w.win[i] / 64;
-			// Just claimed (the claiming thread woke this look): see how fast
-			// it goes in 2 ms, a burst must not wait for the 100 ms tick.
-			moving |= owner != w.owner[i];
+			// thread poll fast). Just claimed (the claiming thread woke this
+			// look): see how fast it goes in 2 ms, a burst must not wait for
+			// the 100 ms tick.
+			if (owner != w.owner[i])
+				fast = NS_AGENT_WARM_MIN_MS;
+			else if (moved && moved >= w.win[i] / 64)
+				fast = 0; // when its window is backed, below
 			w.owner[i] = owner;
 		}
 		uint64_t win = w.win[i];
@@ -169,19 +183,26 @@ static int warm(bool spare_only, uint64_t step)
 		uint64_t from = w.upto[i] > head ? w.upto[i] : head, to = head + win;
 		if (to > tail + size)
 			to = tail + size;
-		if (from >= to)
-			continue;
-		if (to - from > budget) {
-			to = from + budget;
-			more = true;
+		if (from < to) {
+			if (to - from > budget) {
+				to = from + budget;
+				more = true;
+			}
+			back(shm, r, from, to);
+			budget -= to - from;
+			w.upto[i] = to;
 		}
-		back(shm, r, from, to);
-		budget -= to - from;
-		w.upto[i] = to;
+		// A moving producer: look again when, at its speed since the last look, it
+		// will be halfway through what is backed past its head (a burst writes ~5
+		// GB/s and backing goes at ~2 GB/s here: a few ms; redis's logpoint at ~8
+		// MB/s: tens of ms, not a wake-up every 2 ms for a few pages).
+		if (fast == 0)
+			fast = ns_agent_warm_delay(w.upto[i] > head ? w.upto[i] - head : 0, moved, dt,
+			                            NS_AGENT_WARM_MAX_MS);
+		if (fast >= 0 && (delay < 0 || fast < delay))
+			delay = fast;
 	}
 	if (!spare_only)
 		w.ahead = ahead;
-	// A producer that moves fast may outrun what is backed within milliseconds (a
-	// burst writes ~5 GB/s, backing goes at ~2 GB/s here): look again soon.
-	return more ? 0 : moving ? 2 : -1;
+	return more ? 0 : delay;
 }

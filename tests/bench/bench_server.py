@@ -21,7 +21,8 @@ INFO commandstats), what the tool captured and what it dropped. The issue's targ
 (< 1 % throughput loss) is printed beside nonstop's row; PASS/MISS is informational
 and the script exits 0 whatever the numbers. Every run is bounded by a timeout.
 
-usage: bench_server.py BUILD_DIR [--quick] [--only=untraced,nonstop,bpftrace,gdb]"""
+usage: bench_server.py BUILD_DIR [--quick] [--only=untraced,nonstop,bpftrace,gdb]
+                       [--pairs=N] [--logpoint=heap|static]"""
 import os
 import re
 import select
@@ -67,15 +68,26 @@ CLIENTS = 50
 TIMEOUT = 120  # seconds per benchmark run: a bound, not an expectation
 TARGET_LOSS = 1.0  # percent (issue 5)
 
+DPRINTF = {'heap': '"dp %d %d\\n",c->argc,c->cmd->id',
+           'static': '"dp %d %lld\\n",flags,server.stat_numcommands'}
+
 # The site: the first line of call() that holds this text.
 SITE_FUNC, SITE_TEXT = 'call', 'server.in_nested_call++;'
-LOGPOINT = '{c->argc} {c->cmd->id}'
+# The logpoint (--logpoint=heap, the default): two members read through c, on the
+# heap. --logpoint=static: a register and a global ({flags} {server.stat_numcommands}),
+# reads that need no probe of possibly unmapped memory (no rt_sigprocmask in the hit):
+# what the tier costs there when nothing is read through a pointer.
+KIND = ([a.split('=', 1)[1] for a in sys.argv if a.startswith('--logpoint=')] or ['heap'])[0]
+LOGPOINTS = {'heap': '{c->argc} {c->cmd->id}', 'static': '{flags} {server.stat_numcommands}'}
+if KIND not in LOGPOINTS:
+    sys.exit('bench_server: --logpoint is heap or static')
+LOGPOINT = LOGPOINTS[KIND]
 SITE_SYM = 'ns_logpoint_site'  # added to a copy of the binary for bpftrace (site_binary)
 
 # Agent-expression opcodes (GDB manual, "Agent Expressions"); multi-byte operands are
 # big-endian.
 OP_ADD, OP_TRACE_QUICK, OP_REF32, OP_REF64 = 0x02, 0x0d, 0x19, 0x1a
-OP_EXT, OP_CONST16, OP_REG, OP_END = 0x16, 0x23, 0x26, 0x27
+OP_EXT, OP_CONST16, OP_CONST64, OP_REG, OP_END = 0x16, 0x23, 0x25, 0x26, 0x27
 GDB_REGS = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp'] + \
     ['r%d' % i for i in range(8, 16)]
 
@@ -199,17 +211,22 @@ def find_site(tree, server):
                    '-ex', 'print &((client *)0)->argc', '-ex', 'print &((client *)0)->cmd',
                    '-ex', 'print &((struct redisCommand *)0)->id',
                    '-ex', 'print sizeof(((client *)0)->argc)',
-                   '-ex', 'print sizeof(((struct redisCommand *)0)->id)', server], timeout=120)
+                   '-ex', 'print sizeof(((struct redisCommand *)0)->id)',
+                   '-ex', 'maint agent-eval -at server.c:%d, flags' % line,
+                   '-ex', 'print &server.stat_numcommands',
+                   '-ex', 'print sizeof(server.stat_numcommands)', server], timeout=120)
     m = re.search(r'starts at address (0x[0-9a-f]+) <(\w+)\+(\d+)>', out)
-    reg = re.search(r'^\s*\d+\s+reg (\d+)$', out, re.M)
+    regs = re.findall(r'^\s*\d+\s+reg (\d+)$', out, re.M)
     offs = [int(x, 16) for x in re.findall(r'\$\d+ = \([^)]*\) (0x[0-9a-f]+)', out)]
     sizes = [int(x) for x in re.findall(r'^\$\d+ = (\d+)$', out, re.M)]
-    if not m or m.group(2) != SITE_FUNC or not reg or len(offs) != 3 or sizes != [4, 4]:
+    if (not m or m.group(2) != SITE_FUNC or len(regs) != 2 or len(offs) != 4
+            or sizes != [4, 4, 8]):
         return None, 'gdb could not describe the site: ' + tail(out, 6)
     syms = nm_syms(server)
     return {'line': line, 'text': lines[line - 1].strip(), 'addr': int(m.group(1), 16),
-            'off': int(m.group(3)), 'reg': int(reg.group(1)), 'argc': offs[0], 'cmd': offs[1],
-            'id': offs[2], 'func': syms[SITE_FUNC],
+            'off': int(m.group(3)), 'reg': int(regs[0]), 'argc': offs[0], 'cmd': offs[1],
+            'id': offs[2], 'flags_reg': int(regs[1]), 'numcmds': offs[3],
+            'func': syms[SITE_FUNC],
             'cold': syms.get(SITE_FUNC + '.cold')}, None
 
 
@@ -261,6 +278,13 @@ def site_binary(server, site, tmp):
         return server, 'the copy with the added symbol differs'
     os.chmod(out, 0o755)
     return out, None
+
+
+def ax_global(addr):
+    """Collect bytecode for a 64-bit global at runtime address @addr (traced, then its
+    value), as gdb emits it for a global in a running PIE."""
+    return bytes([OP_CONST64]) + addr.to_bytes(8, 'big') + bytes([OP_TRACE_QUICK, 8, OP_REF64,
+                                                               OP_END])
 
 
 def ax_field(reg, offs):
@@ -412,6 +436,27 @@ def cpu_s(pid, which=(11, 12)):
         return None
 
 
+def agent_thread_cpu_s(pid):
+    """CPU seconds (user + system) of @pid's threads named like the agent's control
+    thread (core/agent/agent.h NS_AGENT_THREAD_NAME): the warmer, the table of mappings,
+    the ticks. 0 when there is none."""
+    total_s = 0.0
+    try:
+        tids = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            stat = open('/proc/%d/task/%s/stat' % (pid, tid)).read()
+        except OSError:
+            continue
+        comm, rest = stat.split('(', 1)[1].rsplit(')', 1)
+        if comm == 'nonstop-agent':
+            f = rest.split()
+            total_s += (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
+    return total_s
+
+
 class CpuMeter:
     """CPU seconds spent by the server and by the tool's processes (and this script,
     when it is the tool's client) between start() and stop()."""
@@ -423,6 +468,7 @@ class CpuMeter:
     def start(self):
         self.t0 = [cpu_s(p) for p in self.pids]
         self.u0 = cpu_s(self.pids[0], (11,))
+        self.a0 = agent_thread_cpu_s(self.pids[0])
         self.s0 = time.process_time()
 
     def stop(self, res, n):
@@ -430,6 +476,7 @@ class CpuMeter:
         d = [None if a is None or b is None else b - a for a, b in zip(self.t0, t1)]
         res['srv_cpu'] = None if d[0] is None else d[0] * 1e6 / n
         u1 = cpu_s(self.pids[0], (11,))
+        res['srv_agent'] = (agent_thread_cpu_s(self.pids[0]) - self.a0) * 1e6 / n
         res['srv_usr'] = None if u1 is None or self.u0 is None else (u1 - self.u0) * 1e6 / n
         tool = [x for x in d[1:] if x is not None]
         res['tool_parts'] = [x * 1e6 / n for x in tool]
@@ -475,8 +522,11 @@ def run_nonstop(bins, tmp, site, n):
         rs = [site['func']] + ([site['cold']] if site['cold'] else [])
         ranges = ':R' + ','.join('%x-%x' % (base + a, base + a + s) for a, s in rs)
         # The R mask nonstop-dap sends for this logpoint: the registers it reads.
-        acts = ['R%x' % (1 << site['reg']), x_act(ax_field(site['reg'], [site['argc']])),
-                x_act(ax_field(site['reg'], [site['cmd'], site['id']]))]
+        if KIND == 'heap':
+            acts = ['R%x' % (1 << site['reg']), x_act(ax_field(site['reg'], [site['argc']])),
+                    x_act(ax_field(site['reg'], [site['cmd'], site['id']]))]
+        else:  # flags from the register block, the global through its runtime address
+            acts = ['R%x' % (1 << site['flags_reg']), x_act(ax_global(base + site['numcmds']))]
         err = define(rsp, 1, addr, ranges, None, acts)
         if err:
             return {'error': 'QTDP refused: ' + err}
@@ -511,7 +561,7 @@ def run_nonstop(bins, tmp, site, n):
         for line in lines:
             if line.startswith('frame '):
                 try:
-                    v = frame_values(bytes.fromhex(line[6:]), site)
+                    v = frame_values(bytes.fromhex(line[6:]), site, base)
                 except (ValueError, IndexError):
                     v = None
                 seen[v] = seen.get(v, 0) + 1
@@ -530,11 +580,13 @@ def run_nonstop(bins, tmp, site, n):
             return res
         res.update(rps=rps, hits=srv.calls(), frames=frames, dropped=drops)
         parts = res.get('tool_parts', [])
-        cpu = ('stub %.1f us/req, bench_drain %.1f us/req; ' % tuple(parts)
+        cpu = ('stub %.2f us/req, bench_drain %.2f us/req; ' % tuple(parts)
                if len(parts) == 2 else '')
+        cpu += 'the agent\'s thread in the server %.2f us/req; ' % res.get('srv_agent', 0)
         m = re.search(r'record (?:inline|not inline: [^;)]*)', res['reason'])
         rec = m.group(0) + '; ' if m else ''
-        res['note'] = attach + rec + cpu + 'values decoded from sampled frames: ' + pairs(seen)
+        res['note'] = (attach + rec + cpu + 'values decoded from sampled frames: '
+                       + values_text(seen))
         return res
     except (TimeoutError, EOFError, BrokenPipeError, RuntimeError, OSError) as e:
         errf.seek(0)
@@ -554,11 +606,12 @@ def run_nonstop(bins, tmp, site, n):
         srv.stop()
 
 
-def frame_values(frame, site):
+def frame_values(frame, site, base):
     """Decode one frame (core/frame/frame.h: header, then blocks of type, len, addr and
     payload padded to 8) and read the logpoint's two values from it by hand: c from
-    the register block, then c->argc, c->cmd and c->cmd->id from the memory blocks.
-    None if they are not all there."""
+    the register block, then c->argc, c->cmd and c->cmd->id from the memory blocks
+    (--logpoint=static: flags from the register block, server.stat_numcommands from
+    the memory block at its runtime address). None if they are not all there."""
     import struct
     hdr_size, size = struct.unpack_from('<HI', frame, 6)
     regs, mem, off = None, {}, hdr_size
@@ -582,6 +635,12 @@ def frame_values(frame, site):
             if a <= addr and addr + n <= a + len(b):
                 return int.from_bytes(b[addr - a:addr - a + n], 'little')
         return None
+    if KIND == 'static':
+        if regs is None or site['flags_reg'] >= len(regs) or regs[site['flags_reg']] is None:
+            return None
+        n = read(base + site['numcmds'], 8)
+        flags = regs[site['flags_reg']] & 0xffffffff
+        return None if n is None else (flags - (flags >> 31 << 32), n)
     if regs is None or site['reg'] >= len(regs) or regs[site['reg']] is None:
         return None
     c = regs[site['reg']]
@@ -594,6 +653,28 @@ def pairs(seen):
     """'argc 3 id 115: 40, ...' of the sampled values."""
     return ', '.join('%s: %d' % ('argc %d id %d' % k if k else 'undecodable', v)
                      for k, v in sorted(seen.items(), key=lambda kv: -kv[1])[:4])
+
+
+def static_values(seen):
+    """'flags 0: 2000; server.stat_numcommands 17 .. 2016, one more at every hit' of the
+    sampled (flags, stat_numcommands) values."""
+    flags, nums = {}, []
+    for k, v in seen.items():
+        if k is None:
+            flags['undecodable'] = flags.get('undecodable', 0) + v
+            continue
+        flags[k[0]] = flags.get(k[0], 0) + v
+        nums += [k[1]] * v
+    nums.sort()
+    step = all(b == a + 1 for a, b in zip(nums, nums[1:]))
+    return '%s; server.stat_numcommands %s' % (
+        ', '.join('flags %s: %d' % kv for kv in sorted(flags.items(), key=lambda kv: -kv[1])),
+        '%d .. %d, %s' % (nums[0], nums[-1], 'one more at every hit' if step else
+                          'NOT one more at every hit') if nums else 'none')
+
+
+def values_text(seen):
+    return pairs(seen) if KIND == 'heap' else static_values(seen)
 
 
 def count_pairs(lines):
@@ -619,9 +700,14 @@ def run_bpftrace(bins, tmp, site, n):
             return {'error': 'not available: bpftrace cannot probe mid-function here '
                     '(no offset support) and the site symbol could not be added: '
                     + bins.get('sym_err', '?')}
-        probe = ('uprobe:%s:%s { @n = count(); printf("%%d %%d\\n", '
-                 '*(int32 *)(reg("%s") + %d), *(int32 *)(*(uint64 *)(reg("%s") + %d) + %d)); }'
-                 % (bins['server'], SITE_SYM, r, site['argc'], r, site['cmd'], site['id']))
+        if KIND == 'heap':
+            args = ('*(int32 *)(reg("%s") + %d), *(int32 *)(*(uint64 *)(reg("%s") + %d) + %d)'
+                    % (r, site['argc'], r, site['cmd'], site['id']))
+        else:  # the global's runtime address from the probe's own: ip - site + global
+            args = ('(int32)reg("%s"), *(int64 *)(reg("ip") - %d + %d)'
+                    % (GDB_REGS[site['flags_reg']], site['addr'], site['numcmds']))
+        probe = ('uprobe:%s:%s { @n = count(); printf("%%d %%d\\n", %s); }'
+                 % (bins['server'], SITE_SYM, args))
         bt = subprocess.Popen(['bpftrace', '-o', outfile, '-e', probe],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
@@ -664,7 +750,7 @@ def run_bpftrace(bins, tmp, site, n):
         if lost:
             note.append('lost %d events' % lost)
         if lines:
-            note.append('values printed: ' + pairs(count_pairs(lines)))
+            note.append('values printed: ' + values_text(count_pairs(lines)))
         res['note'] = '; '.join(note)
         return res
     finally:
@@ -686,7 +772,7 @@ def run_gdb(bins, tmp, site, n):
         with open(outfile, 'w') as f:
             g = subprocess.Popen(['gdb', '-p', str(srv.pid), '-batch', '-nx',
                                   '-ex', 'set pagination off', '-ex', 'set confirm off',
-                                  '-ex', 'dprintf *%#x,"dp %%d %%d\\n",c->argc,c->cmd->id' % addr,
+                                  '-ex', 'dprintf *%#x,%s' % (addr, DPRINTF[KIND]),
                                   '-ex', 'echo NS-READY\\n', '-ex', 'continue',
                                   '-ex', 'detach'],
                                  stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
@@ -714,7 +800,7 @@ def run_gdb(bins, tmp, site, n):
         hits = srv.calls()
         return {'rps': rps, 'hits': hits, 'frames': len(lines), 'dropped': hits - len(lines),
                 'tier': 'gdb stop', 'site': '*%s+%d' % (SITE_FUNC, site['off']),
-                'note': 'values printed: ' + pairs(count_pairs(lines)), **cpu_res}
+                'note': 'values printed: ' + values_text(count_pairs(lines)), **cpu_res}
     finally:
         if g is not None and g.poll() is None:
             g.kill()
@@ -777,7 +863,7 @@ def bench(tree, bins, site, tmp):
         add('untraced (after)', run_untraced(bins, tmp, REQ), REQ)
     if want('nonstop'):
         add('nonstop logpoint (again)', run_nonstop(bins, tmp, site, REQ), REQ)
-    pairs_loss = []
+    pairs_loss, pairs_cpu = [], []
     for i in range(PAIRS if want('untraced') and want('nonstop') else 0):
         got = {}
         for name in ('untraced', 'nonstop') if i % 2 == 0 else ('nonstop', 'untraced'):
@@ -788,6 +874,10 @@ def bench(tree, bins, site, tmp):
         if all('rps' in r for r in got.values()):
             pairs_loss.append((1 - total(got['nonstop']['rps']) / total(got['untraced']['rps']))
                               * 100)
+            if all(r.get('srv_cpu') for r in got.values()):
+                pairs_cpu.append((got['nonstop']['srv_cpu'] - got['untraced']['srv_cpu'],
+                                  got['untraced']['srv_cpu'], got['nonstop'].get('tool_cpu'),
+                                  got['nonstop'].get('srv_agent', 0)))
 
     base = [total(r['rps']) for r in rows if r['tool'].startswith('untraced') and 'rps' in r]
     ns = [total(r['rps']) for r in rows if r['tool'].startswith('nonstop') and 'rps' in r]
@@ -856,6 +946,22 @@ def bench(tree, bins, site, tmp):
             print('%-34s %s' % ('', 'mean %.1f%%, 95%% interval %.1f%% .. %.1f%% (sd %.1f%% '
                                     'per pair)  < %g %% loss: %s'
                                 % (mean, lo, hi, sd, TARGET_LOSS, verdict)))
+    if len(pairs_cpu) > 1:
+        # CPU accounting: what a hit costs inside the server, per pair, against the same
+        # pair's untraced run (the server's CPU time per request varies less from run to
+        # run than its throughput).
+        d = [x[0] for x in pairs_cpu]
+        n, mean, base_cpu = len(d), sum(d) / len(d), sum(x[1] for x in pairs_cpu) / len(d)
+        sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+        half = T95[max(k for k in T95 if k <= n)] * sd / n ** 0.5
+        tool = [x[2] for x in pairs_cpu if x[2] is not None]
+        print('%-34s %s' % ('server CPU added, %d pairs' % n,
+                            '%+.2f us per request (%+.1f%% of the untraced %.2f us), 95%% '
+                            'interval %+.2f .. %+.2f us, of which the agent\'s thread %.2f us;'
+                            % (mean, mean / base_cpu * 100, base_cpu, mean - half, mean + half,
+                               sum(x[3] for x in pairs_cpu) / n)))
+        print('%-34s %s' % ('', 'the tool\'s own processes %.2f us per request'
+                            % (sum(tool) / len(tool) if tool else float('nan'))))
     print()
     print('requests/s: redis-benchmark\'s own SET and GET numbers; loss: 1 - (harmonic mean '
           'of SET/s and GET/s) / untraced reference.')

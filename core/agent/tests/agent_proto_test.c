@@ -775,3 +775,28 @@ NS_TEST(test_agent_proto__ring_bad_read_position)
 	NS_CHECK(out[0] == 7);
 	munmap(shm, len);
 }
+
+// The warmer's next look: when the producer, at the speed it had since the last look,
+// will be halfway through what is backed ahead of it. Expected values worked by hand.
+NS_TEST(test_agent_proto__warm_delay)
+{
+	const uint64_t KiB = 1024, MiB = 1024 * 1024, MS = 1000000;
+	// Did not move (or no time passed): the longest wait.
+	NS_CHECK_INT(ns_agent_warm_delay(256 * KiB, 0, 2 * MS, 100), 100);
+	NS_CHECK_INT(ns_agent_warm_delay(256 * KiB, 4096, 0, 100), 100);
+	// redis's logpoint, ~7.5 MB/s: 15 000 bytes in 2 ms, 256 KiB ahead. Halfway
+	// (131 072 bytes) at 7.5 bytes/us is 17 476 us: 17 ms, not 2.
+	NS_CHECK_INT(ns_agent_warm_delay(256 * KiB, 15000, 2 * MS, 100), 17);
+	// A burst, 5 GB/s (10 MB in 2 ms) with 32 MiB ahead: 16 MiB at 5 000 bytes/us is
+	// 3 355 us: 3 ms.
+	NS_CHECK_INT(ns_agent_warm_delay(32 * MiB, 10000000, 2 * MS, 100), 3);
+	// Faster than the warmer can ever look: the shortest wait, never 0.
+	NS_CHECK_INT(ns_agent_warm_delay(4 * KiB, 1000 * MiB, 1 * MS, 100), 2);
+	NS_CHECK_INT(ns_agent_warm_delay(0, 4096, 1 * MS, 100), 2);
+	// Slow: capped at the caller's maximum; no overflow with the largest inputs.
+	NS_CHECK_INT(ns_agent_warm_delay(1 * MiB, 1000, 100 * MS, 100), 100);
+	NS_CHECK_INT(ns_agent_warm_delay(64 * MiB, 1, UINT64_MAX, 100), 100);
+	NS_CHECK_INT(ns_agent_warm_delay(UINT64_MAX, 1, UINT64_MAX, 50), 50);
+	// Exactly on a boundary: 8 MiB ahead, 4 MiB per 10 ms -> 4 MiB takes 10 ms.
+	NS_CHECK_INT(ns_agent_warm_delay(8 * MiB, 4 * MiB, 10 * MS, 100), 10);
+}
