@@ -74,6 +74,9 @@ enum {
 	/* How far the stub keeps tail behind what it has read (at most 1/8 of a ring):
 	 * what it can give back once the ring is quiet (ns_agent_ring_trim). */
 	NS_AGENT_RECLAIM_LAG = 8 * 1024 * 1024,
+	/* A ring that moved 1/NS_AGENT_STREAM_DIV of the lag or more between two trims
+	 * streams: its pages stay backed (ns_agent_ring_trim). */
+	NS_AGENT_STREAM_DIV = 32,
 	NS_AGENT_RECORD_PAD = 1u << 31,
 	NS_AGENT_RECORD_TSC = 1u << 30,
 	NS_AGENT_RECORD_COMPACT = 1u << 29,

@@ -139,14 +139,17 @@ void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r)
 {
 	uint64_t rd = r->read, size = shm->ring_bytes;
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	// A stream (more than 1/8 of the lag since the last look, written or read: 1 MiB
-	// per 100 ms, 10 MB/s) keeps its pages: it writes them again within a lap. The
-	// producer's side counts too: a consumer that fell behind reads slowly.
+	// A stream (1/NS_AGENT_STREAM_DIV of the lag or more since the last look, written
+	// or read: 256 KiB per 100 ms, ~2.6 MB/s) keeps its pages: it writes them again
+	// within a lap, and punching them would have the warmer back every page again (a
+	// page fault's work, ~2 us here: ~0.5 ns per byte of the stream). The producer's
+	// side counts too: a consumer that fell behind reads slowly.
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	uint64_t moved = rd - r->trim_read, wrote = head - r->trim_head;
+	uint64_t stream = lag_max(shm) / NS_AGENT_STREAM_DIV;
 	r->trim_read = rd;
 	r->trim_head = head;
-	if (moved >= lag_max(shm) / 8 || wrote >= lag_max(shm) / 8)
+	if (moved >= stream || wrote >= stream)
 		return;
 	if (rd - tail > size || rd == tail)
 		return;

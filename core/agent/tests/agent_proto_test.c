@@ -595,7 +595,9 @@ static size_t in_core(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_
 	return n;
 }
 
-// Push @count records (or until the ring is full: *@full set), numbered from *@pushed.
+// Push @count records of 1..@max bytes (or until the ring is full: *@full set), numbered
+// from *@pushed; each reserves @max + 16 (a record's header and padding) as the agent's
+// producer reserves its largest frame.
 static void push_burst(struct ns_agent_shm *shm, struct ns_agent_ring *r, unsigned count,
                        uint32_t max, uint64_t *pushed, bool *full)
 {
@@ -605,7 +607,7 @@ static void push_burst(struct ns_agent_shm *shm, struct ns_agent_ring *r, unsign
 		uint32_t fl = 1 + (uint32_t)((*pushed * 2654435761u) % max);
 		memset(f, (int)(*pushed & 0xff), fl);
 		memcpy(f, pushed, fl < 8 ? fl : 8);
-		if (!push(shm, r, f, fl, 3008 + 8)) {
+		if (!push(shm, r, f, fl, (max + 7) / 8 * 8 + 16)) {
 			*full = true;
 			return;
 		}
@@ -641,8 +643,8 @@ static bool pop_all(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint32_t 
 // kernel says is in memory (mincore). A slow producer (a few records between two
 // looks of the stub's trim): tail sits on a page boundary less than a page behind head,
 // every page of the lap below tail and of the last lap above head is out of memory,
-// what is unread is in. A producer that streams (more than 1/8 of the lag between two
-// looks): the pages tail passed stay backed, tail is never more than the lag behind read, the producer
+// what is unread is in. A producer that streams (1/NS_AGENT_STREAM_DIV of the lag or
+// more between two looks): the pages tail passed stay backed, tail is never more than the lag behind read, the producer
 // gets the ring less the lag, and a trim once it is quiet gives back the lag's pages.
 NS_TEST(test_agent_proto__ring_gives_pages_back)
 {
@@ -659,17 +661,20 @@ NS_TEST(test_agent_proto__ring_gives_pages_back)
 	size_t total;
 	unsigned checked = 0, fulls = 0;
 	bool full;
-	// Slow: bursts of 1..7 records of up to 1500 bytes (under 1/8 of the lag) between
-	// two looks.
+	// Slow: bursts of 1..SLOW records of up to 1000 bytes (a header each, and one
+	// reservation's padding where one wraps: under 1/NS_AGENT_STREAM_DIV of the lag)
+	// between two looks.
+	enum { SLOW = LAG / NS_AGENT_STREAM_DIV / 1016 - 1 };
+	_Static_assert(SLOW >= 2, "slow bursts of at least two sizes");
 	while (atomic_load(&r->head) < 12ull * RB) {
-		push_burst(shm, r, 1 + (unsigned)(pushed % 7), 1500, &pushed, &full);
+		push_burst(shm, r, 1 + (unsigned)(pushed % SLOW), 1000, &pushed, &full);
 		NS_CHECK(!full);
 		uint64_t tail = atomic_load(&r->tail), head = atomic_load(&r->head);
 		if (head / RB == tail / RB && head > tail + 2 * PG)
 			NS_CHECK_INT(in_core(shm, r, tail % RB, head % RB, &total), total);
-		if (!pop_all(shm, r, 1500, &popped))
+		if (!pop_all(shm, r, 1000, &popped))
 			return;
-		ns_agent_ring_trim(shm, r); // under 1/8 of the lag read since the last look
+		ns_agent_ring_trim(shm, r); // under the stream's bytes since the last look
 		tail = atomic_load(&r->tail);
 		NS_CHECK(r->read == head);
 		if (tail) // 0 until read leaves the first page (the data starts mid-page)
@@ -745,6 +750,53 @@ NS_TEST(test_agent_proto__ring_gives_pages_back)
 	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
 	NS_CHECK(push(shm, r, f, 100, 3016));
 	NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 100);
+	munmap(shm, len);
+}
+
+// Where a stream begins: redis's logpoint (~90 k hits/s of ~90-byte records, ~8 MB/s,
+// ~800 KiB per 100 ms look in a 64 MiB ring whose lag is 8 MiB) must keep its pages,
+// or the warmer backs every page again (~2 us each); a trickle must not. In this
+// 1 MiB ring (lag 128 KiB) the line is 4 KiB per look: 6 KiB per look keeps the
+// pages, 2 KiB per look gives them back.
+NS_TEST(test_agent_proto__ring_stream_threshold)
+{
+	enum { RB = 1 << 20, LAG = RB / 8 };
+	_Static_assert(LAG / NS_AGENT_STREAM_DIV == 4096, "the line this test draws");
+	size_t len;
+	struct ns_agent_shm *shm = memfd_shm(1, RB, &len);
+	NS_CHECK(shm != NULL);
+	if (!shm)
+		return;
+	struct ns_agent_ring *r = ns_agent_shm_ring(shm, 0);
+	uint8_t f[1008] = {1}, out[2048];
+	size_t total;
+	unsigned looks = 0;
+	for (unsigned phase = 0; phase < 2; phase++) {
+		unsigned per_look = phase == 0 ? 6 : 2;
+		bool gave_back = false;
+		for (int i = 0; i < 64; i++) { // 64 looks: 384 or 128 KiB
+			for (unsigned k = 0; k < per_look; k++) // records of 1 KiB
+				NS_CHECK(push(shm, r, f, sizeof(f), 1024));
+			for (unsigned k = 0; k < per_look; k++)
+				NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), sizeof(f));
+			NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
+			uint64_t before = atomic_load(&r->tail);
+			ns_agent_ring_trim(shm, r);
+			uint64_t after = atomic_load(&r->tail);
+			if (after != before) {
+				gave_back = true;
+				if (after / RB == before / RB && after % RB > before % RB + 2 * PG)
+					NS_CHECK_INT(in_core(shm, r, before % RB + PG, after % RB - PG,
+					                     &total), 0);
+			}
+			looks++;
+		}
+		if (per_look == 6)
+			NS_CHECK(!gave_back); // a stream: tail moves only by the lag, never here
+		else
+			NS_CHECK(gave_back);
+	}
+	NS_CHECK_INT(looks, 128);
 	munmap(shm, len);
 }
 
