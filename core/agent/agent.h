@@ -162,7 +162,10 @@ struct ns_agent_shm {
 	 * lines (and a TLB entry) the program's work evicted since the last look. */
 	_Atomic uint32_t rings_claimed;
 	uint32_t pad0;
-	uint64_t reserved[3];
+	/* Signals sent to running threads to move them out of a window being patched
+	 * (docs/jump-pads.md): only windows of two or more instructions need them. */
+	_Atomic uint64_t move_signals;
+	uint64_t reserved[2];
 };
 
 /** Bytes of shared memory for @nrings rings of @ring_bytes. */

@@ -446,6 +446,9 @@ static bool move_threads(const struct ns_agent__site *s, char *why, size_t cap)
 	for (unsigned i = 0; i < mv->ntids; i++)
 		if (syscall(SYS_tgkill, pid, mv->tids[i], NS_AGENT__MOVE_SIG) != 0)
 			atomic_store(&mv->acked[i], gen); // gone already
+	if (ns_agent__g.shm)
+		atomic_fetch_add_explicit(&ns_agent__g.shm->move_signals, mv->ntids,
+		                          memory_order_relaxed);
 	int64_t deadline = now_ms() + MOVE_WAIT_MS;
 	unsigned waiting = mv->ntids;
 	for (unsigned spin = 0; waiting; spin++) {
@@ -492,7 +495,10 @@ int ns_agent__jump_patch(const struct ns_agent__site *s, char *why, size_t cap)
 		snprintf(why, cap, "membarrier failed: %s", strerror(errno));
 		return 0;
 	}
-	if (!move_threads(s, why, cap))
+	// A window of one instruction has no pc strictly inside it (a thread is between
+	// instructions whenever it is interrupted) and no return address inside it (a call
+	// ends a window): no thread to move, so no signal that could interrupt a syscall.
+	if (s->padinfo.reloc.ninsns > 1 && !move_threads(s, why, cap))
 		return 0;
 	uint8_t j[NS_ARCH_PAD_MAX_WINDOW];
 	memset(j, 0xcc, sizeof(j));

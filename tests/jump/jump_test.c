@@ -899,6 +899,27 @@ NS_TEST(test_jump_test__ledger_O0_memory_logpoints_same_as_int3)
 
 /* ---- 2. stress: insert and remove while 4 threads run the code ---- */
 
+// How many whole instructions from @addr (link-time) the jump's 5 bytes cover, by
+// objdump's disassembly of @exe: the window the agent displaces. 0 if unknown.
+static unsigned window_insns(const char *exe, uint64_t addr)
+{
+	char cmd[4200];
+	snprintf(cmd, sizeof(cmd),
+	         "objdump -d --start-address=0x%lx --stop-address=0x%lx '%s' | "
+	         "awk -F'\t' '$1 ~ /^ *[0-9a-f]+:$/ && NF >= 3 {print $1}'",
+	         (unsigned long)addr, (unsigned long)addr + 32, exe);
+	char *out = ns_test_capture(cmd);
+	unsigned n = 0;
+	for (char *l = out ? strtok(out, "\n") : NULL; l; l = strtok(NULL, "\n")) {
+		uint64_t a = strtoull(l, NULL, 16);
+		if (a >= addr + 5)
+			break;
+		n++;
+	}
+	free(out);
+	return n;
+}
+
 enum { GENERATIONS = 1000, PER_GEN_FRAMES = 64 };
 
 struct hitrec {
@@ -960,6 +981,15 @@ NS_TEST(test_jump_test__stress_insert_remove)
 	resume(&p);
 	unsigned jumps = 0, traps = 0;
 	char why[256] = "";
+	// Windows of one instruction are patched without a move signal (no thread can be
+	// strictly inside one); mix's entry is one 7-byte imul here (objdump), the other
+	// lines' windows mostly two or more instructions.
+	unsigned entry_insns = window_insns(NS_STRESS, mix->lo), other_insns[4];
+	for (int k = 0; k < 4; k++)
+		other_insns[k] = addrs[k] ? window_insns(NS_STRESS, addrs[k]) : 0;
+	NS_CHECK(entry_insns >= 1);
+	uint64_t sigs_single = 0, sigs_multi = 0;
+	unsigned multi_jumps = 0;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (uint32_t g = 1; g <= GENERATIONS; g++) {
@@ -974,10 +1004,16 @@ NS_TEST(test_jump_test__stress_insert_remove)
 		add_actions(&tp, true, false);
 		uint32_t tier = 0;
 		char text[256];
+		uint64_t sigs0 = atomic_load(&p.shm->move_signals);
 		NS_CHECK_INT(install(&p, &tp, &tier, text, sizeof(text)), 0);
-		if (tier == NS_AGENT_TIER_JUMP)
+		uint64_t sigs = atomic_load(&p.shm->move_signals) - sigs0;
+		if (tier == NS_AGENT_TIER_JUMP) {
 			jumps++;
-		else {
+			if (entry_insns == 1)
+				sigs_single += sigs;
+			else if (entry_insns > 1)
+				sigs_multi += sigs, multi_jumps++;
+		} else {
 			traps++;
 			snprintf(why, sizeof(why), "%s", text);
 		}
@@ -990,8 +1026,16 @@ NS_TEST(test_jump_test__stress_insert_remove)
 		if (!other)
 			other = mix->lo; // a line without an is_stmt row of its own at -O2
 		gen_other[g] = other - mix->lo;
+		sigs0 = atomic_load(&p.shm->move_signals);
 		if (other != mix->lo && install(&p, &tp2, &tier, text, sizeof(text)) != 0)
 			ns_test_fail(__FILE__, __LINE__, "install at 0x%lx: %s", other, text);
+		sigs = atomic_load(&p.shm->move_signals) - sigs0;
+		if (other != mix->lo && tier == NS_AGENT_TIER_JUMP) {
+			if (other_insns[g % 4] == 1)
+				sigs_single += sigs;
+			else if (other_insns[g % 4] > 1)
+				sigs_multi += sigs, multi_jumps++;
+		}
 		if (g % 4 == 0)
 			usleep(100);
 		NS_CHECK_INT(remove_tp(&p, g), 0);
@@ -1007,7 +1051,14 @@ NS_TEST(test_jump_test__stress_insert_remove)
 	       "pair); entry site: %u jump-pad, %u int3%s%s\n",
 	       GENERATIONS, ms, ms * 1e3 / (2.0 * GENERATIONS), jumps, traps, traps ? ": " : "",
 	       why);
+	printf("move signals: %lu for %u jump-pad installs of multi-instruction windows, %lu "
+	       "for one-instruction windows (entry window: %u instructions)\n",
+	       (unsigned long)sigs_multi, multi_jumps, (unsigned long)sigs_single, entry_insns);
 	NS_CHECK(jumps > GENERATIONS / 2);
+	NS_CHECK_INT(sigs_single, 0);
+	// Four threads run mix all the time: a multi-instruction window finds some running.
+	if (multi_jumps >= 100)
+		NS_CHECK(sigs_multi > 0);
 	run_until_exit(&p, 30000);
 	if (!exited_ok(&p))
 		ns_test_fail(__FILE__, __LINE__, "stress target did not exit 0: %s %d",

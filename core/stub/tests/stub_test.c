@@ -218,11 +218,11 @@ NS_TEST(test_stub_test__session)
 
 	// A tracepoint: definition + action, then QTStart; the fake agent writes one frame.
 	// tfree: the whole frame queue (NS_STUB_QUEUE_BYTES) is free; no hit has read
-	// anything yet (ns_kreads, ns_pfaults).
+	// anything yet (ns_kreads, ns_pfaults), nothing was patched (ns_msigs).
 	char status_want[200];
 	snprintf(status_want, sizeof(status_want),
 	         "T0;tnotrun:0;tframes:0;tcreated:0;tsize:0;tfree:%zx;circular:0;"
-	         "disconn:0;ns_dropped:0;ns_tier:trap;ns_kreads:0;ns_pfaults:0",
+	         "disconn:0;ns_dropped:0;ns_tier:trap;ns_kreads:0;ns_pfaults:0;ns_msigs:0",
 	         (size_t)NS_STUB_QUEUE_BYTES);
 	CHECK_REQ(&st, "qTStatus", status_want);
 	CHECK_REQ(&st, "QTinit", "OK");
