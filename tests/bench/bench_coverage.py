@@ -116,6 +116,7 @@ def check(tool, path, sites):
     for line in r.stdout.splitlines():
         addr, _, rest = line.partition(' ')
         verdict, _, why = rest.partition(' ')
+        # ok: "LEN NINSNS" (bytes and instructions displaced); no: the reason
         result[int(addr, 16)] = (verdict == 'ok', why.split('\t')[0])
     for a in sites:
         result.setdefault(a, (False, 'not checked: ' + (r.stderr.strip() or 'tool failed')))
@@ -135,6 +136,9 @@ def summarise(name, tool, path):
         ok = sum(1 for a in addrs if res[a][0])
         reasons = collections.Counter(res[a][1] for a in addrs if not res[a][0])
         out[kind] = (ok, len(addrs), reasons)
+    # Eligible line addresses whose window is one instruction: patched without moving
+    # any thread (docs/jump-pads.md, step 4).
+    out['one_insn'] = sum(1 for a in sites if res[a][0] and res[a][1].split()[1:] == ['1'])
     return out
 
 
@@ -225,6 +229,12 @@ def report(rows, deb_note):
                            100.0 * tot['entries_ok'] / max(1, tot['entries']))))
     if deb_note:
         print(deb_note)
+    print()
+    print('Eligible is_stmt addresses whose window is one instruction (patched without '
+          'signalling any thread):')
+    print('  ' + ', '.join('%s %d/%d %.0f%%' % (r['name'], r['one_insn'], r['is_stmt'][0],
+                                               100.0 * r['one_insn'] / max(1, r['is_stmt'][0]))
+                           for r in rows))
     print()
     print('Why the other is_stmt addresses are not eligible (they run in the trap tier):')
     for r in rows:

@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 			ns_err_destroy(err);
 			continue;
 		}
-		printf("%" PRIx64 " ok %u\n", site, w.len);
+		printf("%" PRIx64 " ok %u %u\n", site, w.len, w.ninsns);
 	}
 	return 0;
 }
