@@ -49,6 +49,12 @@ T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 
        12: 2.20, 15: 2.14, 20: 2.09, 30: 2.05}
 
 
+def bpf_reg(n):
+    """bpftrace's name for GDB's amd64 register @n (pt_regs' names: bx, not rbx)."""
+    r = GDB_REGS[n]
+    return r[1:] if r[0] == 'r' and not r[1].isdigit() else r
+
+
 def want(run_name):
     return not ONLY or run_name in ONLY[0]
 
@@ -695,7 +701,7 @@ def run_bpftrace(bins, tmp, site, n):
     bt = None
     try:
         srv.reset_stats()
-        r = GDB_REGS[site['reg']]
+        r = bpf_reg(site['reg'])
         if not bins.get('sym'):
             return {'error': 'not available: bpftrace cannot probe mid-function here '
                     '(no offset support) and the site symbol could not be added: '
@@ -705,7 +711,7 @@ def run_bpftrace(bins, tmp, site, n):
                     % (r, site['argc'], r, site['cmd'], site['id']))
         else:  # the global's runtime address from the probe's own: ip - site + global
             args = ('(int32)reg("%s"), *(int64 *)(reg("ip") - %d + %d)'
-                    % (GDB_REGS[site['flags_reg']], site['addr'], site['numcmds']))
+                    % (bpf_reg(site['flags_reg']), site['addr'], site['numcmds']))
         probe = ('uprobe:%s:%s { @n = count(); printf("%%d %%d\\n", %s); }'
                  % (bins['server'], SITE_SYM, args))
         bt = subprocess.Popen(['bpftrace', '-o', outfile, '-e', probe],
