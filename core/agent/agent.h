@@ -183,7 +183,15 @@ struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
  * past them). */
 void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
-enum { NS_AGENT_WARM_MIN_MS = 2, NS_AGENT_WARM_MAX_MS = 100 };
+enum {
+	NS_AGENT_WARM_MIN_MS = 2,     /* the soonest look at a moving producer */
+	NS_AGENT_WARM_MOVING_MS = 20, /* the latest */
+	NS_AGENT_WARM_HOLD_MS = 50,   /* a claimed ring's window: this long of its writes */
+};
+/** The warmer's window for a producer that wrote @moved bytes in the last @dt_ns: what
+ * it writes in NS_AGENT_WARM_HOLD_MS at that speed, within [@min, @max] (@min if it did
+ * not move). */
+uint64_t ns_agent_warm_window(uint64_t moved, uint64_t dt_ns, uint64_t min, uint64_t max);
 /** The agent's ring warmer (agent_warm.c): when to look again at a producer that wrote
  * @moved bytes in the last @dt_ns. In how many ms, at that speed, it will be halfway
  * through the @ahead bytes backed past its head, within [NS_AGENT_WARM_MIN_MS, @max_ms]

@@ -177,6 +177,14 @@ int ns_agent_warm_delay(uint64_t ahead, uint64_t moved, uint64_t dt_ns, int max_
 	return ms < NS_AGENT_WARM_MIN_MS ? NS_AGENT_WARM_MIN_MS : (int)ms;
 }
 
+uint64_t ns_agent_warm_window(uint64_t moved, uint64_t dt_ns, uint64_t min, uint64_t max)
+{
+	if (!moved || !dt_ns)
+		return min;
+	unsigned __int128 w = (unsigned __int128)moved * NS_AGENT_WARM_HOLD_MS * 1000000u / dt_ns;
+	return w < min ? min : w > max ? max : (uint64_t)w;
+}
+
 void ns_agent_ring_claimed(struct ns_agent_shm *shm, unsigned i)
 {
 	uint32_t cur = atomic_load_explicit(&shm->rings_claimed, memory_order_relaxed);

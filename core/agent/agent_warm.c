@@ -5,8 +5,8 @@
  * in the middle of a hit (1-2 us in a VM, against ~8 ns for the record itself: the
  * faults were most of a two-int logpoint's cost in a burst). So the control thread
  * touches them first: for every claimed ring, a window past the producer's head
- * (256 KiB at first, growing to the shm's warm_bytes for a producer that writes a
- * quarter of its window between two looks, halving for one that writes under 1/64),
+ * (what it writes in NS_AGENT_WARM_HOLD_MS at its speed since the last look, at least
+ * 256 KiB, at most the shm's warm_bytes: ns_agent_warm_window),
  * and, once a tracepoint was installed, the first warm_bytes of the ring the next
  * thread to hit will claim (the first free one, agent_collect_sig.c claim_ring).
  * MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it, a locked add
@@ -156,16 +156,11 @@ static int warm(bool spare_only, uint64_t step)
 		} else if (spare_only) {
 			continue;
 		} else {
-			// A claimed ring's window follows its producer: it starts small (a
-			// thread that hits now and then costs little memory), grows up to
-			// warm_bytes when the producer writes a good part of it between two
-			// looks, and shrinks back when it slows down.
-			uint64_t win = w.win[i] ? w.win[i] : (WIN0 < want ? WIN0 : want);
-			if (moved >= win / 4)
-				win = 4 * moved > 2 * win ? 4 * moved : 2 * win;
-			else if (moved < win / 64 && win / 2 >= WIN0)
-				win /= 2;
-			w.win[i] = win < want ? win : want;
+			// A claimed ring's window follows its producer: what it writes in
+			// NS_AGENT_WARM_HOLD_MS at the speed it had since the last look, at
+			// least 256 KiB (a thread that hits now and then costs little
+			// memory), at most warm_bytes.
+			w.win[i] = ns_agent_warm_window(moved, dt, WIN0 < want ? WIN0 : want, want);
 			// Fast enough to matter before the next 100 ms tick: 1/64 of the
 			// window since the last look (a slow logpoint never makes this
 			// thread poll fast). Just claimed (the claiming thread woke this
@@ -194,11 +189,12 @@ static int warm(bool spare_only, uint64_t step)
 		}
 		// A moving producer: look again when, at its speed since the last look, it
 		// will be halfway through what is backed past its head (a burst writes ~5
-		// GB/s and backing goes at ~2 GB/s here: a few ms; redis's logpoint at ~8
-		// MB/s: tens of ms, not a wake-up every 2 ms for a few pages).
+		// GB/s and backing goes at ~2 GB/s here: a few ms), and at least every
+		// NS_AGENT_WARM_MOVING_MS (a producer that speeds up is seen soon; redis's
+		// logpoint at ~8 MB/s: 50 looks a second, not 500 for a few pages each).
 		if (fast == 0)
 			fast = ns_agent_warm_delay(w.upto[i] > head ? w.upto[i] - head : 0, moved, dt,
-			                            NS_AGENT_WARM_MAX_MS);
+			                           NS_AGENT_WARM_MOVING_MS);
 		if (fast >= 0 && (delay < 0 || fast < delay))
 			delay = fast;
 	}
