@@ -183,6 +183,15 @@ struct ns_agent_tmpl *ns_agent_shm_tmpl(struct ns_agent_shm *shm, unsigned i);
  * past them). */
 void ns_agent_ring_trim(struct ns_agent_shm *shm, struct ns_agent_ring *r);
 
+/** Back ring @r's positions [from, to) (to - from <= the ring's size; wrapping) in this
+ * process's mapping of the shm: MADV_POPULATE_WRITE if @write (allocates and zeroes the
+ * memfd's pages: the stub, ahead of the agent), else MADV_POPULATE_READ (maps them,
+ * allocating those that are not yet: the agent's warmer; on shared memory the entries
+ * are writable, so the producer's stores do not fault). Without these (Linux < 5.14,
+ * *@no_madv set at the first EINVAL), a locked add of 0 to a word of each page. */
+void ns_agent_ring_populate(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t from,
+                            uint64_t to, bool write, bool *no_madv);
+
 enum {
 	NS_AGENT_WARM_MIN_MS = 2,     /* the soonest look at a moving producer */
 	NS_AGENT_WARM_MOVING_MS = 20, /* the latest */

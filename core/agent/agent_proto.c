@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "agent/agent.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,43 @@ static void punch(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t fr
 		// pages just stay.
 		if (lo < hi)
 			(void)madvise((void *)lo, hi - lo, MADV_REMOVE);
+		from += n;
+	}
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// Back [p, p+len) of this process's mapping (whole pages around it).
+static void populate(uint8_t *p, size_t len, bool write, bool *no_madv)
+{
+	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(PAGE - 1);
+	uintptr_t hi = ((uintptr_t)p + len + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+	if (!*no_madv) {
+		if (madvise((void *)lo, hi - lo, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) ==
+		    0)
+			return;
+		if (errno != EINVAL && errno != ENOSYS)
+			return; // ENOMEM, EFAULT...: leave the rest to the faults
+		*no_madv = true;
+	}
+	// Before Linux 5.14: a locked add of 0 to one word per page, a write access that
+	// changes nothing and is atomic against the producer's stores.
+	for (uintptr_t a = lo; a < hi; a += PAGE)
+		__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
+}
+
+void ns_agent_ring_populate(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t from,
+                            uint64_t to, bool write, bool *no_madv)
+{
+	uint8_t *data = ns_agent_ring_data(shm, r);
+	uint64_t size = shm->ring_bytes;
+	while (from < to) {
+		uint64_t off = from % size;
+		uint64_t n = size - off < to - from ? size - off : to - from;
+		populate(data + off, n, write, no_madv);
 		from += n;
 	}
 }

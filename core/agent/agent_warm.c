@@ -9,9 +9,11 @@
  * 256 KiB, at most the shm's warm_bytes: ns_agent_warm_window),
  * and, once a tracepoint was installed, the first warm_bytes of the ring the next
  * thread to hit will claim (the first free one, agent_collect_sig.c claim_ring).
- * MADV_POPULATE_WRITE (Linux 5.14) maps them without writing; before it, a locked add
- * of 0 to one word of each page (atomic against the producer's stores, and changing
- * nothing). Giving pages back is the stub's part: it punches read pages before
+ * MADV_POPULATE_READ (Linux 5.14) maps them without writing (ns_agent_ring_populate):
+ * the stub allocates and zeroes them ahead of this when it can (stub_agent.c
+ * ns_stub__back_rings), so what the program's process spends is mapping them, about a
+ * fifth of the work (0.4 against 2.2 us per page here); the entries are writable, the
+ * producer's stores do not fault. Giving pages back is the stub's part: it punches read pages before
  * letting the producer reuse them (agent_proto.c), and this never backs a position
  * the producer may not write yet (tail + size), so the two never cross. */
 #define _GNU_SOURCE
@@ -25,10 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
 enum {
 	PAGE = 4096,
 	STEP = 4 << 20,   /* bytes populated per call, at most */
@@ -39,7 +37,7 @@ enum {
 
 static struct {
 	const struct ns_agent_shm *shm;
-	bool no_madv;                    /* MADV_POPULATE_WRITE refused: touch instead */
+	bool no_madv;                    /* MADV_POPULATE_READ refused: touch instead */
 	bool armed;                      /* a tracepoint was installed: keep a spare ring */
 	uint64_t upto[NS_AGENT_NRINGS];   /* ring positions below this are backed */
 	uint64_t last[NS_AGENT_NRINGS];   /* head at the last look */
@@ -55,34 +53,6 @@ static uint64_t mono_ns(void)
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static void populate(uint8_t *p, size_t len)
-{
-	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(PAGE - 1);
-	uintptr_t hi = ((uintptr_t)p + len + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
-	if (!w.no_madv) {
-		if (syscall(SYS_madvise, lo, hi - lo, MADV_POPULATE_WRITE) == 0)
-			return;
-		if (errno != EINVAL && errno != ENOSYS)
-			return; // ENOMEM, EFAULT...: leave the rest to the faults
-		w.no_madv = true;
-	}
-	for (uintptr_t a = lo; a < hi; a += PAGE)
-		__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
-}
-
-// Back ring @r's positions [from, to) (to - from <= its size), wrapping.
-static void back(const struct ns_agent_shm *shm, struct ns_agent_ring *r, uint64_t from, uint64_t to)
-{
-	uint8_t *data = ns_agent_ring_data((struct ns_agent_shm *)shm, r);
-	uint64_t size = shm->ring_bytes;
-	while (from < to) {
-		uint64_t off = from % size;
-		uint64_t n = size - off < to - from ? size - off : to - from;
-		populate(data + off, n);
-		from += n;
-	}
 }
 
 static int warm(bool spare_only, uint64_t step);
@@ -183,7 +153,8 @@ static int warm(bool spare_only, uint64_t step)
 				to = from + budget;
 				more = true;
 			}
-			back(shm, r, from, to);
+			ns_agent_ring_populate((struct ns_agent_shm *)shm, r, from, to, false,
+			                       &w.no_madv);
 			budget -= to - from;
 			w.upto[i] = to;
 		}

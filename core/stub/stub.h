@@ -23,6 +23,7 @@ enum {
 	NS_STUB_DRAIN_MAX_MS = 40,
 	NS_STUB_DRAIN_BUSY = 256,               /* frames per tick that lengthen the tick */
 	NS_STUB_DRAIN_RING_BYTES = 4 << 20,     /* bytes per tick that shorten it */
+	NS_STUB_BACK_STEP = 8 << 20, /* ring bytes allocated per drain tick, at most */
 	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
 	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
 };
@@ -88,6 +89,13 @@ struct ns_stub {
 	uint64_t no_ring_seen;                     /* last shm dropped_no_ring */
 	uint64_t drops_total;                      /* every drop observed so far */
 	uint64_t drops_reported;                   /* of which sent as L items */
+	/* Ring pages the stub allocates ahead of the agent's warmer (ns_stub__back_rings):
+	 * per ring, positions below back_upto are allocated; head and reset count at the
+	 * last look. */
+	uint64_t back_upto[NS_AGENT_NRINGS], back_last[NS_AGENT_NRINGS];
+	uint64_t back_resets[NS_AGENT_NRINGS];
+	uint64_t back_ns;  /* CLOCK_MONOTONIC of the last look */
+	bool back_no_madv; /* MADV_POPULATE_WRITE refused: touch instead */
 
 	/* frames */
 	struct ns_stub_queue frames;
@@ -183,6 +191,14 @@ uint64_t ns_stub__new_drops(struct ns_stub *s);
 void ns_stub__release_dead_rings(struct ns_stub *s);
 /** Quiet rings give back the pages already read (ns_agent_ring_trim); every ~100 ms. */
 void ns_stub__trim_rings(struct ns_stub *s);
+/** Allocate (and zero) ring pages in the memfd before the agent's warmer maps them, so
+ * that the program's process only maps them (docs/jump-pads.md, "Ring pages backed
+ * ahead of the hits"): for each claimed ring, NS_STUB_BACK_AHEAD times the agent's
+ * window (ns_agent_warm_window) past its head; for the ring the next thread will claim,
+ * its first warm_bytes (256 KiB once the claimed rings hold 3 x warm_bytes ahead, as
+ * the agent does). At most @budget bytes per call. Called at every drain tick and before
+ * every install. */
+void ns_stub__back_rings(struct ns_stub *s, uint64_t budget);
 void ns_stub__free_frames(struct ns_stub *s);
 /** Queue one frame (@n bytes) as if it came from a ring (counts hits, bounds the queue). */
 void ns_stub__push_frame(struct ns_stub *s, const uint8_t *f, size_t n);

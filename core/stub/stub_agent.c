@@ -178,6 +178,9 @@ struct ns_err *ns_stub__agent_install_tier(struct ns_stub *s, const struct ns_rs
 {
 	if (s->pt)
 		return ns_stub__pt_install(s, tp);
+	// The agent backs the next thread's ring before it patches the site: allocate
+	// those pages here first, so the program's process only maps them.
+	ns_stub__back_rings(s, UINT64_MAX);
 	void *msg;
 	size_t len;
 	struct ns_err *err = ns_agent_encode_install(tp, 0, &msg, &len);
@@ -332,6 +335,78 @@ void ns_stub__trim_rings(struct ns_stub *s)
 		return;
 	for (unsigned i = 0, live = ns_agent_rings_live(s->shm); i < live; i++)
 		ns_agent_ring_trim(s->shm, ns_agent_shm_ring(s->shm, i));
+}
+
+enum {
+	BACK_WIN0 = 256 << 10, /* the agent's smallest window (agent_warm.c WIN0) */
+	BACK_AHEAD_MAX = 3,    /* claimed rings' bytes ahead, in warm_bytes, above which the
+	                          spare gets BACK_WIN0 (agent_warm.c AHEAD_MAX) */
+	NS_STUB_BACK_AHEAD = 4, /* of the agent's window: the agent looks within 20 ms and
+	                           backs 50 ms of writes, this stays 200 ms ahead */
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
+{
+	if (!s->shm || s->exited || s->pt)
+		return;
+	struct ns_agent_shm *shm = s->shm;
+	uint64_t size = shm->ring_bytes, want = shm->warm_bytes < size ? shm->warm_bytes : size;
+	if (!want)
+		return;
+	uint64_t now = mono_ns(), dt = now - s->back_ns, ahead = 0;
+	s->back_ns = now;
+	unsigned live = ns_agent_rings_live(shm), n = live < shm->nrings ? live + 1 : live;
+	// What the claimed rings hold allocated past their heads decides the spare's share.
+	for (unsigned i = 0; i < live; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+		if (atomic_load_explicit(&r->owner, memory_order_relaxed) && s->back_upto[i] > head)
+			ahead += s->back_upto[i] - head;
+	}
+	bool spare = false;
+	for (unsigned i = 0; i < n && budget; i++) {
+		struct ns_agent_ring *r = ns_agent_shm_ring(shm, i);
+		uint32_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
+		uint64_t resets = atomic_load_explicit(&r->resets, memory_order_acquire);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+		if (resets != s->back_resets[i] || head < s->back_last[i]) {
+			// Emptied and punched whole (released or reset): start again.
+			s->back_resets[i] = resets;
+			s->back_upto[i] = s->back_last[i] = 0;
+		}
+		uint64_t moved = head - s->back_last[i], to;
+		s->back_last[i] = head;
+		if (owner) {
+			uint64_t win = ns_agent_warm_window(moved, dt, BACK_WIN0 < want ? BACK_WIN0 : want,
+			                                    want);
+			to = head + (NS_STUB_BACK_AHEAD * win < want ? NS_STUB_BACK_AHEAD * win : want);
+		} else if (!spare) {
+			spare = true; // the lowest free ring: the next claim takes it
+			to = ahead <= BACK_AHEAD_MAX * want ? want : BACK_WIN0 < want ? BACK_WIN0 : want;
+		} else {
+			continue;
+		}
+		// Never a position the producer may not write yet: the trim punches only
+		// pages below tail, whose offsets come back at tail + size.
+		if (to > tail + size)
+			to = tail + size;
+		uint64_t from = s->back_upto[i] > head ? s->back_upto[i] : head;
+		if (from >= to)
+			continue;
+		if (to - from > budget)
+			to = from + budget;
+		ns_agent_ring_populate(shm, r, from, to, true, &s->back_no_madv);
+		budget -= to - from;
+		s->back_upto[i] = to;
+	}
 }
 
 void ns_stub__release_dead_rings(struct ns_stub *s)

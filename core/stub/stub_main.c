@@ -377,6 +377,7 @@ int main(int argc, char **argv)
 		if (now_ms() >= next_drain) {
 			size_t bytes0 = s->frames.bytes, created0 = s->fcreated;
 			ns_stub__drain(s);
+			ns_stub__back_rings(s, NS_STUB_BACK_STEP);
 			drain_ms = ns_stub__drain_interval(drain_ms, (size_t)(s->fcreated - created0),
 			                                   s->frames.bytes - bytes0);
 			next_drain = now_ms() + drain_ms;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void make_tp(struct ns_rsp_tracepoint *tp)
@@ -798,6 +799,51 @@ NS_TEST(test_agent_proto__ring_stream_threshold)
 	}
 	NS_CHECK_INT(looks, 128);
 	munmap(shm, len);
+}
+
+// The stub allocates ring pages in its mapping (write), the agent maps them in its own
+// (read): the kernel then says they are in memory (mincore), and the producer's stores
+// through the agent's mapping take no page fault (getrusage), which is what the split
+// relies on. Positions wrap: a range across the end of the ring backs both ends.
+NS_TEST(test_agent_proto__ring_populate_split)
+{
+	enum { RB = 1 << 20 };
+	size_t len = ns_agent_shm_size(1, RB);
+	int fd = memfd_create("nonstop-test", 0);
+	NS_CHECK(fd >= 0 && ftruncate(fd, (off_t)len) == 0);
+	struct ns_agent_shm *stub = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	struct ns_agent_shm *agent = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	NS_CHECK(stub != MAP_FAILED && agent != MAP_FAILED);
+	if (stub == MAP_FAILED || agent == MAP_FAILED)
+		return;
+	ns_agent_shm_init(stub, 1, RB);
+	struct ns_agent_ring *rs = ns_agent_shm_ring(stub, 0), *ra = ns_agent_shm_ring(agent, 0);
+	size_t total;
+	NS_CHECK_INT(in_core(stub, rs, 2 * PG, RB - 2 * PG, &total), 0);
+	bool no_madv = false;
+	// Positions [RB - 64 KiB, RB + 192 KiB): the ring's last 64 KiB and first 192.
+	ns_agent_ring_populate(stub, rs, RB - 65536, RB + 196608, true, &no_madv);
+	NS_CHECK_INT(in_core(stub, rs, RB - 65536 + PG, RB - PG, &total), total);
+	NS_CHECK_INT(in_core(stub, rs, PG, 196608 - PG, &total), total);
+	NS_CHECK_INT(in_core(stub, rs, 196608 + PG, RB - 65536 - PG, &total), 0);
+	ns_agent_ring_populate(agent, ra, RB - 65536, RB + 196608, false, &no_madv);
+	struct rusage u0, u1;
+	getrusage(RUSAGE_THREAD, &u0);
+	uint8_t *d = ns_agent_ring_data(agent, ra);
+	for (size_t off = 0; off + 8 <= 196608; off += PG)
+		d[off] = 1;
+	for (size_t off = RB - 65536; off < RB; off += PG)
+		d[off] = 1;
+	getrusage(RUSAGE_THREAD, &u1);
+	printf("stores on %d pages populated for reading: %ld page faults%s\n",
+	       (196608 + 65536) / PG, u1.ru_minflt - u0.ru_minflt,
+	       no_madv ? " (no MADV_POPULATE_*: touched instead)" : "");
+	// The ring's first page is shared with its header (data starts mid-page): one
+	// store may find it mapped already or not; none of the others may fault.
+	NS_CHECK(u1.ru_minflt - u0.ru_minflt <= 1);
+	munmap(stub, len);
+	munmap(agent, len);
 }
 
 // A consumer position the program scribbled on (read outside [tail, head]) is a
