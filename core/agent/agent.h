@@ -194,8 +194,8 @@ void ns_agent_ring_populate(struct ns_agent_shm *shm, struct ns_agent_ring *r, u
 
 enum {
 	NS_AGENT_WARM_MIN_MS = 2,     /* the soonest look at a moving producer */
-	NS_AGENT_WARM_MOVING_MS = 20, /* the latest */
-	NS_AGENT_WARM_HOLD_MS = 50,   /* a claimed ring's window: this long of its writes */
+	NS_AGENT_WARM_MOVING_MS = 50, /* the latest */
+	NS_AGENT_WARM_HOLD_MS = 200,  /* a claimed ring's window: this long of its writes */
 };
 /** The warmer's window for a producer that wrote @moved bytes in the last @dt_ns: what
  * it writes in NS_AGENT_WARM_HOLD_MS at that speed, within [@min, @max] (@min if it did

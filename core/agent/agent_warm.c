@@ -162,7 +162,8 @@ static int warm(bool spare_only, uint64_t step)
 		// will be halfway through what is backed past its head (a burst writes ~5
 		// GB/s and backing goes at ~2 GB/s here: a few ms), and at least every
 		// NS_AGENT_WARM_MOVING_MS (a producer that speeds up is seen soon; redis's
-		// logpoint at ~8 MB/s: 50 looks a second, not 500 for a few pages each).
+		// logpoint at ~8 MB/s: 20 looks a second, not 500 for a few pages each: a
+		// wake-up is ~45 us of this thread's CPU here).
 		if (fast == 0)
 			fast = ns_agent_warm_delay(w.upto[i] > head ? w.upto[i] - head : 0, moved, dt,
 			                           NS_AGENT_WARM_MOVING_MS);

@@ -193,8 +193,8 @@ void ns_stub__release_dead_rings(struct ns_stub *s);
 void ns_stub__trim_rings(struct ns_stub *s);
 /** Allocate (and zero) ring pages in the memfd before the agent's warmer maps them, so
  * that the program's process only maps them (docs/jump-pads.md, "Ring pages backed
- * ahead of the hits"): for each claimed ring, NS_STUB_BACK_AHEAD times the agent's
- * window (ns_agent_warm_window) past its head; for the ring the next thread will claim,
+ * ahead of the hits"): for each claimed ring, twice the agent's window
+ * (ns_agent_warm_window) past its head; for the ring the next thread will claim,
  * its first warm_bytes (256 KiB once the claimed rings hold 3 x warm_bytes ahead, as
  * the agent does). At most @budget bytes per call. Called at every drain tick and before
  * every install. */

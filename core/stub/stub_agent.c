@@ -341,8 +341,8 @@ enum {
 	BACK_WIN0 = 256 << 10, /* the agent's smallest window (agent_warm.c WIN0) */
 	BACK_AHEAD_MAX = 3,    /* claimed rings' bytes ahead, in warm_bytes, above which the
 	                          spare gets BACK_WIN0 (agent_warm.c AHEAD_MAX) */
-	NS_STUB_BACK_AHEAD = 4, /* of the agent's window: the agent looks within 20 ms and
-	                           backs 50 ms of writes, this stays 200 ms ahead */
+	NS_STUB_BACK_AHEAD = 2, /* of the agent's window: the agent looks within 50 ms and
+	                           backs 200 ms of writes, this stays 400 ms ahead */
 };
 
 static uint64_t mono_ns(void)

@@ -899,22 +899,22 @@ NS_TEST(test_agent_proto__warm_delay)
 	NS_CHECK_INT(ns_agent_warm_delay(8 * MiB, 4 * MiB, 10 * MS, 100), 10);
 }
 
-// The warmer's window: 50 ms of the producer's writes at its speed, within [min, max].
+// The warmer's window: 200 ms of the producer's writes at its speed, within [min, max].
 // Expected values worked by hand.
 NS_TEST(test_agent_proto__warm_window)
 {
 	const uint64_t KiB = 1024, MiB = 1024 * 1024, MS = 1000000;
 	const uint64_t lo = 256 * KiB, hi = 32 * MiB;
-	NS_CHECK_INT(NS_AGENT_WARM_HOLD_MS, 50);
+	NS_CHECK_INT(NS_AGENT_WARM_HOLD_MS, 200);
 	// Did not move, or no time passed: the smallest window.
 	NS_CHECK(ns_agent_warm_window(0, 20 * MS, lo, hi) == lo);
 	NS_CHECK(ns_agent_warm_window(4096, 0, lo, hi) == lo);
-	// A logpoint hit now and then (100 KB/s: 2 000 bytes in 20 ms -> 5 000 bytes in
-	// 50 ms): the smallest window, not a 32 MiB one.
+	// A logpoint hit now and then (100 KB/s: 2 000 bytes in 20 ms -> 20 000 bytes in
+	// 200 ms): the smallest window, not a 32 MiB one.
 	NS_CHECK(ns_agent_warm_window(2000, 20 * MS, lo, hi) == lo);
-	// redis's logpoint, ~8 MB/s: 160 000 bytes in 20 ms -> 400 000 bytes in 50 ms.
-	NS_CHECK(ns_agent_warm_window(160000, 20 * MS, lo, hi) == 400000);
-	// A burst, 5 GB/s (10 MB in 2 ms -> 250 MB in 50 ms): warm_bytes.
+	// redis's logpoint, ~8 MB/s: 160 000 bytes in 20 ms -> 1 600 000 bytes in 200 ms.
+	NS_CHECK(ns_agent_warm_window(160000, 20 * MS, lo, hi) == 1600000);
+	// A burst, 5 GB/s (10 MB in 2 ms -> 1 GB in 200 ms): warm_bytes.
 	NS_CHECK(ns_agent_warm_window(10000000, 2 * MS, lo, hi) == hi);
 	// No overflow with the largest inputs.
 	NS_CHECK(ns_agent_warm_window(UINT64_MAX, 1, lo, hi) == hi);
