@@ -134,8 +134,8 @@ static void populate(uint8_t *p, size_t len, bool write, bool *no_madv)
 	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(PAGE - 1);
 	uintptr_t hi = ((uintptr_t)p + len + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
 	if (!*no_madv) {
-		if (madvise((void *)lo, hi - lo, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) ==
-		    0)
+		if (madvise((void *)lo, hi - lo,
+		            write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0)
 			return;
 		if (errno != EINVAL && errno != ENOSYS)
 			return; // ENOMEM, EFAULT...: leave the rest to the faults

@@ -13,17 +13,15 @@
  * the stub allocates and zeroes them ahead of this when it can (stub_agent.c
  * ns_stub__back_rings), so what the program's process spends is mapping them, about a
  * fifth of the work (0.4 against 2.2 us per page here); the entries are writable, the
- * producer's stores do not fault. Giving pages back is the stub's part: it punches read pages before
- * letting the producer reuse them (agent_proto.c), and this never backs a position
- * the producer may not write yet (tail + size), so the two never cross. */
+ * producer's stores do not fault. Giving pages back is the stub's part: it punches
+ * read pages before letting the producer reuse them (agent_proto.c), and this never
+ * backs a position the producer may not write yet (tail + size), so the two never
+ * cross. */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
 
-#include <errno.h>
-#include <stdint.h>
 #include <stdbool.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,7 +85,7 @@ static int warm(bool spare_only, uint64_t step)
 	w.armed |= spare_only;
 	bool more = false, spare = false;
 	uint64_t ahead = 0, now = mono_ns(), dt = now - w.look_ns;
-	int delay = -1; // ms until the next look a moving producer needs
+	int delay = -1;  // ms until the next look a moving producer needs
 	w.look_ns = now; // every look reads every head (w.last)
 	// The rings ever claimed and the next one (the spare: the lowest free ring, which
 	// is at most rings_claimed).
@@ -165,8 +163,8 @@ static int warm(bool spare_only, uint64_t step)
 		// logpoint at ~8 MB/s: 20 looks a second, not 500 for a few pages each: a
 		// wake-up is ~45 us of this thread's CPU here).
 		if (fast == 0)
-			fast = ns_agent_warm_delay(w.upto[i] > head ? w.upto[i] - head : 0, moved, dt,
-			                           NS_AGENT_WARM_MOVING_MS);
+			fast = ns_agent_warm_delay(w.upto[i] > head ? w.upto[i] - head : 0, moved,
+			                           dt, NS_AGENT_WARM_MOVING_MS);
 		if (fast >= 0 && (delay < 0 || fast < delay))
 			delay = fast;
 	}

@@ -14,18 +14,18 @@
 
 enum {
 	NS_STUB_QUEUE_BYTES = 256 * 1024 * 1024, /* bound of buffered frames */
-	NS_STUB_REPLY_TIMEOUT_MS = 5000,        /* agent INSTALL/REMOVE replies */
-	NS_STUB_BATCH_BYTES = 64 * 1024,        /* qNsFrames reply payload target */
-	NS_STUB_REPLY_KEEP = 256 * 1024,        /* a reply buffer up to this is kept */
+	NS_STUB_REPLY_TIMEOUT_MS = 5000,         /* agent INSTALL/REMOVE replies */
+	NS_STUB_BATCH_BYTES = 64 * 1024,         /* qNsFrames reply payload target */
+	NS_STUB_REPLY_KEEP = 256 * 1024,         /* a reply buffer up to this is kept */
 	/* Rings read (and the client notified) every NS_STUB_DRAIN_MS while few frames
 	 * arrive, up to every NS_STUB_DRAIN_MAX_MS while many do (ns_stub__drain_interval). */
 	NS_STUB_DRAIN_MS = 5,
 	NS_STUB_DRAIN_MAX_MS = 40,
-	NS_STUB_DRAIN_BUSY = 256,               /* frames per tick that lengthen the tick */
-	NS_STUB_DRAIN_RING_BYTES = 4 << 20,     /* bytes per tick that shorten it */
-	NS_STUB_BACK_STEP = 8 << 20, /* ring bytes allocated per drain tick, at most */
-	NS_STUB_NICE = 10, /* default --nice: the stub yields the CPU to the program */
-	NS_STUB_PACKET_SIZE = 0x4000,           /* advertised PacketSize */
+	NS_STUB_DRAIN_BUSY = 256,           /* frames per tick that lengthen the tick */
+	NS_STUB_DRAIN_RING_BYTES = 4 << 20, /* bytes per tick that shorten it */
+	NS_STUB_BACK_STEP = 8 << 20,        /* ring bytes allocated per drain tick, at most */
+	NS_STUB_NICE = 10,            /* default --nice: the stub yields the CPU to the program */
+	NS_STUB_PACKET_SIZE = 0x4000, /* advertised PacketSize */
 };
 
 struct ns_stub_pt;

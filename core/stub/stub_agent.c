@@ -338,9 +338,9 @@ void ns_stub__trim_rings(struct ns_stub *s)
 }
 
 enum {
-	BACK_WIN0 = 256 << 10, /* the agent's smallest window (agent_warm.c WIN0) */
-	BACK_AHEAD_MAX = 3,    /* claimed rings' bytes ahead, in warm_bytes, above which the
-	                          spare gets BACK_WIN0 (agent_warm.c AHEAD_MAX) */
+	BACK_WIN0 = 256 << 10,  /* the agent's smallest window (agent_warm.c WIN0) */
+	BACK_AHEAD_MAX = 3,     /* claimed rings' bytes ahead, in warm_bytes, above which the
+	                           spare gets BACK_WIN0 (agent_warm.c AHEAD_MAX) */
 	NS_STUB_BACK_AHEAD = 2, /* of the agent's window: the agent looks within 50 ms and
 	                           backs 200 ms of writes, this stays 400 ms ahead */
 };
@@ -384,16 +384,17 @@ void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
 		}
 		uint64_t moved = head - s->back_last[i], to;
 		s->back_last[i] = head;
+		uint64_t small = BACK_WIN0 < want ? BACK_WIN0 : want, win;
 		if (owner) {
-			uint64_t win = ns_agent_warm_window(moved, dt, BACK_WIN0 < want ? BACK_WIN0 : want,
-			                                    want);
-			to = head + (NS_STUB_BACK_AHEAD * win < want ? NS_STUB_BACK_AHEAD * win : want);
+			win = NS_STUB_BACK_AHEAD * ns_agent_warm_window(moved, dt, small, want);
+			win = win < want ? win : want;
 		} else if (!spare) {
 			spare = true; // the lowest free ring: the next claim takes it
-			to = ahead <= BACK_AHEAD_MAX * want ? want : BACK_WIN0 < want ? BACK_WIN0 : want;
+			win = ahead <= BACK_AHEAD_MAX * want ? want : small;
 		} else {
 			continue;
 		}
+		to = head + win;
 		// Never a position the producer may not write yet: the trim punches only
 		// pages below tail, whose offsets come back at tail + size.
 		if (to > tail + size)

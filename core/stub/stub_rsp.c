@@ -259,13 +259,12 @@ static void qtstatus(struct ns_stub *s, struct ns_strbuf *r)
 	// Reads of program memory at hits that needed a system call (the agent's slow
 	// path: docs/jump-pads.md, "Reading the program's memory").
 	if (s->shm)
-		ns_strbuf_printf(r, ";ns_kreads:%" PRIx64 ";ns_pfaults:%" PRIx64 ";ns_msigs:%" PRIx64,
-		                 (uint64_t)atomic_load_explicit(&s->shm->kernel_reads,
-		                                                memory_order_relaxed),
-		                 (uint64_t)atomic_load_explicit(&s->shm->probe_faults,
-		                                                memory_order_relaxed),
-		                 (uint64_t)atomic_load_explicit(&s->shm->move_signals,
-		                                                memory_order_relaxed));
+		ns_strbuf_printf(
+		        r, ";ns_kreads:%" PRIx64 ";ns_pfaults:%" PRIx64 ";ns_msigs:%" PRIx64,
+		        (uint64_t)atomic_load_explicit(&s->shm->kernel_reads, memory_order_relaxed),
+		        (uint64_t)atomic_load_explicit(&s->shm->probe_faults, memory_order_relaxed),
+		        (uint64_t)atomic_load_explicit(&s->shm->move_signals,
+		                                       memory_order_relaxed));
 }
 
 /* qTP:n:addr -> V<hits>:<bytes used> */

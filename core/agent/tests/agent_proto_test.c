@@ -645,8 +645,9 @@ static bool pop_all(struct ns_agent_shm *shm, struct ns_agent_ring *r, uint32_t 
 // looks of the stub's trim): tail sits on a page boundary less than a page behind head,
 // every page of the lap below tail and of the last lap above head is out of memory,
 // what is unread is in. A producer that streams (1/NS_AGENT_STREAM_DIV of the lag or
-// more between two looks): the pages tail passed stay backed, tail is never more than the lag behind read, the producer
-// gets the ring less the lag, and a trim once it is quiet gives back the lag's pages.
+// more between two looks): the pages tail passed stay backed, tail is never more than
+// the lag behind read, the producer gets the ring less the lag, and a trim once it is
+// quiet gives back the lag's pages.
 NS_TEST(test_agent_proto__ring_gives_pages_back)
 {
 	enum { RB = 1 << 20, LAG = RB / 8 };
@@ -775,11 +776,12 @@ NS_TEST(test_agent_proto__ring_stream_threshold)
 	for (unsigned phase = 0; phase < 2; phase++) {
 		unsigned per_look = phase == 0 ? 6 : 2;
 		bool gave_back = false;
-		for (int i = 0; i < 64; i++) { // 64 looks: 384 or 128 KiB
+		for (int i = 0; i < 64; i++) {                  // 64 looks: 384 or 128 KiB
 			for (unsigned k = 0; k < per_look; k++) // records of 1 KiB
 				NS_CHECK(push(shm, r, f, sizeof(f), 1024));
 			for (unsigned k = 0; k < per_look; k++)
-				NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), sizeof(f));
+				NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)),
+				             sizeof(f));
 			NS_CHECK_INT(ns_agent_ring_pop(shm, r, out, sizeof(out)), 0);
 			uint64_t before = atomic_load(&r->tail);
 			ns_agent_ring_trim(shm, r);
@@ -787,8 +789,9 @@ NS_TEST(test_agent_proto__ring_stream_threshold)
 			if (after != before) {
 				gave_back = true;
 				if (after / RB == before / RB && after % RB > before % RB + 2 * PG)
-					NS_CHECK_INT(in_core(shm, r, before % RB + PG, after % RB - PG,
-					                     &total), 0);
+					NS_CHECK_INT(in_core(shm, r, before % RB + PG,
+					                     after % RB - PG, &total),
+					             0);
 			}
 			looks++;
 		}
