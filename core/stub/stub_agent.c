@@ -386,7 +386,11 @@ void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
 		s->back_last[i] = head;
 		uint64_t small = BACK_WIN0 < want ? BACK_WIN0 : want, win;
 		if (owner) {
-			win = NS_STUB_BACK_AHEAD * ns_agent_warm_window(moved, dt, small, want);
+			// A producer that moved: twice the agent's window; one that did not: the
+			// agent's smallest (a thread that hits now and then costs little memory).
+			win = small;
+			if (moved)
+				win = NS_STUB_BACK_AHEAD * ns_agent_warm_window(moved, dt, small, want);
 			win = win < want ? win : want;
 		} else if (!spare) {
 			spare = true; // the lowest free ring: the next claim takes it

@@ -807,8 +807,7 @@ NS_TEST(test_agent_proto__ring_stream_threshold)
 // One byte stored at every page of [p, p + len), by a plain store the sanitizers leave
 // alone (under ASan an instrumented store would fault in its shadow pages, which are
 // not what is measured).
-__attribute__((no_sanitize("address", "undefined"))) static void store_pages(uint8_t *p,
-                                                                            size_t len)
+__attribute__((no_sanitize("address", "undefined"))) static void store_pages(uint8_t *p, size_t len)
 {
 	for (size_t off = 0; off < len; off += PG)
 		__asm__ volatile("movb $1, %0" : "=m"(p[off]));
