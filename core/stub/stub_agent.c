@@ -390,7 +390,8 @@ void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
 			// agent's smallest (a thread that hits now and then costs little memory).
 			win = small;
 			if (moved)
-				win = NS_STUB_BACK_AHEAD * ns_agent_warm_window(moved, dt, small, want);
+				win = NS_STUB_BACK_AHEAD *
+				      ns_agent_warm_window(moved, dt, small, want);
 			win = win < want ? win : want;
 		} else if (!spare) {
 			spare = true; // the lowest free ring: the next claim takes it
