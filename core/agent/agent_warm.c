@@ -10,7 +10,7 @@
  * and, once a tracepoint was installed, the first warm_bytes of the ring the next
  * thread to hit will claim (the first free one, agent_collect_sig.c claim_ring).
  * MADV_POPULATE_READ (Linux 5.14) maps them without writing (ns_agent_ring_populate):
- * the stub allocates and zeroes them ahead of this when it can (stub_agent.c
+ * the stub allocates and zeroes them ahead of this when it can (stub_back.c
  * ns_stub__back_rings), so what the program's process spends is mapping them, about a
  * fifth of the work (0.4 against 2.2 us per page here); the entries are writable, the
  * producer's stores do not fault. Giving pages back is the stub's part: it punches
