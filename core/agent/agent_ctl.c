@@ -4,6 +4,7 @@
  * and freed only after the in-flight handler count has been seen at zero. */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -750,13 +751,6 @@ static void handle(const uint8_t *msg, size_t len)
 
 enum { TICK_MS = 100 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static void *ctl_main(void *arg)
 {
 	(void)arg;
@@ -767,13 +761,13 @@ static void *ctl_main(void *arg)
 	ns_agent__probe_tick();
 	struct timespec last_tsc;
 	clock_gettime(CLOCK_MONOTONIC, &last_tsc);
-	int64_t next_tick = mono_ms() + TICK_MS;
+	int64_t next_tick = ns_mono_ms() + TICK_MS;
 	bool tsc_first = true; // publish the first calibration at the first tick
 	for (;;) {
 		// Every 100 ms without a message: publish the hit count, and every second
 		// refresh the TSC clock's base, give dead threads' slots back, reclaim.
 		// Between ticks, as often as the ring warmer asks.
-		int64_t to_tick = next_tick - mono_ms();
+		int64_t to_tick = next_tick - ns_mono_ms();
 		int warm = ns_agent__warm_tick();
 		int timeout = to_tick < 0 ? 0 : to_tick > TICK_MS ? TICK_MS : (int)to_tick;
 		if (warm >= 0 && warm < timeout)
@@ -788,17 +782,17 @@ static void *ctl_main(void *arg)
 			// next tick, at most every 10 ms.
 			static int64_t last_refresh;
 			if (atomic_load_explicit(&ns_agent__maps_stale, memory_order_relaxed) &&
-			    mono_ms() - last_refresh >= 10) {
-				last_refresh = mono_ms();
+			    ns_mono_ms() - last_refresh >= 10) {
+				last_refresh = ns_mono_ms();
 				ns_agent__maps_refresh();
 			}
 			if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 		}
-		if (pr == 0 && mono_ms() < next_tick)
+		if (pr == 0 && ns_mono_ms() < next_tick)
 			continue;
 		if (pr == 0 || (pr < 0 && errno == EINTR)) {
-			next_tick = mono_ms() + TICK_MS;
+			next_tick = ns_mono_ms() + TICK_MS;
 			ns_agent__publish_hits();
 			// Probes: the fault handlers back if the program replaced them, and
 			// the table of mappings re-read if a hit missed it.

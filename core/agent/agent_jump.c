@@ -13,6 +13,7 @@
  * a site whose pad comes out the same (agent_ctl.c ns_agent__code_park). */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
+#include "base/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,7 +27,6 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/mem.h"
@@ -371,13 +371,6 @@ out:
 
 /* ---- moving threads ---- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 // Whether thread @tid may be executing user code inside (lo, lo+len): it is runnable
 // (/proc/.../syscall says "running"), or it sleeps with its user pc inside. A thread
 // asleep elsewhere (in a syscall or a fault) cannot be inside: it resumes at its pc,
@@ -449,7 +442,7 @@ static bool move_threads(const struct ns_agent__site *s, char *why, size_t cap)
 	if (ns_agent__g.shm)
 		atomic_fetch_add_explicit(&ns_agent__g.shm->move_signals, mv->ntids,
 		                          memory_order_relaxed);
-	int64_t deadline = now_ms() + MOVE_WAIT_MS;
+	int64_t deadline = ns_mono_ms() + MOVE_WAIT_MS;
 	unsigned waiting = mv->ntids;
 	for (unsigned spin = 0; waiting; spin++) {
 		waiting = 0;
@@ -458,7 +451,7 @@ static bool move_threads(const struct ns_agent__site *s, char *why, size_t cap)
 				waiting++;
 		if (!waiting)
 			break;
-		if (now_ms() > deadline) {
+		if (ns_mono_ms() > deadline) {
 			// Threads that exited meanwhile do not count.
 			unsigned stuck = 0;
 			uint32_t first = 0;

@@ -19,10 +19,10 @@
  * cross. */
 #define _GNU_SOURCE
 #include "agent/agent_internal.h"
+#include "base/clock.h"
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <time.h>
 #include <unistd.h>
 
 enum {
@@ -45,13 +45,6 @@ static struct {
 	uint64_t ahead;                   /* bytes backed past claimed rings' heads */
 	uint64_t look_ns;                 /* CLOCK_MONOTONIC of the last look */
 } w;
-
-static uint64_t mono_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static int warm(bool spare_only, uint64_t step);
 
@@ -84,7 +77,7 @@ static int warm(bool spare_only, uint64_t step)
 	uint64_t budget = step;
 	w.armed |= spare_only;
 	bool more = false, spare = false;
-	uint64_t ahead = 0, now = mono_ns(), dt = now - w.look_ns;
+	uint64_t ahead = 0, now = ns_mono_ns(), dt = now - w.look_ns;
 	int delay = -1;  // ms until the next look a moving producer needs
 	w.look_ns = now; // every look reads every head (w.last)
 	// The rings ever claimed and the next one (the spare: the lowest free ring, which

@@ -5,13 +5,13 @@
  * checksum is answered with '-' (GDB manual, "Overview"). */
 #define _GNU_SOURCE
 #include "rsp/rsp.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -200,13 +200,6 @@ static void feed(struct ns_rsp_conn *c, const uint8_t *buf, size_t len)
 	}
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait up to @timeout_ms (-1 forever) for input and feed it. NS_ERR_TIMEOUT if
  * nothing came, NS_ERR_CLOSED at EOF. */
 static struct ns_err *pump(struct ns_rsp_conn *c, int timeout_ms)
@@ -243,7 +236,7 @@ static int remaining(int64_t deadline)
 {
 	if (deadline < 0)
 		return -1;
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - ns_mono_ms();
 	return left < 0 ? 0 : (int)left;
 }
 
@@ -273,7 +266,7 @@ static struct ns_err *send_framed(struct ns_rsp_conn *c, const void *payload, si
 		}
 		err = write_all(c, sb.buf, sb.len);
 		sent++;
-		int64_t deadline = now_ms() + ACK_TIMEOUT_MS;
+		int64_t deadline = ns_mono_ms() + ACK_TIMEOUT_MS;
 		while (!err && c->nacks == 0)
 			err = pump(c, remaining(deadline));
 		if (err && err->code == NS_ERR_TIMEOUT) {
@@ -306,7 +299,7 @@ struct ns_err *ns_rsp_notify(struct ns_rsp_conn *c, const char *payload, size_t 
 
 struct ns_err *ns_rsp_recv(struct ns_rsp_conn *c, int timeout_ms, struct ns_rsp_packet *out)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : ns_mono_ms() + timeout_ms;
 	while (!c->head) {
 		struct ns_err *err = pump(c, remaining(deadline));
 		if (err)
@@ -334,7 +327,7 @@ struct ns_err *ns_rsp_request(struct ns_rsp_conn *c, const char *req, size_t req
 	struct ns_err *err = ns_rsp_send(c, req, req_len);
 	if (err)
 		return err;
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : ns_mono_ms() + timeout_ms;
 	for (;;) {
 		struct ns_rsp_packet pkt;
 		err = ns_rsp_recv(c, remaining(deadline), &pkt);

@@ -3,6 +3,7 @@
  * frame queue. */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -12,7 +13,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -49,13 +49,6 @@ struct ns_err *ns_stub__agent_prepare(struct ns_stub *s, int *child_fd)
 	s->ctl_fd = sv[0];
 	*child_fd = sv[1];
 	return NULL;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void agent_gone(struct ns_stub *s)
@@ -128,10 +121,10 @@ static struct ns_err *request_tier(struct ns_stub *s, void *msg, size_t len, con
 		agent_gone(s);
 		return ns_err_errno(e, "%s: sending to the agent", what);
 	}
-	int64_t deadline = now_ms() + NS_STUB_REPLY_TIMEOUT_MS;
+	int64_t deadline = ns_mono_ms() + NS_STUB_REPLY_TIMEOUT_MS;
 	uint8_t buf[4096 + 1];
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - ns_mono_ms();
 		if (left <= 0)
 			return ns_err_create(NS_ERR_TIMEOUT, "%s: the agent did not reply in %d s",
 			                     what, NS_STUB_REPLY_TIMEOUT_MS / 1000);

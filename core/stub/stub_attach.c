@@ -12,6 +12,7 @@
  * left), and the program never sees EINTR. */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -33,7 +34,6 @@
 #include <sys/un.h>
 #include <sys/user.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -71,13 +71,6 @@ struct attach {
 	uint64_t scratch; /* where injected calls put their strings */
 	char sock_name[64];
 };
-
-static int64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* ---- /proc ---- */
 
@@ -408,7 +401,7 @@ static bool wait_stop(struct attach *a, int64_t deadline_us, int *status)
 		pid_t r = waitpid(a->pid, status, __WALL | WNOHANG);
 		if (r == a->pid)
 			return true;
-		int64_t left = (deadline_us - now_us()) / 1000;
+		int64_t left = (deadline_us - ns_mono_us()) / 1000;
 		if (left <= 0)
 			return false;
 		struct pollfd pf[2] = {{.fd = a->sig_fd, .events = POLLIN},
@@ -441,7 +434,7 @@ static void reinterrupt(struct attach *a)
 	if (ptrace(PTRACE_INTERRUPT, a->pid, 0, 0) != 0)
 		return;
 	int st;
-	int64_t deadline = now_us() + 1000 * 1000;
+	int64_t deadline = ns_mono_us() + 1000 * 1000;
 	while (wait_stop(a, deadline, &st)) {
 		if (!WIFSTOPPED(st)) {
 			a->seized = a->stopped = false;
@@ -480,7 +473,7 @@ static struct ns_err *call(struct attach *a, const char *what, uint64_t fn, uint
 	if (ptrace(PTRACE_CONT, a->pid, 0, 0) != 0)
 		return ns_err_errno(errno, "PTRACE_CONT");
 	a->stopped = false;
-	int64_t deadline = now_us() + CALL_TIMEOUT_MS * 1000;
+	int64_t deadline = ns_mono_us() + CALL_TIMEOUT_MS * 1000;
 	int st;
 	for (;;) {
 		if (!wait_stop(a, deadline, &st)) {
@@ -563,7 +556,7 @@ static struct ns_err *stop_thread(struct attach *a)
 	a->seized = true;
 	if (ptrace(PTRACE_INTERRUPT, a->pid, 0, 0) != 0)
 		return ns_err_errno(errno, "PTRACE_INTERRUPT");
-	int64_t deadline = now_us() + STOP_TIMEOUT_MS * 1000;
+	int64_t deadline = ns_mono_us() + STOP_TIMEOUT_MS * 1000;
 	int st;
 	for (;;) {
 		if (!wait_stop(a, deadline, &st))
@@ -688,7 +681,7 @@ static struct ns_err *listen_abstract(struct attach *a)
 {
 	uint64_t rnd = 0;
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32);
+		rnd = (uint64_t)ns_mono_us() ^ ((uint64_t)getpid() << 32);
 	snprintf(a->sock_name, sizeof(a->sock_name), NS_AGENT_ATTACH_PREFIX "%d-%016" PRIx64,
 	         getpid(), rnd);
 	a->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -761,7 +754,7 @@ struct ns_err *ns_stub__attach(struct ns_stub *s)
 	}
 	if ((err = listen_abstract(&a)))
 		goto out;
-	t0 = now_us();
+	t0 = ns_mono_us();
 	if ((err = stop_thread(&a)))
 		goto out;
 	a.mem_fd = open(path, O_RDWR | O_CLOEXEC);
@@ -785,7 +778,7 @@ struct ns_err *ns_stub__attach(struct ns_stub *s)
 	err = start_agent(&a, attach_fn);
 out:
 	restore_detach(&a);
-	t1 = now_us();
+	t1 = ns_mono_us();
 	if (a.sig_fd >= 0)
 		close(a.sig_fd);
 	sigprocmask(SIG_SETMASK, &old_mask, NULL);

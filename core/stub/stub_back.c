@@ -3,10 +3,10 @@
  * the memfd, so that the program's process only maps them. */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
-#include <time.h>
 
 enum {
 	BACK_WIN0 = 256 << 10,  /* the agent's smallest window (agent_warm.c WIN0) */
@@ -16,13 +16,6 @@ enum {
 	                           backs 200 ms of writes, this stays 400 ms ahead */
 };
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
 {
 	if (!s->shm || s->exited || s->pt)
@@ -31,7 +24,7 @@ void ns_stub__back_rings(struct ns_stub *s, uint64_t budget)
 	uint64_t size = shm->ring_bytes, want = shm->warm_bytes < size ? shm->warm_bytes : size;
 	if (!want)
 		return;
-	uint64_t now = mono_ns(), dt = now - s->back_ns, ahead = 0;
+	uint64_t now = ns_mono_ns(), dt = now - s->back_ns, ahead = 0;
 	s->back_ns = now;
 	unsigned live = ns_agent_rings_live(shm), n = live < shm->nrings ? live + 1 : live;
 	// What the claimed rings hold allocated past their heads decides the spare's share.

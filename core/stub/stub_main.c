@@ -14,6 +14,7 @@
  * program runs (the program keeps its own). */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -29,7 +30,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -180,13 +180,6 @@ static struct ns_err *listen_on(const char *hostport, int *out)
 	return NULL;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void leave(struct ns_stub *s, int code)
 {
 	if (s->conn)
@@ -319,7 +312,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	int64_t next_housekeeping = now_ms() + 1000, next_trim = now_ms() + 100;
+	int64_t next_housekeeping = ns_mono_ms() + 1000, next_trim = ns_mono_ms() + 100;
 	int64_t next_drain = 0;
 	int drain_ms = NS_STUB_DRAIN_MS;
 	for (;;) {
@@ -349,7 +342,7 @@ int main(int argc, char **argv)
 		// The drain tick runs while tracepoints may produce frames: the rings are
 		// read in batches (docs/jump-pads.md, "Frames leave in batches").
 		bool tracing = s->running || s->frames.count;
-		int64_t wait = next_drain - now_ms();
+		int64_t wait = next_drain - ns_mono_ms();
 		int timeout = !tracing ? 100 : wait < 0 ? 0 : (int)wait;
 		if (s->conn && ns_rsp_buffered(s->conn))
 			timeout = 0;
@@ -374,13 +367,13 @@ int main(int argc, char **argv)
 		}
 		if (i_ctl >= 0 && pf[i_ctl].revents)
 			ns_stub__agent_input(s);
-		if (now_ms() >= next_drain) {
+		if (ns_mono_ms() >= next_drain) {
 			size_t bytes0 = s->frames.bytes, created0 = s->fcreated;
 			ns_stub__drain(s);
 			ns_stub__back_rings(s, NS_STUB_BACK_STEP);
 			drain_ms = ns_stub__drain_interval(drain_ms, (size_t)(s->fcreated - created0),
 			                                   s->frames.bytes - bytes0);
-			next_drain = now_ms() + drain_ms;
+			next_drain = ns_mono_ms() + drain_ms;
 		}
 		if (i_listen >= 0 && (pf[i_listen].revents & POLLIN))
 			accept_client(s);
@@ -388,7 +381,7 @@ int main(int argc, char **argv)
 			serve_client(s, i_client >= 0 && pf[i_client].revents);
 		ns_stub__maybe_notify(s);
 
-		int64_t now = now_ms();
+		int64_t now = ns_mono_ms();
 		if (now >= next_trim) { // quiet rings give their read pages back
 			ns_stub__trim_rings(s);
 			next_trim = now + 100;

@@ -15,6 +15,7 @@
  * so that a later hit cannot kill the program with SIGTRAP. */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -107,13 +108,6 @@ struct ns_stub_pt {
 	uint64_t syscall_insn; /* a "syscall" (0f 05) in the program's code, 0: not found */
 	uint8_t *frame;        /* NS_AGENT_MAX_FRAME bytes */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- threads ---- */
 
@@ -759,8 +753,8 @@ static struct ns_err *interrupt_thread(struct ns_stub *s, pid_t tid, int *group_
 	*group_sig_out = 0;
 	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0)
 		return ns_err_errno(errno, "PTRACE_INTERRUPT %d", tid);
-	int64_t deadline = now_ms() + WAIT_MS;
-	while (now_ms() < deadline) {
+	int64_t deadline = ns_mono_ms() + WAIT_MS;
+	while (ns_mono_ms() < deadline) {
 		int st;
 		pid_t r = waitpid(tid, &st, __WALL | WNOHANG);
 		if (r == 0) {
@@ -853,7 +847,7 @@ static struct ns_err *inject_mmap(struct ns_stub *s, pid_t tid, uint64_t hint, u
 		return ns_err_errno(errno, "PTRACE_SETREGS");
 	struct ns_err *err = NULL;
 	int pending = 0;
-	int64_t deadline = now_ms() + WAIT_MS;
+	int64_t deadline = ns_mono_ms() + WAIT_MS;
 	for (;;) {
 		if (ptrace(PTRACE_SINGLESTEP, tid, 0, 0) != 0) {
 			err = ns_err_errno(errno, "PTRACE_SINGLESTEP");
@@ -861,7 +855,7 @@ static struct ns_err *inject_mmap(struct ns_stub *s, pid_t tid, uint64_t hint, u
 		}
 		int st = 0;
 		pid_t w;
-		while ((w = waitpid(tid, &st, __WALL | WNOHANG)) == 0 && now_ms() < deadline)
+		while ((w = waitpid(tid, &st, __WALL | WNOHANG)) == 0 && ns_mono_ms() < deadline)
 			usleep(50);
 		if (w != tid) {
 			err = ns_err_create(NS_ERR_TIMEOUT, "the injected mmap did not return");
@@ -1245,8 +1239,8 @@ void ns_stub__pt_detach(struct ns_stub *s)
 		ptrace(PTRACE_DETACH, pt->pid, 0, 0);
 		thread_del(pt, pt->pid);
 	}
-	int64_t deadline = now_ms() + WAIT_MS;
-	while (pt->nthreads && now_ms() < deadline) {
+	int64_t deadline = ns_mono_ms() + WAIT_MS;
+	while (pt->nthreads && ns_mono_ms() < deadline) {
 		bool any = false;
 		for (size_t i = 0; i < pt->nthreads; i++) {
 			pid_t tid = pt->threads[i].tid;
@@ -1291,8 +1285,8 @@ void ns_stub__pt_kill(struct ns_stub *s)
 {
 	struct ns_stub_pt *pt = s->pt;
 	kill(s->pid, SIGKILL);
-	int64_t deadline = now_ms() + WAIT_MS;
-	while (!s->exited && now_ms() < deadline) {
+	int64_t deadline = ns_mono_ms() + WAIT_MS;
+	while (!s->exited && ns_mono_ms() < deadline) {
 		int st;
 		pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
 		if (tid > 0)

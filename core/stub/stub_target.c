@@ -2,6 +2,7 @@
  * "Launch"), its threads, exit, maps and build-id. */
 #define _GNU_SOURCE
 #include "stub/stub.h"
+#include "base/clock.h"
 
 #include <dirent.h>
 #include <elf.h>
@@ -18,7 +19,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -320,13 +320,6 @@ struct pidfd_info {
 #define PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info)
 #endif
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* An attached program is not our child: the pidfd turns readable when it exits, and
  * Linux 6.15+ tells the wait status once its parent has reaped it. Give the parent
  * a moment, then report the exit with an unknown status. */
@@ -341,7 +334,7 @@ static bool check_exit_attached(struct ns_stub *s)
 	}
 	if (!gone)
 		return false;
-	int64_t now = now_ms();
+	int64_t now = ns_mono_ms();
 	if (!s->exit_seen_ms)
 		s->exit_seen_ms = now;
 	struct pidfd_info info;
