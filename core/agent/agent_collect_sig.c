@@ -465,6 +465,20 @@ static struct ns_agent_ring *set_ring(struct ns_agent_shm *shm, struct ns_agent_
 	return r;
 }
 
+void ns_agent__drop_nested(void)
+{
+	struct ns_agent_shm *shm = __atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE);
+	if (!shm)
+		return;
+	// The interrupted collection may be claiming a ring right now: a ring of this
+	// mapping when there is one, else the count of hits that found no ring.
+	struct ns_agent_ring *r = my_ring;
+	if (r && my_shm == shm)
+		atomic_fetch_add(&r->dropped, 1);
+	else
+		atomic_fetch_add(&shm->dropped_no_ring, 1);
+}
+
 static struct ns_agent_ring *claim_ring(struct ns_agent_shm *shm)
 {
 	// A re-attach replaces the rings (shm stored first, then gen bumped): my_ring is

@@ -1570,3 +1570,87 @@ NS_TEST(test_jump_test__probe_reads)
 	NS_CHECK(runs[0].collected <= total / 2 + 400 + total / 20);
 	NS_CHECK_INT(runs[1].collected, total);
 }
+
+/* ---- hits inside a handler that interrupted a collection ---- */
+
+// The program's timer handler calls inner() (tracepoint 2, registers) while the main
+// thread is mostly inside outer()'s collection (tracepoint 1, 4 KiB of stack per hit).
+// A hit that lands inside that collection is not collected (the collector is not
+// re-entered) but counted as dropped: every call of inner() the program counted is a
+// frame or a drop, and every call of outer() is a frame (its 40 MB fit the ring). In
+// the trap tier the handler's signal waits for the collection to end: no drop.
+static void nested_run(const struct bin *b, bool trap)
+{
+	const struct sym *outer = NULL, *inner = NULL;
+	for (size_t i = 0; i < b->nsyms; i++) {
+		if (strcmp(b->syms[i].name, "outer") == 0)
+			outer = &b->syms[i];
+		if (strcmp(b->syms[i].name, "inner") == 0)
+			inner = &b->syms[i];
+	}
+	NS_CHECK(outer != NULL && inner != NULL);
+	if (!outer || !inner)
+		return;
+	struct proc p;
+	if (!launch(&p, NS_NESTED, NULL, true, trap, NULL))
+		return;
+	struct ns_rsp_tracepoint tp[2] = {{0}, {0}};
+	const struct sym *at[2] = {outer, inner};
+	for (int k = 0; k < 2; k++) {
+		tp[k].num = (uint32_t)k + 1;
+		tp[k].addr = at[k]->lo + p.bias;
+		tp[k].enabled = true;
+		set_ranges(b, &tp[k], at[k]->lo, p.bias);
+		tp[k].actions = calloc(2, sizeof(*tp[k].actions));
+		tp[k].actions[0].kind = NS_RSP_ACT_REGS;
+		tp[k].actions[0].regmask = 1ull << NS_REG_RDI;
+		tp[k].nactions = 1;
+		if (k == 0) { // 4 KiB below the stack pointer: the collector, microseconds
+			tp[k].actions[1].kind = NS_RSP_ACT_MEM;
+			tp[k].actions[1].basereg = NS_REG_RSP;
+			tp[k].actions[1].offset = -4096;
+			tp[k].actions[1].len = 4096;
+			tp[k].nactions = 2;
+		}
+		uint32_t tier = 0;
+		char text[256];
+		NS_CHECK_INT(install(&p, &tp[k], &tier, text, sizeof(text)), 0);
+	}
+	resume(&p);
+	run_until_exit(&p, 120000);
+	NS_CHECK(exited_ok(&p));
+	long outer_n = 0, inner_n = -1;
+	const char *o = strstr(p.output, "outer "), *in = strstr(p.output, "inner ");
+	NS_CHECK(o && in && sscanf(o, "outer %ld", &outer_n) == 1 &&
+	         sscanf(in, "inner %ld", &inner_n) == 1);
+	size_t frames[3] = {0};
+	for (size_t k = 0; k < p.nframes; k++) {
+		struct ns_frame f;
+		if (parse(p.frames[k], &f) && f.hdr.tp_id >= 1 && f.hdr.tp_id <= 2)
+			frames[f.hdr.tp_id]++;
+	}
+	uint64_t drops = atomic_load(&p.shm->dropped_no_ring);
+	for (unsigned i = 0; i < p.shm->nrings; i++)
+		drops += atomic_load(&ns_agent_shm_ring(p.shm, i)->dropped);
+	printf("  %s tier: outer %ld calls, %zu frames; inner %ld calls, %zu frames, %lu "
+	       "dropped (inside outer's collection)\n",
+	       trap ? "trap" : "jump", outer_n, frames[1], inner_n, frames[2],
+	       (unsigned long)drops);
+	NS_CHECK_INT(frames[1], (size_t)outer_n);
+	NS_CHECK_INT(frames[2] + drops, (uint64_t)inner_n);
+	if (trap) // the SIGTRAP handler blocks the program's async signals: they wait
+		NS_CHECK_INT(drops, 0);
+	else // a pad's collection runs with the program's mask: the timer lands inside
+		NS_CHECK(drops > 0);
+	for (int k = 0; k < 2; k++)
+		free_tp(&tp[k]);
+	cleanup(&p);
+}
+
+NS_TEST(test_jump_test__nested_hits_counted)
+{
+	struct bin b;
+	load_bin(&b, NS_NESTED);
+	nested_run(&b, false);
+	nested_run(&b, true);
+}
