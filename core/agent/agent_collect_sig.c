@@ -465,7 +465,8 @@ static struct ns_agent_ring *set_ring(struct ns_agent_shm *shm, struct ns_agent_
 	return r;
 }
 
-void ns_agent__drop_nested(void)
+// A hit that interrupted a collection on its own thread: counted as dropped.
+static void drop_nested(void)
 {
 	struct ns_agent_shm *shm = __atomic_load_n(&ns_agent__g.shm, __ATOMIC_ACQUIRE);
 	if (!shm)
@@ -791,4 +792,18 @@ void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const 
 			continue;
 		collect_one(&h, &src, tp, n);
 	}
+}
+
+void ns_agent__collect_once(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs,
+                            struct ns_agent__slot *slot)
+{
+	if (!atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed))
+		return;
+	if (ns_agent__in_hit) { // a program signal handler ran traced code mid-collection
+		drop_nested();
+		return;
+	}
+	ns_agent__in_hit = true;
+	ns_agent__collect(site, uc, regs, slot);
+	ns_agent__in_hit = false;
 }

@@ -169,12 +169,14 @@ extern __thread bool ns_agent__in_hit __attribute__((tls_model("initial-exec")))
 /** Conditions, hit counts and collection for every tracepoint of @site, with the
  * registers from @uc (trap tier) or, if @uc is NULL, from the pad's block @regs
  * (NS_ARCH_PAD_NREGS, arch.h). */
-/** A hit that interrupted a collection on its own thread (a program signal handler ran
- * traced code): it is not collected (the collector is not re-entered) and is counted as
- * dropped, its condition not evaluated. Async-signal-safe. */
-void ns_agent__drop_nested(void);
 void ns_agent__collect(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs,
                        struct ns_agent__slot *slot);
+/** ns_agent__collect, unless collection is off or this thread is already inside a
+ * collection (a program signal handler ran traced code): that hit is not collected (the
+ * collector is not re-entered) and is counted as dropped, its condition not evaluated.
+ * Async-signal-safe. */
+void ns_agent__collect_once(const struct ns_agent__site *site, ucontext_t *uc, const uint64_t *regs,
+                            struct ns_agent__slot *slot);
 int ns_agent__read_reg(ucontext_t *uc, uint64_t addr, unsigned regno, uint64_t *val);
 
 /* agent_pad_sig.c */

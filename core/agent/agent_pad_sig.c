@@ -21,15 +21,8 @@ void ns_agent__pad_collect(void *ctx, const uint64_t *regs)
 	// seq_cst (a plain load on x86): pairs with the control thread's unpublish and
 	// ns_agent__quiescent.
 	struct ns_agent__site *s = atomic_load(&e->site);
-	if (s && atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed)) {
-		if (ns_agent__in_hit) {
-			ns_agent__drop_nested();
-		} else {
-			ns_agent__in_hit = true;
-			ns_agent__collect(s, NULL, regs, slot);
-			ns_agent__in_hit = false;
-		}
-	}
+	if (s)
+		ns_agent__collect_once(s, NULL, regs, slot);
 	ns_agent__leave(slot);
 	errno = saved_errno;
 }

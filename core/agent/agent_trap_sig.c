@@ -129,15 +129,7 @@ void ns_agent__on_sigtrap(int sig, siginfo_t *si, void *uc_)
 			return;
 		}
 	} else {
-		if (atomic_load_explicit(&ns_agent__g.collect, memory_order_relaxed)) {
-			if (ns_agent__in_hit) {
-				ns_agent__drop_nested();
-			} else {
-				ns_agent__in_hit = true;
-				ns_agent__collect(s, uc, NULL, slot);
-				ns_agent__in_hit = false;
-			}
-		}
+		ns_agent__collect_once(s, uc, NULL, slot);
 		resume(s, uc);
 	}
 	ns_agent__leave(slot);
