@@ -1574,10 +1574,11 @@ NS_TEST(test_jump_test__probe_reads)
 /* ---- hits inside a handler that interrupted a collection ---- */
 
 // The program's timer handler calls inner() (tracepoint 2, registers) while the main
-// thread is mostly inside outer()'s collection (tracepoint 1, 4 KiB of stack per hit).
+// thread is mostly inside outer()'s collection (tracepoint 1, 512 bytes of stack).
 // A hit that lands inside that collection is not collected (the collector is not
 // re-entered) but counted as dropped: every call of inner() the program counted is a
-// frame or a drop, and every call of outer() is a frame (its 40 MB fit the ring). In
+// frame or a drop, and every call of outer() is a frame (its ~2 MB and inner()'s fit the
+// test's 4 MiB ring even if this process never drained it: no drop of a full ring). In
 // the trap tier the handler's signal waits for the collection to end: no drop.
 static void nested_run(const struct bin *b, bool trap)
 {
@@ -1605,11 +1606,11 @@ static void nested_run(const struct bin *b, bool trap)
 		tp[k].actions[0].kind = NS_RSP_ACT_REGS;
 		tp[k].actions[0].regmask = 1ull << NS_REG_RDI;
 		tp[k].nactions = 1;
-		if (k == 0) { // 4 KiB below the stack pointer: the collector, microseconds
+		if (k == 0) { // 512 bytes below the stack pointer: the collector, ~1 us
 			tp[k].actions[1].kind = NS_RSP_ACT_MEM;
 			tp[k].actions[1].basereg = NS_REG_RSP;
-			tp[k].actions[1].offset = -4096;
-			tp[k].actions[1].len = 4096;
+			tp[k].actions[1].offset = -512;
+			tp[k].actions[1].len = 512;
 			tp[k].nactions = 2;
 		}
 		uint32_t tier = 0;

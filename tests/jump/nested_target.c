@@ -1,7 +1,7 @@
 /* Hits inside a signal handler that interrupted a collection on the same thread
  * (jump_test "nested_hits_counted"): the main thread calls outer() OUTER_N times (its
- * tracepoint collects a few KiB of stack: microseconds per hit, most of the loop's
- * time), and a timer sends this thread SIGALRM every 20 us, whose handler calls
+ * tracepoint collects 512 bytes of stack: about a microsecond per hit, most of the loop's
+ * time), and a timer sends this thread SIGALRM every 50 us, whose handler calls
  * inner() (a tracepoint of its own). Prints how many times inner() ran: a traced run
  * prints the same count of calls to outer(). */
 #define _GNU_SOURCE
@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OUTER_N = 10000 };
+enum { OUTER_N = 2500 };
 
 static volatile long inner_calls;
 
@@ -51,7 +51,7 @@ int main(void)
 		perror("timer_create");
 		return 1;
 	}
-	struct itimerspec its = {{0, 20000}, {0, 20000}};
+	struct itimerspec its = {{0, 50000}, {0, 50000}};
 	timer_settime(t, 0, &its, NULL);
 	long sum = 0;
 	for (long i = 0; i < OUTER_N; i++)
