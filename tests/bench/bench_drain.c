@@ -7,16 +7,24 @@
  * what is left, writes what it saw to OUT and exits, leaving the connection idle for
  * the script again.
  *
- *   bench_drain OUT [SAMPLES] <stub-stdout >stub-stdin
+ *   bench_drain OUT [SAMPLES [CTL]] <stub-stdout >stub-stdin
+ *
+ * CTL: a file descriptor (a socket the script holds the other end of) on which the
+ * script may send RSP requests while the frames flow, one per line (bench_server's
+ * on/off run sends QTEnable/QTDisable this way); each reply comes back as one line, and
+ * the frames are fetched right after it (a push that arrived while the request waited
+ * for its reply is not lost).
  *
  * OUT: "frames N", "dropped N", "bad N" (frames that did not parse), "exit W../X.." if
  * the program's exit was reported, then "frame <hex>" for the first SAMPLES frames
  * (default 1000) so the script can check the captured values itself. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "frame/frame.h"
 #include "rsp/rsp.h"
@@ -97,6 +105,41 @@ static bool fetch(struct ns_rsp_conn *c, struct tally *t)
 	}
 }
 
+/* One request per line from @ctl, one reply line back. False once @ctl is closed or
+ * broken (the frames go on being drained without it). */
+static bool control(struct ns_rsp_conn *c, int ctl, struct tally *t, bool *ok)
+{
+	static char line[4096];
+	static size_t have;
+	ssize_t n = read(ctl, line + have, sizeof(line) - 1 - have);
+	if (n <= 0)
+		return n < 0 && (errno == EINTR || errno == EAGAIN);
+	have += (size_t)n;
+	char *nl;
+	while ((nl = memchr(line, '\n', have))) {
+		size_t len = (size_t)(nl - line);
+		struct ns_rsp_packet rep;
+		struct ns_err *err = ns_rsp_request(c, line, len, 10000, NULL, NULL, &rep);
+		char out[512];
+		int m = err ? snprintf(out, sizeof(out), "E.%s\n", err->msg)
+		            : snprintf(out, sizeof(out), "%.*s\n", (int)(rep.len < 400 ? rep.len : 400),
+		                       rep.data);
+		if (err) {
+			*ok = err->code == NS_ERR_TIMEOUT;
+			ns_err_destroy(err);
+		}
+		have -= len + 1;
+		memmove(line, nl + 1, have);
+		if (*ok)
+			*ok = fetch(c, t);
+		if (write(ctl, out, (size_t)m) != m)
+			return false;
+	}
+	if (have == sizeof(line) - 1)
+		have = 0; // a line longer than any request: dropped
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -121,8 +164,20 @@ int main(int argc, char **argv)
 	ns_rsp_set_noack(c, true);
 	// A push the script's client read before the hand-over would never come again:
 	// ask once at the start.
+	int ctl = argc > 3 ? atoi(argv[3]) : -1;
 	bool ok = fetch(c, &t);
 	while (ok && !stop) {
+		if (ctl >= 0 && !ns_rsp_buffered(c)) {
+			struct pollfd pfd[2] = {{.fd = ns_rsp_fd(c), .events = POLLIN},
+			                        {.fd = ctl, .events = POLLIN}};
+			if (poll(pfd, 2, 50) <= 0)
+				continue;
+			if (pfd[1].revents) {
+				if (!control(c, ctl, &t, &ok))
+					ctl = -1;
+				continue;
+			}
+		}
 		struct ns_rsp_packet pkt;
 		err = ns_rsp_recv(c, 50, &pkt);
 		if (err) {

@@ -22,7 +22,8 @@ INFO commandstats), what the tool captured and what it dropped. The issue's targ
 and the script exits 0 whatever the numbers. Every run is bounded by a timeout.
 
 usage: bench_server.py BUILD_DIR [--quick] [--only=untraced,nonstop,bpftrace,gdb]
-                       [--pairs=N] [--logpoint=heap|static]"""
+                       [--pairs=N] [--logpoint=heap|static] [--onoff=SECONDS]"""
+import math
 import os
 import re
 import select
@@ -46,7 +47,37 @@ PAIRS = int(([a.split('=', 1)[1] for a in sys.argv if a.startswith('--pairs=')]
              or ['1' if QUICK else '6'])[0])
 # Two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (n pairs).
 T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26,
-       12: 2.20, 15: 2.14, 20: 2.09, 30: 2.05}
+       12: 2.20, 15: 2.14, 20: 2.09, 30: 2.05, 40: 2.02, 60: 2.00, 120: 1.98}
+
+
+def mean_interval(xs):
+    """Mean of @xs (two or more) and its two-sided 95 % interval (Student's t): (mean,
+    low, high, sd)."""
+    n = len(xs)
+    mean = sum(xs) / n
+    sd = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5
+    half = T95[max(k for k in T95 if k <= n)] * sd / n ** 0.5
+    return mean, mean - half, mean + half, sd
+
+
+def median_interval(xs):
+    """Median of @xs and its distribution-free 95 % interval (order statistics: the k-th
+    smallest and the k-th largest, k the largest with P(Binomial(n, 1/2) < k) <= 2.5 %),
+    which a few phases disturbed by something else on the machine cannot drag: (median,
+    low, high), the interval None when @xs are too few (n < 6)."""
+    xs, n = sorted(xs), len(xs)
+    med = (xs[(n - 1) // 2] + xs[n // 2]) / 2
+    k, below = 0, 0.0
+    while below + math.comb(n, k) / 2 ** n <= 0.025:
+        below += math.comb(n, k) / 2 ** n
+        k += 1
+    return (med, xs[k - 1], xs[n - k]) if k > 0 else (med, None, None)
+
+
+def verdict(lo, hi):
+    """The target is met only if the whole 95 % interval is under it."""
+    return ('PASS' if hi < TARGET_LOSS else 'MISS' if lo >= TARGET_LOSS else
+            'not shown: the interval spans it')
 
 
 def bpf_reg(n):
@@ -73,6 +104,11 @@ REQ_GDB = 2000 if QUICK else 5000
 CLIENTS = 50
 TIMEOUT = 120  # seconds per benchmark run: a bound, not an expectation
 TARGET_LOSS = 1.0  # percent (issue 5)
+# The on/off run (run_onoff): its length (--onoff=SECONDS, 0: none), each phase's
+# measured span and the wait after each switch before it.
+ONOFF = float(([a.split('=', 1)[1] for a in sys.argv if a.startswith('--onoff=')]
+               or ['10' if QUICK else '60'])[0])
+ONOFF_PHASE, ONOFF_SETTLE = 0.5, 0.1
 
 DPRINTF = {'heap': '"dp %d %d\\n",c->argc,c->cmd->id',
            'static': '"dp %d %lld\\n",flags,server.stat_numcommands'}
@@ -442,10 +478,9 @@ def cpu_s(pid, which=(11, 12)):
         return None
 
 
-def agent_thread_cpu_s(pid):
-    """CPU seconds (user + system) of @pid's threads named like the agent's control
-    thread (core/agent/agent.h NS_AGENT_THREAD_NAME): the warmer, the table of mappings,
-    the ticks. 0 when there is none."""
+def threads_cpu_s(pid, comm=None):
+    """CPU seconds (user + system) of @pid's threads, or of those named @comm only; 0
+    when there is none."""
     total_s = 0.0
     try:
         tids = os.listdir('/proc/%d/task' % pid)
@@ -456,8 +491,8 @@ def agent_thread_cpu_s(pid):
             stat = open('/proc/%d/task/%s/stat' % (pid, tid)).read()
         except OSError:
             continue
-        comm, rest = stat.split('(', 1)[1].rsplit(')', 1)
-        if comm != 'nonstop-agent':
+        name, rest = stat.split('(', 1)[1].rsplit(')', 1)
+        if comm is not None and name != comm:
             continue
         try:  # nanoseconds on the CPU (stat's ticks are 10 ms: too coarse for this)
             total_s += int(open('/proc/%d/task/%s/schedstat' % (pid, tid)).read().split()[0]) / 1e9
@@ -465,6 +500,12 @@ def agent_thread_cpu_s(pid):
             f = rest.split()
             total_s += (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
     return total_s
+
+
+def agent_thread_cpu_s(pid):
+    """CPU seconds of the agent's control thread in @pid (core/agent/agent.h
+    NS_AGENT_THREAD_NAME): the warmer, the table of mappings, the ticks."""
+    return threads_cpu_s(pid, 'nonstop-agent')
 
 
 class CpuMeter:
@@ -513,6 +554,38 @@ def run_untraced(bins, tmp, n):
         srv.stop()
 
 
+def start_logpoint(srv, bins, site, errf):
+    """Attach nonstop-stub to @srv, set the logpoint as tracepoint 1 and start tracing:
+    (stub, its Rsp, load base, site address, {'tier', 'reason', 'site'} or {'error'})."""
+    base = load_base(srv.pid, bins['server'])
+    addr = base + site['addr']
+    stub = subprocess.Popen([STUB, '--attach', str(srv.pid), '--stdio', '--agent', AGENT],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
+    rsp = Rsp(stub)
+    rsp.handshake(binary=True)
+    rsp.cmd('QTinit')
+    rs = [site['func']] + ([site['cold']] if site['cold'] else [])
+    ranges = ':R' + ','.join('%x-%x' % (base + a, base + a + s) for a, s in rs)
+    # The R mask nonstop-dap sends for this logpoint: the registers it reads.
+    if KIND == 'heap':
+        acts = ['R%x' % (1 << site['reg']), x_act(ax_field(site['reg'], [site['argc']])),
+                x_act(ax_field(site['reg'], [site['cmd'], site['id']]))]
+    else:  # flags from the register block, the global through its runtime address
+        acts = ['R%x' % (1 << site['flags_reg']), x_act(ax_global(base + site['numcmds']))]
+    err = define(rsp, 1, addr, ranges, None, acts)
+    if err:
+        return stub, rsp, base, addr, {'error': 'QTDP refused: ' + err}
+    r = rsp.cmd('QTStart')
+    if r != b'OK':
+        return stub, rsp, base, addr, {'error': 'QTStart: ' + r.decode(errors='replace')}
+    info = dict(x.split('=', 1) for x in rsp.cmd('qNsTPInfo:1').decode().split(';')
+                if '=' in x)
+    res = {'tier': info.get('tier', '?'),
+           'reason': bytes.fromhex(info.get('reason', '')).decode(errors='replace'),
+           'site': site_byte(srv.pid, addr)}
+    return stub, rsp, base, addr, res
+
+
 def run_nonstop(bins, tmp, site, n):
     if not all(os.path.exists(x) for x in (STUB, AGENT, DRAIN)):
         return {'error': 'not available: build nonstop-stub, nonstop-agent and bench_drain '
@@ -522,32 +595,9 @@ def run_nonstop(bins, tmp, site, n):
     errf = open(os.path.join(tmp, 'stub.err'), 'w+')
     try:
         srv.reset_stats()
-        base = load_base(srv.pid, bins['server'])
-        addr = base + site['addr']
-        stub = subprocess.Popen([STUB, '--attach', str(srv.pid), '--stdio', '--agent', AGENT],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
-        rsp = Rsp(stub)
-        rsp.handshake(binary=True)
-        rsp.cmd('QTinit')
-        rs = [site['func']] + ([site['cold']] if site['cold'] else [])
-        ranges = ':R' + ','.join('%x-%x' % (base + a, base + a + s) for a, s in rs)
-        # The R mask nonstop-dap sends for this logpoint: the registers it reads.
-        if KIND == 'heap':
-            acts = ['R%x' % (1 << site['reg']), x_act(ax_field(site['reg'], [site['argc']])),
-                    x_act(ax_field(site['reg'], [site['cmd'], site['id']]))]
-        else:  # flags from the register block, the global through its runtime address
-            acts = ['R%x' % (1 << site['flags_reg']), x_act(ax_global(base + site['numcmds']))]
-        err = define(rsp, 1, addr, ranges, None, acts)
-        if err:
-            return {'error': 'QTDP refused: ' + err}
-        r = rsp.cmd('QTStart')
-        if r != b'OK':
-            return {'error': 'QTStart: ' + r.decode(errors='replace')}
-        info = dict(x.split('=', 1) for x in rsp.cmd('qNsTPInfo:1').decode().split(';')
-                    if '=' in x)
-        res = {'tier': info.get('tier', '?'),
-               'reason': bytes.fromhex(info.get('reason', '')).decode(errors='replace'),
-               'site': site_byte(srv.pid, addr)}
+        stub, rsp, base, addr, res = start_logpoint(srv, bins, site, errf)
+        if 'error' in res:
+            return res
         # The frames go to bench_drain (what nonstop-dap does with them short of
         # formatting: wait for the push, qNsFrames until OK, parse every frame), on
         # this script's connection, handed over until the load is done.
@@ -605,6 +655,126 @@ def run_nonstop(bins, tmp, site, n):
         if drain is not None and drain.poll() is None:
             drain.kill()
             drain.wait()
+        if stub is not None and stub.poll() is None:
+            stub.terminate()
+            try:
+                stub.wait(10)
+            except subprocess.TimeoutExpired:
+                stub.kill()
+                stub.wait()
+        errf.close()
+        srv.stop()
+
+
+def commands_done(port):
+    """Commands the server has executed since it started (INFO stats)."""
+    m = re.search(r'^total_commands_processed:(\d+)', resp(port, 'INFO', 'stats'), re.M)
+    if not m:
+        raise RuntimeError('no total_commands_processed in INFO stats')
+    return int(m.group(1))
+
+
+def run_onoff(bins, tmp, site, seconds):
+    """The logpoint switched on and off (QTEnable/QTDisable: the site's code patched and
+    restored) every ONOFF_PHASE s in one server under one steady load, the phases of each
+    pair in alternating order: each pair's loss is the on phase's commands/s against
+    the off phase's, a second apart, so the machine's drift and the differences between
+    server processes (layout, placement) cancel. Both phases run with nonstop attached;
+    what that costs with no tracepoint set is the agent's thread (its CPU is printed)."""
+    if not all(os.path.exists(x) for x in (STUB, AGENT, DRAIN)):
+        return {'error': 'not available: build nonstop-stub, nonstop-agent and bench_drain '
+                         'in %s' % BUILD}
+    srv = Server(bins['server'], tmp)
+    stub = drain = gen = None
+    errf = open(os.path.join(tmp, 'stub.err'), 'w+')
+    ctl, ctl_child = socket.socketpair()
+    try:
+        stub, rsp, base, addr, res = start_logpoint(srv, bins, site, errf)
+        if 'error' in res:
+            return res
+        if res['tier'] != 'jump':
+            return dict(res, error='the site is not on the jump pad: %s' % res['reason'])
+        orig = site_byte(srv.pid, addr) if rsp.cmd('QTDisable:1:%x' % addr) == b'OK' else None
+        out = os.path.join(tmp, 'drain.out')
+        drain = subprocess.Popen([DRAIN, out, '0', str(ctl_child.fileno())], stdin=stub.stdout,
+                                 stdout=stub.stdin, pass_fds=[ctl_child.fileno()])
+        ctl_child.close()
+        ctl.settimeout(30)
+        ctl_file = ctl.makefile('rw')
+
+        def switch(on):
+            ctl_file.write('QT%sable:1:%x\n' % ('En' if on else 'Dis', addr))
+            ctl_file.flush()
+            r = ctl_file.readline().strip()
+            if r != 'OK':
+                raise RuntimeError('QT%sable: %s' % ('En' if on else 'Dis', r or 'no reply'))
+            got = site_byte(srv.pid, addr)
+            if got != ('jmp' if on else orig):  # checked through /proc, not the stub
+                raise RuntimeError('the site shows %s with the logpoint %s'
+                                   % (got, 'on' if on else 'off'))
+
+        # One redis-benchmark test for the whole run: no reconnects between tests.
+        gen = subprocess.Popen([bins['bench'], '-h', '127.0.0.1', '-p', str(srv.port), '-t',
+                                'set', '-n', '1000000000', '-c', str(CLIENTS), '-q'],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # clients connected, the server warm
+        loss, cpu, agent, spans, on_cmds, tool = [], [], 0.0, 0.0, 0, {False: 0.0, True: 0.0}
+
+        def tool_cpu():
+            return threads_cpu_s(stub.pid) + threads_cpu_s(drain.pid)
+
+        end = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < end or i < 2:
+            got = {}
+            for on in (False, True) if i % 2 == 0 else (True, False):
+                switch(on)
+                time.sleep(ONOFF_SETTLE)
+                c0, t0, u0 = commands_done(srv.port), time.monotonic(), threads_cpu_s(srv.pid)
+                a0, k0 = agent_thread_cpu_s(srv.pid), tool_cpu()
+                time.sleep(ONOFF_PHASE)
+                c1, t1, u1 = commands_done(srv.port), time.monotonic(), threads_cpu_s(srv.pid)
+                agent += agent_thread_cpu_s(srv.pid) - a0
+                tool[on] += tool_cpu() - k0
+                spans += t1 - t0
+                got[on] = ((c1 - c0) / (t1 - t0), (u1 - u0) * 1e6 / max(1, c1 - c0))
+                on_cmds += (c1 - c0) if on else 0
+            if gen.poll() is not None:
+                raise RuntimeError('redis-benchmark ended early')
+            loss.append((1 - got[True][0] / got[False][0]) * 100)
+            log('on/off pair %d: off %.0f on %.0f cmd/s, loss %.1f%%, CPU %+.2f us/cmd'
+                % (i + 1, got[False][0], got[True][0], loss[-1], got[True][1] - got[False][1]))
+            cpu.append((got[True][1] - got[False][1], got[False][1], got[False][0]))
+            i += 1
+        switch(False)
+        gen.kill()
+        gen.wait()
+        time.sleep(0.3)
+        drain.send_signal(signal.SIGTERM)
+        drain.wait(15)
+        drained = dict(line.split(' ', 1) for line in open(out).read().splitlines()
+                       if ' ' in line)
+        st = rsp.cmd('qTStatus').decode(errors='replace')
+        m = re.search(r'ns_dropped:([0-9a-f]+)', st)
+        drops = max(int(drained.get('dropped', 0)), int(m.group(1), 16) if m else 0)
+        rsp.cmd('D')
+        stub.stdin.close()
+        stub.wait(15)
+        res.update(loss=loss, cpu=cpu, agent_ms_s=agent * 1e3 / max(spans, 1e-9),
+                   tool_ms_s={k: v * 2e3 / max(spans, 1e-9) for k, v in tool.items()},
+                   frames=int(drained.get('frames', 0)), dropped=drops, on_cmds=on_cmds,
+                   bad=int(drained.get('bad', 0)))
+        return res
+    except (TimeoutError, EOFError, BrokenPipeError, RuntimeError, OSError) as e:
+        errf.seek(0)
+        return {'error': '%s (%s)' % (e, tail(errf.read(), 2))}
+    finally:
+        ctl.close()
+        for p in (gen, drain):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
         if stub is not None and stub.poll() is None:
             stub.terminate()
             try:
@@ -889,6 +1059,11 @@ def bench(tree, bins, site, tmp):
                                   got['untraced']['srv_cpu'], got['nonstop'].get('tool_cpu'),
                                   got['nonstop'].get('srv_agent', 0)))
 
+    onoff = run_onoff(bins, tmp, site, ONOFF) if want('nonstop') and ONOFF > 0 else None
+    if onoff:
+        log('on/off: %s' % ('%d pairs' % len(onoff['loss']) if 'loss' in onoff
+                            else onoff.get('error')))
+
     base = [total(r['rps']) for r in rows if r['tool'].startswith('untraced') and 'rps' in r]
     ns = [total(r['rps']) for r in rows if r['tool'].startswith('nonstop') and 'rps' in r]
     ref = sum(base) / len(base) if base else None
@@ -945,33 +1120,53 @@ def bench(tree, bins, site, tmp):
                             'loss per pair %s; mean %.1f%%, median %.1f%%'
                             % (' '.join('%.1f%%' % x for x in pairs_loss), mean, med)))
         if len(pairs_loss) > 1:
-            # The machine's own spread decides what the pairs can show: the target is
-            # met only if the whole 95 % interval of the mean is under it.
-            n = len(pairs_loss)
-            sd = (sum((x - mean) ** 2 for x in pairs_loss) / (n - 1)) ** 0.5
-            t = T95[max(k for k in T95 if k <= n)]
-            lo, hi = mean - t * sd / n ** 0.5, mean + t * sd / n ** 0.5
-            verdict = ('PASS' if hi < TARGET_LOSS else 'MISS' if lo >= TARGET_LOSS else
-                       'not shown: the interval spans it (more --pairs narrow it)')
+            # The machine's own spread decides what the pairs can show.
+            mean, lo, hi, sd = mean_interval(pairs_loss)
             print('%-34s %s' % ('', 'mean %.1f%%, 95%% interval %.1f%% .. %.1f%% (sd %.1f%% '
                                     'per pair)  < %g %% loss: %s'
-                                % (mean, lo, hi, sd, TARGET_LOSS, verdict)))
+                                % (mean, lo, hi, sd, TARGET_LOSS, verdict(lo, hi))))
     if len(pairs_cpu) > 1:
         # CPU accounting: what a hit costs inside the server, per pair, against the same
         # pair's untraced run (the server's CPU time per request varies less from run to
         # run than its throughput).
-        d = [x[0] for x in pairs_cpu]
-        n, mean, base_cpu = len(d), sum(d) / len(d), sum(x[1] for x in pairs_cpu) / len(d)
-        sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
-        half = T95[max(k for k in T95 if k <= n)] * sd / n ** 0.5
+        n, base_cpu = len(pairs_cpu), sum(x[1] for x in pairs_cpu) / len(pairs_cpu)
+        mean, lo, hi, _ = mean_interval([x[0] for x in pairs_cpu])
         tool = [x[2] for x in pairs_cpu if x[2] is not None]
         print('%-34s %s' % ('server CPU added, %d pairs' % n,
                             '%+.2f us per request (%+.1f%% of the untraced %.2f us), 95%% '
                             'interval %+.2f .. %+.2f us, of which the agent\'s thread %.2f us;'
-                            % (mean, mean / base_cpu * 100, base_cpu, mean - half, mean + half,
+                            % (mean, mean / base_cpu * 100, base_cpu, lo, hi,
                                sum(x[3] for x in pairs_cpu) / n)))
         print('%-34s %s' % ('', 'the tool\'s own processes %.2f us per request'
                             % (sum(tool) / len(tool) if tool else float('nan'))))
+    if onoff and 'loss' in onoff and len(onoff['loss']) > 1:
+        mean, _, _, sd = mean_interval(onoff['loss'])
+        med, lo, hi = median_interval(onoff['loss'])
+        print('%-34s %s' % ('nonstop logpoint on/off, one run', '%d pairs of %g s phases '
+                            '(SET, %.0f req/s off): loss median %.2f%%, 95%% interval %s '
+                            '(mean %.2f%%, sd %.1f%% per pair)  < %g %% loss: %s'
+                            % (len(onoff['loss']), ONOFF_PHASE,
+                               sum(x[2] for x in onoff['cpu']) / len(onoff['cpu']), med,
+                               '%.2f%% .. %.2f%%' % (lo, hi) if lo is not None else 'n/a',
+                               mean, sd, TARGET_LOSS,
+                               verdict(lo, hi) if lo is not None else 'not shown: too few pairs')))
+        cmed, clo, chi = median_interval([x[0] for x in onoff['cpu']])
+        off_cpu = sum(x[1] for x in onoff['cpu']) / len(onoff['cpu'])
+        print('%-34s %s' % ('', 'server CPU per command, on - off: median %+.3f us (%+.1f%% of '
+                                '%.2f us), 95%% interval %s;' % (
+                                    cmed, cmed / off_cpu * 100, off_cpu,
+                                    '%+.3f .. %+.3f us' % (clo, chi) if clo is not None
+                                    else 'n/a')))
+        print('%-34s %s' % ('', 'CPU per second: the agent\'s thread in the server %.2f ms '
+                                '(both phases), the stub + bench_drain %.1f ms off, %.1f ms on'
+                                % (onoff['agent_ms_s'], onoff['tool_ms_s'][False],
+                                   onoff['tool_ms_s'][True])))
+        ok = onoff['frames'] >= onoff['on_cmds'] and not onoff['bad']
+        print('%-34s %s' % ('', 'frames %d (every command of the measured on phases, %d: %s), '
+                                'dropped %d' % (onoff['frames'], onoff['on_cmds'],
+                                                'yes' if ok else 'NO', onoff['dropped'])))
+    elif onoff:
+        print('%-34s %s' % ('nonstop logpoint on/off, one run', onoff.get('error')))
     print()
     print('requests/s: redis-benchmark\'s own SET and GET numbers; loss: 1 - (harmonic mean '
           'of SET/s and GET/s) / untraced reference.')
