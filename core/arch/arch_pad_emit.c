@@ -760,8 +760,16 @@ static void rec_emit(struct buf *b, const struct ns_arch_pad_spec *spec, struct 
 	put4(b, (uint32_t)room);
 	jcc_fix(b, CC_A, &unmark);
 	OP_MEM(b, true, HW_RDX, -1, T + 8, 0x03); // add rdx, fs:[T.data]
-	// The template, then the fields over it.
+	// The template, then the fields over it: not the words an 8-byte field (a
+	// register, the time stamp, the sequence number) writes whole anyway. Once the
+	// record is begun, every field is written before head moves.
+	uint64_t whole = 0; // bit off / 8
+	for (size_t i = 0; i < r->nfields; i++)
+		if (r->fields[i].kind != NS_ARCH_REC_TID)
+			whole |= 1ull << (r->fields[i].off / 8);
 	for (size_t off = 0; off < r->len; off += 8) {
+		if (whole & (1ull << (off / 8)))
+			continue;
 		int64_t w;
 		memcpy(&w, r->tmpl + off, 8);
 		if (w >= INT32_MIN && w <= INT32_MAX) {
