@@ -15,6 +15,9 @@ the load by bench_drain, the adapter's frame path in C), a bpftrace uprobe at th
 two fields (printf + count; through a symbol added at the site in a copy of the
 binary that every run uses, see site_binary), and gdb dprintf at the same address
 (`gdb -p PID`).
+Then interleaved (untraced, nonstop) pairs, and the logpoint switched on and off in one
+server under one steady load (run_onoff: the precise measure, the machine's drift and
+the differences between server processes cancel).
 Each prints requests/s (redis-benchmark's own numbers, SET and GET), the loss against
 untraced, the hits (commands executed while the tool was attached, from redis's own
 INFO commandstats), what the tool captured and what it dropped. The issue's target
@@ -107,7 +110,7 @@ TARGET_LOSS = 1.0  # percent (issue 5)
 # The on/off run (run_onoff): its length (--onoff=SECONDS, 0: none), each phase's
 # measured span and the wait after each switch before it.
 ONOFF = float(([a.split('=', 1)[1] for a in sys.argv if a.startswith('--onoff=')]
-               or ['10' if QUICK else '60'])[0])
+               or ['10' if QUICK else '120'])[0])
 ONOFF_PHASE, ONOFF_SETTLE = 0.5, 0.1
 
 DPRINTF = {'heap': '"dp %d %d\\n",c->argc,c->cmd->id',
