@@ -557,6 +557,24 @@ def run_untraced(bins, tmp, n):
         srv.stop()
 
 
+def tear_down(helpers, stub, errf, srv):
+    """Whatever is still running after a nonstop run, last the server: @helpers killed,
+    the stub asked to end (then killed)."""
+    for p in helpers:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+    if stub is not None and stub.poll() is None:
+        stub.terminate()
+        try:
+            stub.wait(10)
+        except subprocess.TimeoutExpired:
+            stub.kill()
+            stub.wait()
+    errf.close()
+    srv.stop()
+
+
 def start_logpoint(srv, bins, site, errf):
     """Attach nonstop-stub to @srv, set the logpoint as tracepoint 1 and start tracing:
     (stub, its Rsp, load base, site address, {'tier', 'reason', 'site'} or {'error'})."""
@@ -655,18 +673,7 @@ def run_nonstop(bins, tmp, site, n):
         errf.seek(0)
         return {'error': '%s (%s)' % (e, tail(errf.read(), 2))}
     finally:
-        if drain is not None and drain.poll() is None:
-            drain.kill()
-            drain.wait()
-        if stub is not None and stub.poll() is None:
-            stub.terminate()
-            try:
-                stub.wait(10)
-            except subprocess.TimeoutExpired:
-                stub.kill()
-                stub.wait()
-        errf.close()
-        srv.stop()
+        tear_down((drain,), stub, errf, srv)
 
 
 def commands_done(port):
@@ -774,19 +781,7 @@ def run_onoff(bins, tmp, site, seconds):
         return {'error': '%s (%s)' % (e, tail(errf.read(), 2))}
     finally:
         ctl.close()
-        for p in (gen, drain):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        if stub is not None and stub.poll() is None:
-            stub.terminate()
-            try:
-                stub.wait(10)
-            except subprocess.TimeoutExpired:
-                stub.kill()
-                stub.wait()
-        errf.close()
-        srv.stop()
+        tear_down((gen, drain), stub, errf, srv)
 
 
 def frame_values(frame, site, base):
