@@ -121,7 +121,8 @@ static bool control(struct ns_rsp_conn *c, int ctl, struct tally *t, bool *ok)
 		struct ns_rsp_packet rep;
 		struct ns_err *err = ns_rsp_request(c, line, len, 10000, NULL, NULL, &rep);
 		char out[512];
-		int m = err ? snprintf(out, sizeof(out), "E.%s\n", err->msg)
+		// A reply (or error) longer than the line is cut to it, the newline kept.
+		int m = err ? snprintf(out, sizeof(out), "E.%.400s\n", err->msg)
 		            : snprintf(out, sizeof(out), "%.*s\n", (int)(rep.len < 400 ? rep.len : 400),
 		                       rep.data);
 		if (err) {
